@@ -1,0 +1,145 @@
+//! The command line: every clap type lives here; commands receive plain settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenantctl",
+    version,
+    about = "Multi-tenant Postgres with Row-Level Security: compile policies, migrate, prove isolation",
+    long_about = "tenantctl compiles the TOML files in policies/ into deterministic SQL migrations \
+(tables, roles, grants and Row-Level Security policies), applies them with refinery, and proves \
+tenant isolation on a live database.\n\n\
+Typical loop:\n  tenantctl init my-project && cd my-project\n  tenantctl plan            # the SQL, no database needed\n  \
+tenantctl generate        # write migrations/V<n>__<name>.sql\n  tenantctl migrate         # apply (embedded local database when no URL is given)\n  \
+tenantctl status\n\n\
+Database URL: --database-url, else $DATABASE_URL, else [database].url in tenantctl.toml, else the \
+embedded local database (never when $CI is set: then a missing URL is an error).\n\n\
+Exit codes: 0 success, 1 the command ran and found a problem (drift, pending migrations under --check), \
+2 it could not do its job (bad input, bad config, no connection)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Project configuration file; policies/ and migrations/ are resolved beside it.
+    #[arg(long, global = true, value_name = "PATH", default_value = "tenantctl.toml")]
+    pub config: PathBuf,
+
+    /// Postgres URL (postgres://user:pass@host:port/db?sslmode=verify-full). Overrides $DATABASE_URL
+    /// and the config file.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Output format: human tables, or stable JSON on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a new project: tenantctl.toml, policies/ (gyms, coaches, members), migrations/.
+    Init(InitArgs),
+    /// Print the SQL that `generate` would write. Needs no database and writes nothing.
+    Plan(PlanArgs),
+    /// Write the next migrations/V<n>__<name>.sql from the change in policies/ since the last
+    /// generation. Writes nothing when nothing changed.
+    Generate(GenerateArgs),
+    /// Apply pending migrations, one transaction each, under an advisory lock.
+    Migrate(MigrateArgs),
+    /// List applied, pending, divergent and missing migrations.
+    Status(StatusArgs),
+    /// The embedded local Postgres cluster (data under .tenantctl/ beside tenantctl.toml).
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create the project in (created if missing; must not already hold a tenantctl.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Plan drops of tables and columns too (generate needs the same flag to write them).
+    #[arg(long)]
+    pub allow_destructive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Migration name: letters, digits and underscores (default: derived from the change).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Allow DROP TABLE and DROP COLUMN (data loss) in the generated migration.
+    #[arg(long)]
+    pub allow_destructive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// List the migrations that would run, and run none.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Migrate up to and including this version only.
+    #[arg(long, value_name = "N")]
+    pub target: Option<i32>,
+    /// Run through a transaction pooler (Neon "-pooler" host) anyway. The advisory lock that stops
+    /// two concurrent runs does not hold there: use the direct host instead.
+    #[arg(long)]
+    pub allow_pooler: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Exit 1 when any migration is pending, divergent or missing (a CI gate).
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data directory of the cluster (default: .tenantctl/ beside tenantctl.toml).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: DevCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Start the local cluster (initialising it on first use) and print its URL.
+    Up {
+        /// Port on 127.0.0.1 (default: a free one, kept across restarts).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Stop the local cluster; its data stays.
+    Down,
+    /// Print the local cluster's URL (password redacted unless --show-password).
+    Url {
+        #[arg(long)]
+        show_password: bool,
+    },
+    /// Open psql on the local cluster; extra arguments go to psql.
+    Psql {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Stop the local cluster, delete its data, and start a fresh one.
+    Reset,
+}

@@ -1,0 +1,154 @@
+//! The project: `tenantctl.toml`, the directories beside it, and which database URL to use.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub paths: Paths,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Physical names for the roles that the policies declare (`gym_app = "staging_gym_app"`).
+    /// Roles are cluster-wide: this lets two projects or test runs share one cluster.
+    #[serde(default)]
+    pub role_names: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    #[serde(default = "default_policies")]
+    pub policies: PathBuf,
+    #[serde(default = "default_migrations")]
+    pub migrations: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths { policies: default_policies(), migrations: default_migrations() }
+    }
+}
+
+fn default_policies() -> PathBuf {
+    "policies".into()
+}
+fn default_migrations() -> PathBuf {
+    "migrations".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Used when neither --database-url nor $DATABASE_URL is given.
+    pub url: Option<String>,
+    /// Postgres `lock_timeout` for each migration (a Postgres interval: "10s", "1min").
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: String,
+    /// Postgres `statement_timeout` for each migration statement.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            lock_timeout: default_lock_timeout(),
+            statement_timeout: default_statement_timeout(),
+        }
+    }
+}
+
+fn default_lock_timeout() -> String {
+    "10s".into()
+}
+fn default_statement_timeout() -> String {
+    "15min".into()
+}
+
+/// A loaded project: the config and the directory it lives in.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub config_path: PathBuf,
+    pub root: PathBuf,
+    pub config: Config,
+    /// False when no config file exists (only `init` and `dev` work then).
+    pub exists: bool,
+}
+
+impl Project {
+    pub fn load(config_path: &Path) -> Result<Project> {
+        let root = match config_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !config_path.exists() {
+            return Ok(Project {
+                config_path: config_path.to_path_buf(),
+                root,
+                config: Config::default(),
+                exists: false,
+            });
+        }
+        let text = std::fs::read_to_string(config_path)
+            .with_context(|| format!("cannot read {}", config_path.display()))?;
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(crate::policy::toml_error_message(config_path, &text, &e))
+        })?;
+        Ok(Project { config_path: config_path.to_path_buf(), root, config, exists: true })
+    }
+
+    /// Fail with a teaching message when there is no project here.
+    pub fn require(&self) -> Result<()> {
+        if !self.exists {
+            bail!(
+                "no {} found\n  hint: run `tenantctl init` to scaffold a project here, or pass --config PATH",
+                self.config_path.display()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn policies_dir(&self) -> PathBuf {
+        self.root.join(&self.config.paths.policies)
+    }
+
+    pub fn migrations_dir(&self) -> PathBuf {
+        self.root.join(&self.config.paths.migrations)
+    }
+
+    pub fn dev_dir(&self) -> PathBuf {
+        self.root.join(".tenantctl")
+    }
+
+    /// Resolve the database URL: flag, then $DATABASE_URL, then the config file, then the embedded
+    /// local cluster. With $CI set, a missing URL is an error: a gate must never pass against an
+    /// empty local database by accident.
+    pub fn database_url(&self, flag: Option<&str>) -> Result<String> {
+        if let Some(url) = flag.filter(|u| !u.is_empty()) {
+            return Ok(url.to_string());
+        }
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !url.is_empty() {
+                return Ok(url);
+            }
+        }
+        if let Some(url) = self.config.database.url.as_deref().filter(|u| !u.is_empty()) {
+            return Ok(url.to_string());
+        }
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            bail!(
+                "no database URL, and $CI is set so the embedded local database is not used\n  \
+                 hint: pass --database-url, set DATABASE_URL, or set [database].url in {}",
+                self.config_path.display()
+            );
+        }
+        eprintln!("note: no database URL given; using the embedded local database in {}", self.dev_dir().display());
+        crate::embedded::ensure_running(&self.dev_dir())
+    }
+}

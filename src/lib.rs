@@ -1,0 +1,20 @@
+//! tenantctl: compile tenant-isolation policies into Postgres RLS migrations, apply them, prove isolation.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod ident;
+pub mod output;
+pub mod policy;
+pub mod snapshot;
+pub mod sql;
+
+/// How a command that ran to the end came out: `Clean` maps to exit 0, `Findings` to exit 1.
+/// Anything that stops a command from doing its job is an `Err`, which maps to exit 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Clean,
+    Findings,
+}

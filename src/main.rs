@@ -1,0 +1,29 @@
+//! Thin edge: parse the command line, run one command, print the error chain, map to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tenantctl::{cli::Cli, Outcome};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(tenantctl::commands::run(cli)) {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Findings) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {}", tenantctl::db::redact_text(&format!("{e:#}")));
+            ExitCode::from(2)
+        }
+    }
+}
