@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod ident;
+pub mod model;
 pub mod output;
 pub mod policy;
 pub mod snapshot;

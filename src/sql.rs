@@ -1,1 +1,647 @@
-//! stub
+//! The one module that writes SQL text: the statements that take a database from one compiled
+//! model to another (from nothing, for the first migration). Identifiers are always quoted,
+//! literals always escaped, and iteration is sorted, so equal models give equal bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use postgres_protocol::escape::escape_identifier;
+
+use crate::ident::{dollar_quote, literal};
+use crate::model::{
+    Column, Constraint, Grant, Index, OnDelete, Policy, Role, Schema, Table, Tenancy,
+};
+
+/// SQLSTATE raised when a row's tenant id is changed.
+pub const TENANT_IMMUTABLE_SQLSTATE: &str = "TC001";
+
+/// One SQL statement and the policy file (and object) it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// `policies/members.toml: table members`
+    pub provenance: String,
+    pub sql: String,
+    /// Loses data (DROP TABLE, DROP COLUMN): needs --allow-destructive.
+    pub destructive: bool,
+}
+
+fn q(name: &str) -> String {
+    escape_identifier(name)
+}
+
+fn qlist<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    names
+        .into_iter()
+        .map(|n| q(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Name of the trigger that keeps the tenant id immutable. It sorts last among BEFORE triggers
+/// (which fire in name order), so no other trigger can change the tenant id after the check.
+pub const IMMUTABILITY_TRIGGER: &str = "zzz_tenantctl_tenant_immutable";
+
+pub fn context_function(t: &Tenancy) -> String {
+    format!("{}.{}", q(&t.helper_schema), q(&t.context_function))
+}
+
+pub fn trigger_function(t: &Tenancy) -> String {
+    format!("{}.{}", q(&t.helper_schema), q("forbid_tenant_change"))
+}
+
+struct Out {
+    stmts: Vec<Statement>,
+}
+
+impl Out {
+    fn push(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
+        self.stmts.push(Statement {
+            provenance: provenance.into(),
+            sql: sql.into(),
+            destructive: false,
+        });
+    }
+    fn destructive(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
+        self.stmts.push(Statement {
+            provenance: provenance.into(),
+            sql: sql.into(),
+            destructive: true,
+        });
+    }
+}
+
+/// The statements that converge a database at `old` (None: an empty database) to `new`.
+pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
+    let empty = Schema {
+        tenancy: new.tenancy.clone(),
+        roles: BTreeMap::new(),
+        tables: BTreeMap::new(),
+    };
+    let old_tenancy = old.map(|o| &o.tenancy);
+    let old = old.unwrap_or(&empty);
+    let tn = &new.tenancy;
+    let mut out = Out { stmts: Vec::new() };
+    let tenancy_changed = old_tenancy.is_none_or(|t| !same_tenancy(t, tn));
+
+    // 1. Roles: created idempotently (roles are cluster-wide and Neon branches share them).
+    for (name, role) in &new.roles {
+        let prov = format!("{}: role {name}", role.source);
+        match old.roles.get(name) {
+            None => create_role(&mut out, &prov, name, role),
+            Some(o) if o.login != role.login || o.bypassrls != role.bypassrls => {
+                out.push(
+                    &prov,
+                    format!("ALTER ROLE {} {};", q(name), role_attributes(role)),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    for name in old.roles.keys().filter(|n| !new.roles.contains_key(*n)) {
+        out.push(
+            format!("role {name}"),
+            format!("-- role {} is no longer declared; roles are cluster-wide, so it is left in place: drop it by hand once no database uses it", q(name)),
+        );
+    }
+
+    // 2. Helper schema and functions.
+    if tenancy_changed {
+        helper_objects(&mut out, tn, new.roles.keys());
+    }
+
+    // 3. Removals and changes that must drop first (policies, foreign keys, constraints, indexes,
+    //    privileges), so that columns and tables can then change.
+    let mut recreate_policies: BTreeSet<(String, String)> = BTreeSet::new();
+    for (tname, nt) in &new.tables {
+        let Some(ot) = old.tables.get(tname) else {
+            continue;
+        };
+        let prov = |what: &str| format!("{}: {what}", nt.source);
+        for (pname, op) in &ot.policies {
+            let drop = match nt.policies.get(pname) {
+                None => true,
+                Some(np) => needs_recreate(op, np),
+            };
+            if drop {
+                out.push(
+                    prov(&format!("policy {pname} on {tname}")),
+                    format!("DROP POLICY {} ON {};", q(pname), q(tname)),
+                );
+                if nt.policies.contains_key(pname) {
+                    recreate_policies.insert((tname.clone(), pname.clone()));
+                }
+            }
+        }
+        let mut dropped: Vec<(&String, &Constraint)> = ot
+            .constraints
+            .iter()
+            .filter(|(n, c)| nt.constraints.get(*n) != Some(*c))
+            .collect();
+        // Foreign keys first: they depend on the other constraints' unique indexes.
+        dropped.sort_by_key(|(n, c)| (!c.is_foreign_key(), (*n).clone()));
+        for (cname, _) in dropped {
+            out.push(
+                prov(&format!("constraint {cname} on {tname}")),
+                format!("ALTER TABLE {} DROP CONSTRAINT {};", q(tname), q(cname)),
+            );
+        }
+        for (iname, oi) in &ot.indexes {
+            if nt.indexes.get(iname) != Some(oi) {
+                out.push(
+                    prov(&format!("index {iname}")),
+                    format!("DROP INDEX {};", q(iname)),
+                );
+            }
+        }
+        for (role, og) in &ot.grants {
+            let ng = nt.grants.get(role).cloned().unwrap_or_default();
+            let privs: Vec<&str> = og
+                .privileges
+                .difference(&ng.privileges)
+                .map(|p| p.sql())
+                .collect();
+            if !privs.is_empty() {
+                out.push(
+                    prov(&format!("grants on {tname}")),
+                    format!(
+                        "REVOKE {} ON TABLE {} FROM {};",
+                        privs.join(", "),
+                        q(tname),
+                        q(role)
+                    ),
+                );
+            }
+            let cols: Vec<&String> = og
+                .update_columns
+                .difference(&ng.update_columns)
+                .filter(|c| nt.column(c).is_some())
+                .collect();
+            if !cols.is_empty() {
+                out.push(
+                    prov(&format!("grants on {tname}")),
+                    format!(
+                        "REVOKE UPDATE ({}) ON TABLE {} FROM {};",
+                        qlist(cols),
+                        q(tname),
+                        q(role)
+                    ),
+                );
+            }
+        }
+    }
+    // Foreign keys of kept tables that point at dropped tables were dropped above (their
+    // declarations changed); the dropped tables go together so their own keys don't matter.
+    let dropped_tables: Vec<(&String, &Table)> = old
+        .tables
+        .iter()
+        .filter(|(n, _)| !new.tables.contains_key(*n))
+        .collect();
+    if !dropped_tables.is_empty() {
+        let names: Vec<&String> = dropped_tables.iter().map(|(n, _)| *n).collect();
+        let sources: BTreeSet<&str> = dropped_tables
+            .iter()
+            .map(|(_, t)| t.source.as_str())
+            .collect();
+        out.destructive(
+            format!(
+                "{}: dropped tables",
+                sources.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            format!("DROP TABLE {};", qlist(names)),
+        );
+    }
+
+    // 4. New tables, each with RLS enabled and forced in the same migration as its creation.
+    for (tname, nt) in &new.tables {
+        if !old.tables.contains_key(tname) {
+            create_table(&mut out, tn, tname, nt);
+        }
+    }
+
+    // 5. Column changes of kept tables.
+    for (tname, nt) in &new.tables {
+        let Some(ot) = old.tables.get(tname) else {
+            continue;
+        };
+        let prov = |c: &str| format!("{}: column {tname}.{c}", nt.source);
+        for nc in &nt.columns {
+            match ot.column(&nc.name) {
+                None => out.push(
+                    prov(&nc.name),
+                    format!("ALTER TABLE {} ADD COLUMN {};", q(tname), column_def(nc)),
+                ),
+                Some(oc) => {
+                    let at = format!("ALTER TABLE {} ALTER COLUMN {}", q(tname), q(&nc.name));
+                    if oc.ty != nc.ty {
+                        out.push(
+                            prov(&nc.name),
+                            format!("{at} TYPE {} USING {}::{};", nc.ty, q(&nc.name), nc.ty),
+                        );
+                    }
+                    if oc.default != nc.default {
+                        match &nc.default {
+                            Some(d) => out.push(prov(&nc.name), format!("{at} SET DEFAULT {d};")),
+                            None => out.push(prov(&nc.name), format!("{at} DROP DEFAULT;")),
+                        }
+                    }
+                    if oc.nullable != nc.nullable {
+                        let verb = if nc.nullable { "DROP" } else { "SET" };
+                        out.push(prov(&nc.name), format!("{at} {verb} NOT NULL;"));
+                    }
+                }
+            }
+        }
+        for oc in &ot.columns {
+            if nt.column(&oc.name).is_none() {
+                out.destructive(
+                    prov(&oc.name),
+                    format!("ALTER TABLE {} DROP COLUMN {};", q(tname), q(&oc.name)),
+                );
+            }
+        }
+    }
+
+    // 6. Constraints that are new or changed: keys and checks first, then foreign keys (which
+    //    need the referenced keys), across all tables.
+    for fk_pass in [false, true] {
+        for (tname, nt) in &new.tables {
+            let ot = old.tables.get(tname);
+            for (cname, c) in &nt.constraints {
+                if c.is_foreign_key() != fk_pass {
+                    continue;
+                }
+                let is_new_table = ot.is_none();
+                let changed = ot.is_some_and(|ot| ot.constraints.get(cname) != Some(c));
+                // Non-FK constraints of new tables are inline in CREATE TABLE.
+                if (is_new_table && fk_pass) || changed {
+                    out.push(
+                        format!("{}: constraint {cname} on {tname}", nt.source),
+                        format!(
+                            "ALTER TABLE {} ADD CONSTRAINT {} {};",
+                            q(tname),
+                            q(cname),
+                            constraint_def(c)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // 7. Indexes, led by the tenant column.
+    for (tname, nt) in &new.tables {
+        let ot = old.tables.get(tname);
+        for (iname, ix) in &nt.indexes {
+            if ot.and_then(|t| t.indexes.get(iname)) != Some(ix) {
+                out.push(
+                    format!("{}: index {iname}", nt.source),
+                    index_def(tname, iname, ix),
+                );
+            }
+        }
+    }
+
+    // 8. Policies: ALTER POLICY where Postgres allows it, else the drop above and a create here.
+    for (tname, nt) in &new.tables {
+        let ot = old.tables.get(tname);
+        for (pname, np) in &nt.policies {
+            let prov = format!("{}: policy {pname} on {tname}", np.source);
+            match ot.and_then(|t| t.policies.get(pname)) {
+                Some(op) if same_policy(op, np) => {}
+                Some(op) if !recreate_policies.contains(&(tname.clone(), pname.clone())) => {
+                    out.push(prov, alter_policy(tname, pname, op, np));
+                }
+                _ => out.push(prov, create_policy(tname, pname, np)),
+            }
+        }
+    }
+
+    // 9. Privileges.
+    for (tname, nt) in &new.tables {
+        let ot = old.tables.get(tname);
+        for (role, ng) in &nt.grants {
+            let og = ot
+                .and_then(|t| t.grants.get(role))
+                .cloned()
+                .unwrap_or_default();
+            grant(
+                &mut out,
+                &format!("{}: grants on {tname}", nt.source),
+                tname,
+                role,
+                &og,
+                ng,
+            );
+        }
+    }
+
+    // 10. A renamed helper function or schema: the old ones go once nothing uses them.
+    if let Some(ot) = old_tenancy {
+        if ot.helper_schema != tn.helper_schema || ot.context_function != tn.context_function {
+            out.push(
+                format!("{}: tenancy", tn.source),
+                format!("DROP FUNCTION IF EXISTS {}();", context_function(ot)),
+            );
+        }
+    }
+    out.stmts
+}
+
+/// Tenancy settings without their provenance.
+fn same_tenancy(a: &Tenancy, b: &Tenancy) -> bool {
+    Tenancy {
+        source: String::new(),
+        ..a.clone()
+    } == Tenancy {
+        source: String::new(),
+        ..b.clone()
+    }
+}
+
+fn role_attributes(role: &Role) -> String {
+    let login = if role.login { "LOGIN" } else { "NOLOGIN" };
+    if role.bypassrls {
+        format!("{login} BYPASSRLS")
+    } else {
+        login.to_string()
+    }
+}
+
+fn create_role(out: &mut Out, prov: &str, name: &str, role: &Role) {
+    let body = format!(
+        "\nBEGIN\n    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {}) THEN\n        CREATE ROLE {} NOLOGIN;\n    END IF;\nEND\n",
+        literal(name),
+        q(name)
+    );
+    out.push(prov, format!("DO {};", dollar_quote(&body)));
+    out.push(
+        prov,
+        format!("ALTER ROLE {} {};", q(name), role_attributes(role)),
+    );
+}
+
+fn helper_objects<'a>(out: &mut Out, t: &Tenancy, roles: impl Iterator<Item = &'a String>) {
+    let prov = format!("{}: tenancy", t.source);
+    let owner = q(&t.owner_role);
+    // The migrating role must be able to hand objects to the owner role.
+    out.push(&prov, format!("GRANT {owner} TO CURRENT_USER;"));
+    out.push(
+        &prov,
+        format!("CREATE SCHEMA IF NOT EXISTS {};", q(&t.helper_schema)),
+    );
+    out.push(
+        &prov,
+        format!("ALTER SCHEMA {} OWNER TO {owner};", q(&t.helper_schema)),
+    );
+    let users: Vec<&String> = roles.filter(|r| **r != t.owner_role).collect();
+    out.push(
+        &prov,
+        format!(
+            "GRANT USAGE ON SCHEMA {} TO {};",
+            q(&t.helper_schema),
+            qlist(users)
+        ),
+    );
+    // Fail closed: an unset or empty setting is NULL, and `gym_id = NULL` matches no row.
+    let body = format!(
+        " SELECT NULLIF(pg_catalog.current_setting({}, true), '')::uuid ",
+        literal(&t.context_setting)
+    );
+    out.push(
+        &prov,
+        format!(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS uuid\n    LANGUAGE sql STABLE PARALLEL SAFE\n    SET search_path = pg_catalog, pg_temp\n    AS {};",
+            context_function(t),
+            dollar_quote(&body)
+        ),
+    );
+    out.push(
+        &prov,
+        format!("ALTER FUNCTION {}() OWNER TO {owner};", context_function(t)),
+    );
+    let body = format!(
+        "\nBEGIN\n    IF to_jsonb(NEW) -> TG_ARGV[0] IS DISTINCT FROM to_jsonb(OLD) -> TG_ARGV[0] THEN\n        RAISE EXCEPTION 'tenant id is immutable: %.% cannot change', TG_TABLE_NAME, TG_ARGV[0]\n            USING ERRCODE = {}, HINT = 'rows never move between tenants: insert a new row for the other tenant instead';\n    END IF;\n    RETURN NEW;\nEND\n",
+        literal(TENANT_IMMUTABLE_SQLSTATE)
+    );
+    out.push(
+        &prov,
+        format!(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger\n    LANGUAGE plpgsql\n    SET search_path = pg_catalog, pg_temp\n    AS {};",
+            trigger_function(t),
+            dollar_quote(&body)
+        ),
+    );
+    out.push(
+        &prov,
+        format!("ALTER FUNCTION {}() OWNER TO {owner};", trigger_function(t)),
+    );
+}
+
+fn column_def(c: &Column) -> String {
+    let mut s = format!("{} {}", q(&c.name), c.ty);
+    if !c.nullable {
+        s.push_str(" NOT NULL");
+    }
+    if let Some(d) = &c.default {
+        s.push_str(" DEFAULT ");
+        s.push_str(d);
+    }
+    s
+}
+
+fn constraint_def(c: &Constraint) -> String {
+    match c {
+        Constraint::PrimaryKey { columns } => format!("PRIMARY KEY ({})", qlist(columns)),
+        Constraint::Unique { columns } => format!("UNIQUE ({})", qlist(columns)),
+        Constraint::Check { expr } => format!("CHECK ({expr})"),
+        Constraint::ForeignKey {
+            columns,
+            table,
+            ref_columns,
+            on_delete,
+        } => {
+            let action = match on_delete {
+                OnDelete::NoAction => "NO ACTION",
+                OnDelete::Restrict => "RESTRICT",
+                OnDelete::Cascade => "CASCADE",
+            };
+            format!(
+                "FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {action}",
+                qlist(columns),
+                q(table),
+                qlist(ref_columns)
+            )
+        }
+    }
+}
+
+fn index_def(table: &str, name: &str, ix: &Index) -> String {
+    let unique = if ix.unique { "UNIQUE " } else { "" };
+    format!(
+        "CREATE {unique}INDEX {} ON {} ({});",
+        q(name),
+        q(table),
+        qlist(&ix.columns)
+    )
+}
+
+fn create_table(out: &mut Out, t: &Tenancy, name: &str, table: &Table) {
+    let prov = format!("{}: table {name}", table.source);
+    let mut lines: Vec<String> = table.columns.iter().map(column_def).collect();
+    for (cname, c) in table
+        .constraints
+        .iter()
+        .filter(|(_, c)| !c.is_foreign_key())
+    {
+        lines.push(format!("CONSTRAINT {} {}", q(cname), constraint_def(c)));
+    }
+    out.push(
+        &prov,
+        format!(
+            "CREATE TABLE {} (\n    {}\n);",
+            q(name),
+            lines.join(",\n    ")
+        ),
+    );
+    out.push(
+        &prov,
+        format!("ALTER TABLE {} OWNER TO {};", q(name), q(&t.owner_role)),
+    );
+    out.push(
+        &prov,
+        format!("REVOKE ALL ON TABLE {} FROM PUBLIC;", q(name)),
+    );
+    out.push(
+        &prov,
+        format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY;", q(name)),
+    );
+    out.push(
+        &prov,
+        format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY;", q(name)),
+    );
+    out.push(
+        &prov,
+        format!(
+            "CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}({});",
+            q(IMMUTABILITY_TRIGGER),
+            q(name),
+            trigger_function(t),
+            literal(&table.tenant_column)
+        ),
+    );
+}
+
+/// Equal apart from provenance (moving a policy to another file changes no SQL).
+fn same_policy(a: &Policy, b: &Policy) -> bool {
+    Policy {
+        source: String::new(),
+        ..a.clone()
+    } == Policy {
+        source: String::new(),
+        ..b.clone()
+    }
+}
+
+/// Postgres cannot change a policy's command or kind, nor remove a clause, with ALTER POLICY.
+fn needs_recreate(old: &Policy, new: &Policy) -> bool {
+    old.command != new.command
+        || old.permissive != new.permissive
+        || (old.using.is_some() && new.using.is_none())
+        || (old.with_check.is_some() && new.with_check.is_none())
+}
+
+fn create_policy(table: &str, name: &str, p: &Policy) -> String {
+    let kind = if p.permissive {
+        "PERMISSIVE"
+    } else {
+        "RESTRICTIVE"
+    };
+    let mut s = format!(
+        "CREATE POLICY {} ON {}\n    AS {kind} FOR {}\n    TO {}",
+        q(name),
+        q(table),
+        p.command.sql(),
+        qlist(&p.roles)
+    );
+    if let Some(u) = &p.using {
+        s.push_str(&format!("\n    USING ({u})"));
+    }
+    if let Some(c) = &p.with_check {
+        s.push_str(&format!("\n    WITH CHECK ({c})"));
+    }
+    s.push(';');
+    s
+}
+
+fn alter_policy(table: &str, name: &str, old: &Policy, new: &Policy) -> String {
+    let mut s = format!("ALTER POLICY {} ON {}", q(name), q(table));
+    if old.roles != new.roles {
+        s.push_str(&format!("\n    TO {}", qlist(&new.roles)));
+    }
+    if old.using != new.using {
+        if let Some(u) = &new.using {
+            s.push_str(&format!("\n    USING ({u})"));
+        }
+    }
+    if old.with_check != new.with_check {
+        if let Some(c) = &new.with_check {
+            s.push_str(&format!("\n    WITH CHECK ({c})"));
+        }
+    }
+    s.push(';');
+    s
+}
+
+fn grant(out: &mut Out, prov: &str, table: &str, role: &str, old: &Grant, new: &Grant) {
+    let privs: Vec<&str> = new
+        .privileges
+        .difference(&old.privileges)
+        .map(|p| p.sql())
+        .collect();
+    if !privs.is_empty() {
+        out.push(
+            prov,
+            format!(
+                "GRANT {} ON TABLE {} TO {};",
+                privs.join(", "),
+                q(table),
+                q(role)
+            ),
+        );
+    }
+    let cols: Vec<&String> = new.update_columns.difference(&old.update_columns).collect();
+    if !cols.is_empty() {
+        out.push(
+            prov,
+            format!(
+                "GRANT UPDATE ({}) ON TABLE {} TO {};",
+                qlist(cols),
+                q(table),
+                q(role)
+            ),
+        );
+    }
+}
+
+/// The migration file's text: a header, then each statement under its provenance comment.
+pub fn render(version: u32, name: &str, stmts: &[Statement]) -> String {
+    let mut s = format!(
+        "-- V{version}__{name}.sql: generated by tenantctl from the policy files.\n\
+         -- Do not edit: change policies/ and run `tenantctl generate`.\n"
+    );
+    let mut last: Option<&str> = None;
+    for st in stmts {
+        if last != Some(st.provenance.as_str()) {
+            // A file name is not trusted to be free of line breaks: they would end the comment.
+            let prov: String = st
+                .provenance
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            s.push_str(&format!("\n-- {prov}\n"));
+            last = Some(&st.provenance);
+        }
+        s.push_str(&st.sql);
+        s.push('\n');
+    }
+    s
+}

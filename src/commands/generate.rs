@@ -1,4 +1,132 @@
-//! stub
-use crate::{cli::Format, config::Project, Outcome};
-pub fn plan(_p: &Project, _d: bool, _f: Format) -> anyhow::Result<Outcome> { anyhow::bail!("todo") }
-pub fn generate(_p: &Project, _n: Option<&str>, _d: bool, _f: Format) -> anyhow::Result<Outcome> { anyhow::bail!("todo") }
+//! `tenantctl plan` and `tenantctl generate`: compile the policies and diff them against the snapshot.
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::cli::Format;
+use crate::config::Project;
+use crate::snapshot::{self, MigrationFile};
+use crate::sql::{self, Statement};
+use crate::{policy, Outcome};
+
+/// What the next migration would be.
+struct Pending {
+    version: u32,
+    statements: Vec<Statement>,
+    schema: crate::model::Schema,
+}
+
+fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
+    let schema = policy::load(project)?;
+    let dir = project.migrations_dir();
+    let files = snapshot::migration_files(&dir)?;
+    let snap = snapshot::load(&dir)?;
+    let last = files.last().map_or(0, |f: &MigrationFile| f.version);
+    match &snap {
+        None if last > 0 => bail!(
+            "{} holds migrations up to V{last} but no {}\n  hint: restore {} from version control; it records what the migrations already create",
+            dir.display(),
+            snapshot::FILE,
+            snapshot::FILE
+        ),
+        Some(s) if s.version != last => bail!(
+            "{} records V{} but the newest migration is V{last}\n  hint: the snapshot and the migration files come from different commits; restore both from version control",
+            snapshot::FILE,
+            s.version
+        ),
+        _ => {}
+    }
+    let statements = sql::diff(snap.as_ref().map(|s| &s.schema), &schema);
+    let destructive: Vec<&Statement> = statements.iter().filter(|s| s.destructive).collect();
+    if !destructive.is_empty() && !allow_destructive {
+        let list: Vec<String> = destructive
+            .iter()
+            .map(|s| format!("  {}  ({})", s.sql, s.provenance))
+            .collect();
+        bail!(
+            "the change drops data:\n{}\n  hint: if that is intended, run again with --allow-destructive",
+            list.join("\n")
+        );
+    }
+    Ok(Pending {
+        version: last + 1,
+        statements,
+        schema,
+    })
+}
+
+pub fn plan(project: &Project, allow_destructive: bool, format: Format) -> Result<Outcome> {
+    let p = compute(project, allow_destructive)?;
+    match format {
+        Format::Json => crate::output::print_json(&json!({
+            "changed": !p.statements.is_empty(),
+            "version": p.version,
+            "statements": p.statements.iter().map(|s| json!({
+                "object": s.provenance, "sql": s.sql, "destructive": s.destructive,
+            })).collect::<Vec<_>>(),
+        })),
+        Format::Table if p.statements.is_empty() => {
+            eprintln!(
+                "No changes: the database schema in migrations/ already matches the policies."
+            )
+        }
+        Format::Table => print!("{}", sql::render(p.version, "planned", &p.statements)),
+    }
+    Ok(Outcome::Clean)
+}
+
+/// refinery reads the name with `\w+`; we keep it to plain ASCII so file names travel well.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub fn generate(
+    project: &Project,
+    name: Option<&str>,
+    allow_destructive: bool,
+    format: Format,
+) -> Result<Outcome> {
+    let p = compute(project, allow_destructive)?;
+    let dir = project.migrations_dir();
+    if p.statements.is_empty() {
+        match format {
+            Format::Json => {
+                crate::output::print_json(&json!({"written": null, "version": p.version - 1}))
+            }
+            Format::Table => eprintln!(
+                "No changes: nothing written (the policies match V{}).",
+                p.version - 1
+            ),
+        }
+        return Ok(Outcome::Clean);
+    }
+    let name = match name {
+        Some(n) if valid_name(n) => n.to_string(),
+        Some(n) => bail!("migration name {n:?} is not valid\n  hint: use letters, digits and underscores, e.g. --name add_sessions"),
+        None if p.version == 1 => "initial".to_string(),
+        None => "policies".to_string(),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = dir.join(format!("V{}__{name}.sql", p.version));
+    let text = sql::render(p.version, &name, &p.statements);
+    snapshot::write_atomic(&file, &text)?;
+    if let Err(e) = snapshot::save(&dir, p.version, &p.schema) {
+        // Never leave a migration without the snapshot that describes it.
+        let _ = std::fs::remove_file(&file);
+        return Err(e);
+    }
+    let shown = file
+        .strip_prefix(&project.root)
+        .unwrap_or(&file)
+        .display()
+        .to_string();
+    match format {
+        Format::Json => crate::output::print_json(&json!({
+            "written": shown, "version": p.version, "statements": p.statements.len(),
+        })),
+        Format::Table => eprintln!("Wrote {shown} ({} statements).", p.statements.len()),
+    }
+    Ok(Outcome::Clean)
+}
