@@ -123,11 +123,20 @@ impl Project {
     }
 
     pub fn policies_dir(&self) -> PathBuf {
-        self.root.join(&self.config.paths.policies)
+        self.path(&self.config.paths.policies)
     }
 
     pub fn migrations_dir(&self) -> PathBuf {
-        self.root.join(&self.config.paths.migrations)
+        self.path(&self.config.paths.migrations)
+    }
+
+    /// A path relative to the project root, shown without a leading `./`.
+    fn path(&self, rel: &Path) -> PathBuf {
+        if self.root == Path::new(".") {
+            rel.to_path_buf()
+        } else {
+            self.root.join(rel)
+        }
     }
 
     pub fn dev_dir(&self) -> PathBuf {

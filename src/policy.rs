@@ -645,9 +645,13 @@ fn compile(
             errors,
         };
         if let Some(table) = tables.get_mut(name) {
-            compile_relations(
-                name, raw, table, &tenancy, &pk_of, &roles, &mut sink, &physical,
-            );
+            let ctx = RelationCtx {
+                tenancy: &tenancy,
+                pk_of: &pk_of,
+                declared: &table_seen,
+                roles: &roles,
+            };
+            compile_relations(name, raw, table, &ctx, &mut sink, &physical);
         }
     }
 
@@ -1111,17 +1115,25 @@ fn generated_name_ok(sink: &mut Sink<'_>, name: &str, span: Range<usize>) -> boo
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What references, grants and uniques are checked against.
+struct RelationCtx<'a> {
+    tenancy: &'a Tenancy,
+    /// Table → (primary key column, its type), for tables that compiled.
+    pk_of: &'a BTreeMap<String, (String, String)>,
+    /// Every declared table, compiled or not (a broken parent is reported once, at the parent).
+    declared: &'a BTreeMap<String, Seen>,
+    roles: &'a BTreeMap<String, Role>,
+}
+
 fn compile_relations(
     name: &str,
     raw: &Spanned<RawTable>,
     table: &mut Table,
-    tenancy: &Tenancy,
-    pk_of: &BTreeMap<String, (String, String)>,
-    roles: &BTreeMap<String, Role>,
+    ctx: &RelationCtx<'_>,
     sink: &mut Sink<'_>,
     physical: &dyn Fn(&str) -> String,
 ) {
+    let (tenancy, pk_of, roles) = (ctx.tenancy, ctx.pk_of, ctx.roles);
     let r = raw.get_ref();
     let is_root = name == tenancy.tenant_table;
     let tc = table.tenant_column.clone();
@@ -1203,6 +1215,9 @@ fn compile_relations(
             continue;
         }
         let Some((ppk, pty)) = pk_of.get(&parent) else {
+            if ctx.declared.contains_key(&parent) {
+                continue;
+            }
             sink.err(
                 rr.table.span(),
                 format!("{name}.{col} references table {parent}, which no policy file declares"),

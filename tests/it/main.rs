@@ -1,3 +1,7 @@
 //! The one integration-test binary: drives the real `tenantctl` binary against a real Postgres cluster.
 
+mod compile;
 mod harness;
+mod isolation;
+mod migrate;
+mod support;
