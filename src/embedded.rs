@@ -61,6 +61,8 @@ impl Layout {
                 .context("cannot read the current directory")?
                 .join(dir)
         };
+        // Drop "." components, so paths in messages read /project/.tenantctl, not /project/./.tenantctl.
+        let dir: PathBuf = dir.components().collect();
         Ok(Layout {
             data: dir.join("data"),
             state: dir.join("state.json"),
