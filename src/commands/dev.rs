@@ -1,9 +1,135 @@
-//! `tenantctl dev`: the embedded local cluster.
-// OWNED BY HELPER A — stub.
+//! `tenantctl dev`: start, stop, show, open and reset the embedded local cluster.
 
-use crate::{cli::DevArgs, Outcome};
+use std::path::{Path, PathBuf};
 
-pub async fn run(project: &crate::config::Project, args: DevArgs) -> anyhow::Result<Outcome> {
-    let _ = (project, args);
-    anyhow::bail!("not built yet")
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
+
+use crate::cli::{DevArgs, DevCommand, Format};
+use crate::{db, embedded, output, Outcome};
+
+pub async fn run(project: &crate::config::Project, args: DevArgs) -> Result<Outcome> {
+    let dir = args.dir.clone().unwrap_or_else(|| project.dev_dir());
+    let format = args.format;
+    match args.command {
+        DevCommand::Up { port } => {
+            let info = blocking({
+                let dir = dir.clone();
+                move || embedded::up(&dir, port)
+            })
+            .await?;
+            print_url(&info.url, info.port, &info.data_dir, format, false);
+            if format == Format::Table && !info.was_running {
+                eprintln!(
+                    "note: `tenantctl dev url --show-password` prints the URL with its password"
+                );
+            }
+        }
+        DevCommand::Down => {
+            let was_running = blocking({
+                let dir = dir.clone();
+                move || embedded::down(&dir)
+            })
+            .await?;
+            match format {
+                Format::Json => output::print_json(&json!({
+                    "was_running": was_running,
+                    "data_dir": dir.join("data"),
+                })),
+                Format::Table if was_running => {
+                    println!("stopped the local cluster in {}", dir.display())
+                }
+                Format::Table => println!("the local cluster in {} was not running", dir.display()),
+            }
+        }
+        DevCommand::Url { show_password } => {
+            let (url, running) = blocking({
+                let dir = dir.clone();
+                move || Ok((embedded::url(&dir)?, embedded::is_running(&dir)?))
+            })
+            .await?;
+            let url = url.ok_or_else(|| no_cluster(&dir))?;
+            let port = url_port(&url)?;
+            print_url(&url, port, &dir.join("data"), format, show_password);
+            if !running {
+                eprintln!(
+                    "note: the local cluster is not running; start it with `tenantctl dev up`"
+                );
+            }
+        }
+        DevCommand::Psql { args } => {
+            let (info, bindir) = blocking({
+                let dir = dir.clone();
+                move || Ok((embedded::up(&dir, None)?, embedded::recorded_bindir(&dir)?))
+            })
+            .await?;
+            return exec_psql(&info, bindir.as_deref(), &args);
+        }
+        DevCommand::Reset => {
+            let info = blocking({
+                let dir = dir.clone();
+                move || embedded::reset(&dir, None)
+            })
+            .await?;
+            print_url(&info.url, info.port, &info.data_dir, format, false);
+        }
+    }
+    Ok(Outcome::Clean)
+}
+
+/// The embedded functions run processes and sleep: keep them off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("the dev task panicked")?
+}
+
+fn print_url(url: &str, port: u16, data_dir: &Path, format: Format, show_password: bool) {
+    let url = if show_password {
+        url.to_string()
+    } else {
+        db::redact(url)
+    };
+    match format {
+        Format::Json => {
+            output::print_json(&json!({ "url": url, "port": port, "data_dir": data_dir }))
+        }
+        Format::Table => println!("{url}"),
+    }
+}
+
+fn url_port(url: &str) -> Result<u16> {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port())
+        .ok_or_else(|| anyhow!("the local cluster's state holds a URL without a port"))
+}
+
+fn no_cluster(dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "no local cluster in {}\n  hint: run `tenantctl dev up` to create and start one",
+        dir.display()
+    )
+}
+
+/// Replace this process with psql, so that it owns the terminal and its signals. The password goes
+/// through PGPASSWORD, never argv (visible to every user in `ps`).
+fn exec_psql(info: &embedded::Info, bindir: Option<&Path>, args: &[String]) -> Result<Outcome> {
+    use std::os::unix::process::CommandExt;
+
+    let url = url::Url::parse(&info.url).context("the local cluster's URL does not parse")?;
+    let password = url.password().unwrap_or_default().to_string();
+    let psql: PathBuf = embedded::psql_path(bindir);
+    let err = std::process::Command::new(&psql)
+        .env("PGPASSWORD", password)
+        .args(["-h", "127.0.0.1", "-p", &info.port.to_string()])
+        .args(["-U", embedded::SUPERUSER, "-d", embedded::DATABASE])
+        .args(args)
+        .exec();
+    Err(err).with_context(|| {
+        format!(
+            "cannot run {}\n  hint: install the PostgreSQL client (e.g. `apt-get install postgresql-client`)",
+            psql.display()
+        )
+    })
 }

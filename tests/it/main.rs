@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the real `tenantctl` binary against a real Postgres cluster.
 
 mod compile;
+mod dev;
 mod harness;
 mod isolation;
 mod migrate;
