@@ -56,7 +56,7 @@ $tc$;
 ALTER FUNCTION "tenantctl"."forbid_tenant_change"() OWNER TO "gym_owner";
 
 -- policies/coaches.toml: table coaches
-CREATE TABLE "coaches" (
+CREATE TABLE "public"."coaches" (
     "id" uuid NOT NULL DEFAULT gen_random_uuid(),
     "gym_id" uuid NOT NULL DEFAULT "tenantctl"."current_gym_id"(),
     "full_name" text NOT NULL,
@@ -71,14 +71,14 @@ CREATE TABLE "coaches" (
     CONSTRAINT "coaches_pkey" PRIMARY KEY ("id"),
     CONSTRAINT "coaches_tenant_key" UNIQUE ("gym_id", "id")
 );
-ALTER TABLE "coaches" OWNER TO "gym_owner";
-REVOKE ALL ON TABLE "coaches" FROM PUBLIC;
-ALTER TABLE "coaches" ENABLE ROW LEVEL SECURITY;
-ALTER TABLE "coaches" FORCE ROW LEVEL SECURITY;
-CREATE TRIGGER "zzz_tenantctl_tenant_immutable" BEFORE UPDATE ON "coaches" FOR EACH ROW EXECUTE FUNCTION "tenantctl"."forbid_tenant_change"('gym_id');
+ALTER TABLE "public"."coaches" OWNER TO "gym_owner";
+REVOKE ALL ON TABLE "public"."coaches" FROM PUBLIC;
+ALTER TABLE "public"."coaches" ENABLE ROW LEVEL SECURITY;
+ALTER TABLE "public"."coaches" FORCE ROW LEVEL SECURITY;
+CREATE TRIGGER "zzz_tenantctl_tenant_immutable" BEFORE UPDATE ON "public"."coaches" FOR EACH ROW EXECUTE FUNCTION "tenantctl"."forbid_tenant_change"('gym_id');
 
 -- policies/gyms.toml: table gyms
-CREATE TABLE "gyms" (
+CREATE TABLE "public"."gyms" (
     "id" uuid NOT NULL DEFAULT gen_random_uuid(),
     "slug" text NOT NULL,
     "name" text NOT NULL,
@@ -92,14 +92,14 @@ CREATE TABLE "gyms" (
     CONSTRAINT "gyms_slug_check" CHECK (slug ~ '^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$'),
     CONSTRAINT "gyms_slug_key" UNIQUE ("slug")
 );
-ALTER TABLE "gyms" OWNER TO "gym_owner";
-REVOKE ALL ON TABLE "gyms" FROM PUBLIC;
-ALTER TABLE "gyms" ENABLE ROW LEVEL SECURITY;
-ALTER TABLE "gyms" FORCE ROW LEVEL SECURITY;
-CREATE TRIGGER "zzz_tenantctl_tenant_immutable" BEFORE UPDATE ON "gyms" FOR EACH ROW EXECUTE FUNCTION "tenantctl"."forbid_tenant_change"('id');
+ALTER TABLE "public"."gyms" OWNER TO "gym_owner";
+REVOKE ALL ON TABLE "public"."gyms" FROM PUBLIC;
+ALTER TABLE "public"."gyms" ENABLE ROW LEVEL SECURITY;
+ALTER TABLE "public"."gyms" FORCE ROW LEVEL SECURITY;
+CREATE TRIGGER "zzz_tenantctl_tenant_immutable" BEFORE UPDATE ON "public"."gyms" FOR EACH ROW EXECUTE FUNCTION "tenantctl"."forbid_tenant_change"('id');
 
 -- policies/members.toml: table members
-CREATE TABLE "members" (
+CREATE TABLE "public"."members" (
     "id" uuid NOT NULL DEFAULT gen_random_uuid(),
     "gym_id" uuid NOT NULL DEFAULT "tenantctl"."current_gym_id"(),
     "full_name" text NOT NULL,
@@ -116,74 +116,74 @@ CREATE TABLE "members" (
     CONSTRAINT "members_status_check" CHECK (status IN ('active', 'paused', 'cancelled')),
     CONSTRAINT "members_tenant_key" UNIQUE ("gym_id", "id")
 );
-ALTER TABLE "members" OWNER TO "gym_owner";
-REVOKE ALL ON TABLE "members" FROM PUBLIC;
-ALTER TABLE "members" ENABLE ROW LEVEL SECURITY;
-ALTER TABLE "members" FORCE ROW LEVEL SECURITY;
-CREATE TRIGGER "zzz_tenantctl_tenant_immutable" BEFORE UPDATE ON "members" FOR EACH ROW EXECUTE FUNCTION "tenantctl"."forbid_tenant_change"('gym_id');
+ALTER TABLE "public"."members" OWNER TO "gym_owner";
+REVOKE ALL ON TABLE "public"."members" FROM PUBLIC;
+ALTER TABLE "public"."members" ENABLE ROW LEVEL SECURITY;
+ALTER TABLE "public"."members" FORCE ROW LEVEL SECURITY;
+CREATE TRIGGER "zzz_tenantctl_tenant_immutable" BEFORE UPDATE ON "public"."members" FOR EACH ROW EXECUTE FUNCTION "tenantctl"."forbid_tenant_change"('gym_id');
 
 -- policies/coaches.toml: constraint coaches_tenant_fkey on coaches
-ALTER TABLE "coaches" ADD CONSTRAINT "coaches_tenant_fkey" FOREIGN KEY ("gym_id") REFERENCES "gyms" ("id") ON DELETE CASCADE;
+ALTER TABLE "public"."coaches" ADD CONSTRAINT "coaches_tenant_fkey" FOREIGN KEY ("gym_id") REFERENCES "public"."gyms" ("id") ON DELETE CASCADE;
 
 -- policies/members.toml: constraint members_home_coach_id_fkey on members
-ALTER TABLE "members" ADD CONSTRAINT "members_home_coach_id_fkey" FOREIGN KEY ("gym_id", "home_coach_id") REFERENCES "coaches" ("gym_id", "id") ON DELETE NO ACTION;
+ALTER TABLE "public"."members" ADD CONSTRAINT "members_home_coach_id_fkey" FOREIGN KEY ("gym_id", "home_coach_id") REFERENCES "public"."coaches" ("gym_id", "id") ON DELETE NO ACTION;
 
 -- policies/members.toml: constraint members_tenant_fkey on members
-ALTER TABLE "members" ADD CONSTRAINT "members_tenant_fkey" FOREIGN KEY ("gym_id") REFERENCES "gyms" ("id") ON DELETE CASCADE;
+ALTER TABLE "public"."members" ADD CONSTRAINT "members_tenant_fkey" FOREIGN KEY ("gym_id") REFERENCES "public"."gyms" ("id") ON DELETE CASCADE;
 
 -- policies/coaches.toml: index coaches_gym_id_full_name_idx
-CREATE INDEX "coaches_gym_id_full_name_idx" ON "coaches" ("gym_id", "full_name");
+CREATE INDEX "coaches_gym_id_full_name_idx" ON "public"."coaches" ("gym_id", "full_name");
 
 -- policies/members.toml: index members_gym_id_full_name_idx
-CREATE INDEX "members_gym_id_full_name_idx" ON "members" ("gym_id", "full_name");
+CREATE INDEX "members_gym_id_full_name_idx" ON "public"."members" ("gym_id", "full_name");
 
 -- policies/members.toml: index members_gym_id_home_coach_id_idx
-CREATE INDEX "members_gym_id_home_coach_id_idx" ON "members" ("gym_id", "home_coach_id");
+CREATE INDEX "members_gym_id_home_coach_id_idx" ON "public"."members" ("gym_id", "home_coach_id");
 
 -- policies/members.toml: index members_gym_id_status_idx
-CREATE INDEX "members_gym_id_status_idx" ON "members" ("gym_id", "status");
+CREATE INDEX "members_gym_id_status_idx" ON "public"."members" ("gym_id", "status");
 
 -- policies/coaches.toml: policy coaches_tenant_isolation on coaches
-CREATE POLICY "coaches_tenant_isolation" ON "coaches"
+CREATE POLICY "coaches_tenant_isolation" ON "public"."coaches"
     AS PERMISSIVE FOR ALL
     TO "gym_app"
     USING (("gym_id" = (SELECT "tenantctl"."current_gym_id"())))
     WITH CHECK (("gym_id" = (SELECT "tenantctl"."current_gym_id"())));
 
 -- policies/gyms.toml: policy gyms_select_own on gyms
-CREATE POLICY "gyms_select_own" ON "gyms"
+CREATE POLICY "gyms_select_own" ON "public"."gyms"
     AS PERMISSIVE FOR SELECT
     TO "gym_app"
     USING (id = (SELECT tenantctl.current_gym_id()));
 
 -- policies/gyms.toml: policy gyms_update_own on gyms
-CREATE POLICY "gyms_update_own" ON "gyms"
+CREATE POLICY "gyms_update_own" ON "public"."gyms"
     AS PERMISSIVE FOR UPDATE
     TO "gym_app"
     USING (id = (SELECT tenantctl.current_gym_id()))
     WITH CHECK (id = (SELECT tenantctl.current_gym_id()));
 
 -- policies/members.toml: policy members_tenant_isolation on members
-CREATE POLICY "members_tenant_isolation" ON "members"
+CREATE POLICY "members_tenant_isolation" ON "public"."members"
     AS PERMISSIVE FOR ALL
     TO "gym_app"
     USING (("gym_id" = (SELECT "tenantctl"."current_gym_id"())))
     WITH CHECK (("gym_id" = (SELECT "tenantctl"."current_gym_id"())));
 
 -- policies/coaches.toml: grants on coaches
-GRANT SELECT, INSERT, DELETE ON TABLE "coaches" TO "gym_app";
-GRANT UPDATE ("active", "created_at", "email", "full_name", "hired_on", "phone", "specialties") ON TABLE "coaches" TO "gym_app";
-GRANT SELECT, INSERT, DELETE ON TABLE "coaches" TO "platform_admin";
-GRANT UPDATE ("active", "created_at", "email", "full_name", "hired_on", "phone", "specialties") ON TABLE "coaches" TO "platform_admin";
+GRANT SELECT, INSERT, DELETE ON TABLE "public"."coaches" TO "gym_app";
+GRANT UPDATE ("active", "created_at", "email", "full_name", "hired_on", "phone", "specialties") ON TABLE "public"."coaches" TO "gym_app";
+GRANT SELECT, INSERT, DELETE ON TABLE "public"."coaches" TO "platform_admin";
+GRANT UPDATE ("active", "created_at", "email", "full_name", "hired_on", "phone", "specialties") ON TABLE "public"."coaches" TO "platform_admin";
 
 -- policies/gyms.toml: grants on gyms
-GRANT SELECT ON TABLE "gyms" TO "gym_app";
-GRANT UPDATE ("contact_email", "created_at", "name", "plan", "slug", "timezone") ON TABLE "gyms" TO "gym_app";
-GRANT SELECT, INSERT, DELETE ON TABLE "gyms" TO "platform_admin";
-GRANT UPDATE ("contact_email", "created_at", "name", "plan", "slug", "timezone") ON TABLE "gyms" TO "platform_admin";
+GRANT SELECT ON TABLE "public"."gyms" TO "gym_app";
+GRANT UPDATE ("contact_email", "created_at", "name", "plan", "slug", "timezone") ON TABLE "public"."gyms" TO "gym_app";
+GRANT SELECT, INSERT, DELETE ON TABLE "public"."gyms" TO "platform_admin";
+GRANT UPDATE ("contact_email", "created_at", "name", "plan", "slug", "timezone") ON TABLE "public"."gyms" TO "platform_admin";
 
 -- policies/members.toml: grants on members
-GRANT SELECT, INSERT, DELETE ON TABLE "members" TO "gym_app";
-GRANT UPDATE ("created_at", "date_of_birth", "email", "full_name", "home_coach_id", "joined_on", "phone", "status") ON TABLE "members" TO "gym_app";
-GRANT SELECT, INSERT, DELETE ON TABLE "members" TO "platform_admin";
-GRANT UPDATE ("created_at", "date_of_birth", "email", "full_name", "home_coach_id", "joined_on", "phone", "status") ON TABLE "members" TO "platform_admin";
+GRANT SELECT, INSERT, DELETE ON TABLE "public"."members" TO "gym_app";
+GRANT UPDATE ("created_at", "date_of_birth", "email", "full_name", "home_coach_id", "joined_on", "phone", "status") ON TABLE "public"."members" TO "gym_app";
+GRANT SELECT, INSERT, DELETE ON TABLE "public"."members" TO "platform_admin";
+GRANT UPDATE ("created_at", "date_of_birth", "email", "full_name", "home_coach_id", "joined_on", "phone", "status") ON TABLE "public"."members" TO "platform_admin";

@@ -23,6 +23,8 @@ pub struct Tenancy {
     pub tenant_key: String,
     /// The tenant column on every other table (`gym_id`).
     pub tenant_column: String,
+    /// The schema that holds the tables (`public`); generated SQL always qualifies with it.
+    pub table_schema: String,
     pub helper_schema: String,
     pub context_setting: String,
     pub context_function: String,

@@ -38,6 +38,7 @@ struct RawTenancy {
     tenant_table: Spanned<String>,
     tenant_key: Option<Spanned<String>>,
     tenant_column: Option<Spanned<String>>,
+    table_schema: Option<Spanned<String>>,
     helper_schema: Option<Spanned<String>>,
     context_setting: Option<Spanned<String>>,
     context_function: Option<Spanned<String>>,
@@ -780,7 +781,11 @@ fn compile_tenancy(
         .unwrap_or_default();
     let tenant_key = name_or(sink, &r.tenant_key, "id", "tenant key column");
     let tenant_column = name_or(sink, &r.tenant_column, "gym_id", "tenant column");
+    let table_schema = name_or(sink, &r.table_schema, "public", "table schema");
     let helper_schema = name_or(sink, &r.helper_schema, "tenantctl", "helper schema");
+    if table_schema == helper_schema {
+        sink.err(raw.span(), "table_schema and helper_schema must differ", "keep the helper objects apart from the tables");
+    }
     let context_function = name_or(
         sink,
         &r.context_function,
@@ -853,6 +858,7 @@ fn compile_tenancy(
         tenant_table,
         tenant_key,
         tenant_column,
+        table_schema,
         helper_schema,
         context_setting,
         context_function,

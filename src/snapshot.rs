@@ -75,8 +75,11 @@ pub fn load(dir: &Path) -> Result<Option<Snapshot>> {
     }
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let snap: Snapshot = serde_json::from_str(&text).with_context(|| {
-        format!("{} is not a tenantctl snapshot\n  hint: restore it from version control; it is written by `tenantctl generate`", path.display())
+    let snap: Snapshot = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a tenantctl snapshot: {e}\n  hint: restore it from version control; it is written by `tenantctl generate`",
+            path.display()
+        )
     })?;
     if snap.format != FORMAT {
         bail!(

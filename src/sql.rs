@@ -28,6 +28,11 @@ fn q(name: &str) -> String {
     escape_identifier(name)
 }
 
+/// A table name qualified with the tables' schema, so that no search_path decides where it lives.
+fn rel(schema: &str, table: &str) -> String {
+    format!("{}.{}", q(schema), q(table))
+}
+
 fn qlist<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
     names
         .into_iter()
@@ -79,6 +84,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
     let old_tenancy = old.map(|o| &o.tenancy);
     let old = old.unwrap_or(&empty);
     let tn = &new.tenancy;
+    let s = tn.table_schema.as_str();
     let mut out = Out { stmts: Vec::new() };
     let tenancy_changed = old_tenancy.is_none_or(|t| !same_tenancy(t, tn));
 
@@ -124,7 +130,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
             if drop {
                 out.push(
                     prov(&format!("policy {pname} on {tname}")),
-                    format!("DROP POLICY {} ON {};", q(pname), q(tname)),
+                    format!("DROP POLICY {} ON {};", q(pname), rel(s, tname)),
                 );
                 if nt.policies.contains_key(pname) {
                     recreate_policies.insert((tname.clone(), pname.clone()));
@@ -141,14 +147,14 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
         for (cname, _) in dropped {
             out.push(
                 prov(&format!("constraint {cname} on {tname}")),
-                format!("ALTER TABLE {} DROP CONSTRAINT {};", q(tname), q(cname)),
+                format!("ALTER TABLE {} DROP CONSTRAINT {};", rel(s, tname), q(cname)),
             );
         }
         for (iname, oi) in &ot.indexes {
             if nt.indexes.get(iname) != Some(oi) {
                 out.push(
                     prov(&format!("index {iname}")),
-                    format!("DROP INDEX {};", q(iname)),
+                    format!("DROP INDEX {};", rel(s, iname)),
                 );
             }
         }
@@ -165,7 +171,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
                     format!(
                         "REVOKE {} ON TABLE {} FROM {};",
                         privs.join(", "),
-                        q(tname),
+                        rel(s, tname),
                         q(role)
                     ),
                 );
@@ -181,7 +187,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
                     format!(
                         "REVOKE UPDATE ({}) ON TABLE {} FROM {};",
                         qlist(cols),
-                        q(tname),
+                        rel(s, tname),
                         q(role)
                     ),
                 );
@@ -206,7 +212,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
                 "{}: dropped tables",
                 sources.into_iter().collect::<Vec<_>>().join(", ")
             ),
-            format!("DROP TABLE {};", qlist(names)),
+            format!("DROP TABLE {};", names.iter().map(|n| rel(s, n)).collect::<Vec<_>>().join(", ")),
         );
     }
 
@@ -227,10 +233,10 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
             match ot.column(&nc.name) {
                 None => out.push(
                     prov(&nc.name),
-                    format!("ALTER TABLE {} ADD COLUMN {};", q(tname), column_def(nc)),
+                    format!("ALTER TABLE {} ADD COLUMN {};", rel(s, tname), column_def(nc)),
                 ),
                 Some(oc) => {
-                    let at = format!("ALTER TABLE {} ALTER COLUMN {}", q(tname), q(&nc.name));
+                    let at = format!("ALTER TABLE {} ALTER COLUMN {}", rel(s, tname), q(&nc.name));
                     if oc.ty != nc.ty {
                         out.push(
                             prov(&nc.name),
@@ -254,7 +260,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
             if nt.column(&oc.name).is_none() {
                 out.destructive(
                     prov(&oc.name),
-                    format!("ALTER TABLE {} DROP COLUMN {};", q(tname), q(&oc.name)),
+                    format!("ALTER TABLE {} DROP COLUMN {};", rel(s, tname), q(&oc.name)),
                 );
             }
         }
@@ -277,9 +283,9 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
                         format!("{}: constraint {cname} on {tname}", nt.source),
                         format!(
                             "ALTER TABLE {} ADD CONSTRAINT {} {};",
-                            q(tname),
+                            rel(s, tname),
                             q(cname),
-                            constraint_def(c)
+                            constraint_def(s, c)
                         ),
                     );
                 }
@@ -294,7 +300,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
             if ot.and_then(|t| t.indexes.get(iname)) != Some(ix) {
                 out.push(
                     format!("{}: index {iname}", nt.source),
-                    index_def(tname, iname, ix),
+                    index_def(&rel(s, tname), iname, ix),
                 );
             }
         }
@@ -308,9 +314,9 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
             match ot.and_then(|t| t.policies.get(pname)) {
                 Some(op) if same_policy(op, np) => {}
                 Some(op) if !recreate_policies.contains(&(tname.clone(), pname.clone())) => {
-                    out.push(prov, alter_policy(tname, pname, op, np));
+                    out.push(prov, alter_policy(&rel(s, tname), pname, op, np));
                 }
-                _ => out.push(prov, create_policy(tname, pname, np)),
+                _ => out.push(prov, create_policy(&rel(s, tname), pname, np)),
             }
         }
     }
@@ -326,7 +332,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
             grant(
                 &mut out,
                 &format!("{}: grants on {tname}", nt.source),
-                tname,
+                &rel(s, tname),
                 role,
                 &og,
                 ng,
@@ -448,7 +454,7 @@ fn column_def(c: &Column) -> String {
     s
 }
 
-fn constraint_def(c: &Constraint) -> String {
+fn constraint_def(schema: &str, c: &Constraint) -> String {
     match c {
         Constraint::PrimaryKey { columns } => format!("PRIMARY KEY ({})", qlist(columns)),
         Constraint::Unique { columns } => format!("UNIQUE ({})", qlist(columns)),
@@ -467,7 +473,7 @@ fn constraint_def(c: &Constraint) -> String {
             format!(
                 "FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {action}",
                 qlist(columns),
-                q(table),
+                rel(schema, table),
                 qlist(ref_columns)
             )
         }
@@ -479,7 +485,7 @@ fn index_def(table: &str, name: &str, ix: &Index) -> String {
     format!(
         "CREATE {unique}INDEX {} ON {} ({});",
         q(name),
-        q(table),
+        table,
         qlist(&ix.columns)
     )
 }
@@ -492,38 +498,38 @@ fn create_table(out: &mut Out, t: &Tenancy, name: &str, table: &Table) {
         .iter()
         .filter(|(_, c)| !c.is_foreign_key())
     {
-        lines.push(format!("CONSTRAINT {} {}", q(cname), constraint_def(c)));
+        lines.push(format!("CONSTRAINT {} {}", q(cname), constraint_def(&t.table_schema, c)));
     }
     out.push(
         &prov,
         format!(
             "CREATE TABLE {} (\n    {}\n);",
-            q(name),
+            rel(&t.table_schema, name),
             lines.join(",\n    ")
         ),
     );
     out.push(
         &prov,
-        format!("ALTER TABLE {} OWNER TO {};", q(name), q(&t.owner_role)),
+        format!("ALTER TABLE {} OWNER TO {};", rel(&t.table_schema, name), q(&t.owner_role)),
     );
     out.push(
         &prov,
-        format!("REVOKE ALL ON TABLE {} FROM PUBLIC;", q(name)),
+        format!("REVOKE ALL ON TABLE {} FROM PUBLIC;", rel(&t.table_schema, name)),
     );
     out.push(
         &prov,
-        format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY;", q(name)),
+        format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY;", rel(&t.table_schema, name)),
     );
     out.push(
         &prov,
-        format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY;", q(name)),
+        format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY;", rel(&t.table_schema, name)),
     );
     out.push(
         &prov,
         format!(
             "CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}({});",
             q(IMMUTABILITY_TRIGGER),
-            q(name),
+            rel(&t.table_schema, name),
             trigger_function(t),
             literal(&table.tenant_column)
         ),
@@ -558,7 +564,7 @@ fn create_policy(table: &str, name: &str, p: &Policy) -> String {
     let mut s = format!(
         "CREATE POLICY {} ON {}\n    AS {kind} FOR {}\n    TO {}",
         q(name),
-        q(table),
+        table,
         p.command.sql(),
         qlist(&p.roles)
     );
@@ -573,7 +579,7 @@ fn create_policy(table: &str, name: &str, p: &Policy) -> String {
 }
 
 fn alter_policy(table: &str, name: &str, old: &Policy, new: &Policy) -> String {
-    let mut s = format!("ALTER POLICY {} ON {}", q(name), q(table));
+    let mut s = format!("ALTER POLICY {} ON {}", q(name), table);
     if old.roles != new.roles {
         s.push_str(&format!("\n    TO {}", qlist(&new.roles)));
     }
@@ -603,7 +609,7 @@ fn grant(out: &mut Out, prov: &str, table: &str, role: &str, old: &Grant, new: &
             format!(
                 "GRANT {} ON TABLE {} TO {};",
                 privs.join(", "),
-                q(table),
+                table,
                 q(role)
             ),
         );
@@ -615,7 +621,7 @@ fn grant(out: &mut Out, prov: &str, table: &str, role: &str, old: &Grant, new: &
             format!(
                 "GRANT UPDATE ({}) ON TABLE {} TO {};",
                 qlist(cols),
-                q(table),
+                table,
                 q(role)
             ),
         );

@@ -66,6 +66,21 @@ pub struct Entry {
     pub applied_on: Option<String>,
 }
 
+/// Pin the session's search_path to the tables' schema (from the snapshot; `public` without one),
+/// so that refinery's history table and unqualified names in hand-written migrations never land
+/// in a schema that happens to share the connecting role's name.
+pub async fn pin_search_path(client: &Client, project: &Project) -> Result<()> {
+    let schema = crate::snapshot::load(&project.migrations_dir())?
+        .map(|s| s.schema.tenancy.table_schema)
+        .unwrap_or_else(|| "public".to_string());
+    let path = postgres_protocol::escape::escape_identifier(&schema);
+    client
+        .execute("SELECT set_config('search_path', $1, false)", &[&path])
+        .await
+        .context("cannot set search_path")?;
+    Ok(())
+}
+
 pub async fn applied_migrations(client: &mut Client) -> Result<Vec<Migration>> {
     let exists: Option<String> = client
         .query_one("SELECT to_regclass($1)::text", &[&HISTORY_TABLE])
@@ -131,6 +146,7 @@ pub async fn run(
     }
     let migrations = load_migrations(project)?;
     let mut client = db::connect(url).await?;
+    pin_search_path(&client, project).await?;
 
     // Session-level lock, held for the whole run; released when we finish or the connection drops.
     let got: bool = client

@@ -4,13 +4,14 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::Format;
-use crate::commands::migrate::{applied_migrations, compare, load_migrations, State};
+use crate::commands::migrate::{applied_migrations, compare, load_migrations, pin_search_path, State};
 use crate::config::Project;
 use crate::{db, output, Outcome};
 
 pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> Result<Outcome> {
     let local = load_migrations(project)?;
     let mut client = db::connect(url).await?;
+    pin_search_path(&client, project).await?;
     let applied = applied_migrations(&mut client).await?;
     let entries = compare(&local, &applied);
     let count = |s: State| entries.iter().filter(|e| e.state == s).count();

@@ -11,9 +11,16 @@ fn project(with_fixtures: bool) -> tempfile::TempDir {
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     copy_dir(&repo().join("policies"), &dir.path().join("policies"));
     if with_fixtures {
-        copy_dir(&repo().join("tests/fixtures/policies"), &dir.path().join("policies"));
+        copy_dir(
+            &repo().join("tests/fixtures/policies"),
+            &dir.path().join("policies"),
+        );
     }
-    std::fs::copy(repo().join("tenantctl.toml"), dir.path().join("tenantctl.toml")).unwrap();
+    std::fs::copy(
+        repo().join("tenantctl.toml"),
+        dir.path().join("tenantctl.toml"),
+    )
+    .unwrap();
     dir
 }
 
@@ -27,8 +34,12 @@ fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 fn migration_files(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir.join("migrations")) else { return Vec::new() };
-    let mut names: Vec<String> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let Ok(entries) = std::fs::read_dir(dir.join("migrations")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
@@ -66,22 +77,26 @@ fn fixture_tables_get_the_full_treatment_from_toml_alone() {
     assert_eq!(code, 0, "{err}");
     for table in ["sessions", "bookings"] {
         for needle in [
-            format!("ALTER TABLE \"{table}\" ENABLE ROW LEVEL SECURITY;"),
-            format!("ALTER TABLE \"{table}\" FORCE ROW LEVEL SECURITY;"),
-            format!("CREATE POLICY \"{table}_tenant_isolation\" ON \"{table}\""),
+            format!("ALTER TABLE \"public\".\"{table}\" ENABLE ROW LEVEL SECURITY;"),
+            format!("ALTER TABLE \"public\".\"{table}\" FORCE ROW LEVEL SECURITY;"),
+            format!("CREATE POLICY \"{table}_tenant_isolation\" ON \"public\".\"{table}\""),
             format!("CONSTRAINT \"{table}_tenant_key\" UNIQUE (\"gym_id\", \"id\")"),
             format!("\"gym_id\" uuid NOT NULL DEFAULT \"tenantctl\".\"current_gym_id\"()"),
-            format!("ON \"{table}\" FOR EACH ROW EXECUTE FUNCTION \"tenantctl\".\"forbid_tenant_change\"('gym_id')"),
-            format!("ALTER TABLE \"{table}\" ADD CONSTRAINT \"{table}_tenant_fkey\" FOREIGN KEY (\"gym_id\") REFERENCES \"gyms\" (\"id\")"),
+            format!("ON \"public\".\"{table}\" FOR EACH ROW EXECUTE FUNCTION \"tenantctl\".\"forbid_tenant_change\"('gym_id')"),
+            format!("ALTER TABLE \"public\".\"{table}\" ADD CONSTRAINT \"{table}_tenant_fkey\" FOREIGN KEY (\"gym_id\") REFERENCES \"public\".\"gyms\" (\"id\")"),
         ] {
             assert!(sql.contains(&needle), "missing for {table}: {needle}");
         }
     }
     assert!(sql.contains(
-        "FOREIGN KEY (\"gym_id\", \"session_id\") REFERENCES \"sessions\" (\"gym_id\", \"id\") ON DELETE CASCADE"
+        "FOREIGN KEY (\"gym_id\", \"session_id\") REFERENCES \"public\".\"sessions\" (\"gym_id\", \"id\") ON DELETE CASCADE"
     ));
     assert!(sql.contains("CONSTRAINT \"bookings_gym_id_session_id_member_id_key\" UNIQUE (\"gym_id\", \"session_id\", \"member_id\")"));
-    assert!(!sql.contains("TRUNCATE") && !sql.contains("GRANT REFERENCES") && !sql.contains("TRIGGER ON"));
+    assert!(
+        !sql.contains("TRUNCATE")
+            && !sql.contains("GRANT REFERENCES")
+            && !sql.contains("TRIGGER ON")
+    );
 }
 
 #[test]
@@ -91,7 +106,10 @@ fn changing_one_using_gives_a_migration_with_just_that_change() {
     let (code, _, err) = run(dir.path(), &["generate"]);
     assert_eq!(code, 0);
     assert!(err.contains("No changes"), "{err}");
-    assert_eq!(migration_files(dir.path()), ["V1__initial.sql", "tenantctl.snapshot.json"]);
+    assert_eq!(
+        migration_files(dir.path()),
+        ["V1__initial.sql", "tenantctl.snapshot.json"]
+    );
 
     let gyms = dir.path().join("policies/gyms.toml");
     let text = std::fs::read_to_string(&gyms).unwrap();
@@ -104,12 +122,16 @@ fn changing_one_using_gives_a_migration_with_just_that_change() {
     std::fs::write(&gyms, changed).unwrap();
     let (code, _, err) = run(dir.path(), &["generate", "--name", "trial_gyms_hidden"]);
     assert_eq!(code, 0, "{err}");
-    let v2 = std::fs::read_to_string(dir.path().join("migrations/V2__trial_gyms_hidden.sql")).unwrap();
-    let statements: Vec<&str> = v2.lines().filter(|l| !l.starts_with("--") && !l.trim().is_empty()).collect();
+    let v2 =
+        std::fs::read_to_string(dir.path().join("migrations/V2__trial_gyms_hidden.sql")).unwrap();
+    let statements: Vec<&str> = v2
+        .lines()
+        .filter(|l| !l.starts_with("--") && !l.trim().is_empty())
+        .collect();
     assert_eq!(
         statements,
         [
-            "ALTER POLICY \"gyms_select_own\" ON \"gyms\"",
+            "ALTER POLICY \"gyms_select_own\" ON \"public\".\"gyms\"",
             "    USING (id = (SELECT tenantctl.current_gym_id()) AND plan <> 'trial');",
         ],
         "{v2}"
@@ -126,20 +148,34 @@ fn a_changed_policy_command_is_dropped_and_recreated_in_one_migration() {
     assert_eq!(run(dir.path(), &["generate"]).0, 0);
     let gyms = dir.path().join("policies/gyms.toml");
     let text = std::fs::read_to_string(&gyms).unwrap();
-    std::fs::write(&gyms, text.replacen("command = \"select\"", "command = \"all\"", 1)).unwrap();
+    std::fs::write(
+        &gyms,
+        text.replacen("command = \"select\"", "command = \"all\"", 1),
+    )
+    .unwrap();
     let (code, sql, err) = run(dir.path(), &["plan"]);
     assert_eq!(code, 0, "{err}");
-    let drop = sql.find("DROP POLICY \"gyms_select_own\" ON \"gyms\";").expect(&sql);
-    let create = sql.find("CREATE POLICY \"gyms_select_own\" ON \"gyms\"\n    AS PERMISSIVE FOR ALL").expect(&sql);
+    let drop = sql
+        .find("DROP POLICY \"gyms_select_own\" ON \"public\".\"gyms\";")
+        .expect(&sql);
+    let create = sql
+        .find("CREATE POLICY \"gyms_select_own\" ON \"public\".\"gyms\"\n    AS PERMISSIVE FOR ALL")
+        .expect(&sql);
     assert!(drop < create);
-    assert!(!sql.contains("ROW LEVEL SECURITY"), "RLS is never switched off: {sql}");
+    assert!(
+        !sql.contains("ROW LEVEL SECURITY"),
+        "RLS is never switched off: {sql}"
+    );
 }
 
 #[test]
 fn new_table_and_column_then_drops_need_allow_destructive() {
     let dir = project(false);
     assert_eq!(run(dir.path(), &["generate"]).0, 0);
-    copy_dir(&repo().join("tests/fixtures/policies"), &dir.path().join("policies"));
+    copy_dir(
+        &repo().join("tests/fixtures/policies"),
+        &dir.path().join("policies"),
+    );
     let members = dir.path().join("policies/members.toml");
     let text = std::fs::read_to_string(&members).unwrap();
     std::fs::write(&members, text.replace(
@@ -150,16 +186,25 @@ fn new_table_and_column_then_drops_need_allow_destructive() {
     let (code, _, err) = run(dir.path(), &["generate", "--name", "sessions"]);
     assert_eq!(code, 0, "{err}");
     let v2 = std::fs::read_to_string(dir.path().join("migrations/V2__sessions.sql")).unwrap();
-    assert!(v2.contains("ALTER TABLE \"members\" ADD COLUMN \"notes\" text;"), "{v2}");
-    assert!(v2.contains("GRANT UPDATE (\"notes\") ON TABLE \"members\""), "{v2}");
-    assert!(v2.contains("CREATE TABLE \"sessions\""));
-    assert!(!v2.contains("CREATE TABLE \"members\""));
+    assert!(
+        v2.contains("ALTER TABLE \"public\".\"members\" ADD COLUMN \"notes\" text;"),
+        "{v2}"
+    );
+    assert!(
+        v2.contains("GRANT UPDATE (\"notes\") ON TABLE \"public\".\"members\""),
+        "{v2}"
+    );
+    assert!(v2.contains("CREATE TABLE \"public\".\"sessions\""));
+    assert!(!v2.contains("CREATE TABLE \"public\".\"members\""));
 
     std::fs::remove_file(dir.path().join("policies/bookings.toml")).unwrap();
     std::fs::write(&members, text).unwrap();
     let (code, _, err) = run(dir.path(), &["generate"]);
     assert_eq!(code, 2);
-    assert!(err.contains("DROP TABLE \"bookings\";") && err.contains("--allow-destructive"), "{err}");
+    assert!(
+        err.contains("DROP TABLE \"public\".\"bookings\";") && err.contains("--allow-destructive"),
+        "{err}"
+    );
     assert!(err.contains("DROP COLUMN \"notes\""), "{err}");
     assert_eq!(migration_files(dir.path()).len(), 3, "nothing written");
     let (code, _, err) = run(dir.path(), &["generate", "--allow-destructive"]);
@@ -172,14 +217,52 @@ fn new_table_and_column_then_drops_need_allow_destructive() {
 fn bad_input_exits_2_with_position_and_hint_and_writes_nothing() {
     let long = "x".repeat(64);
     let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, String)> = vec![
-        ("malformed TOML", Box::new(|t: &str| t.replacen("[tables.members]", "[tables.members", 1)), "members.toml:2:".into()),
-        ("unknown key", Box::new(|t: &str| t.replacen("unique = [", "colour = \"red\"\nunique = [", 1)), "unknown field `colour`".into()),
-        ("identifier over 63 bytes", Box::new(move |t: &str| t.replacen("\"phone\"", &format!("\"{long}\""), 1)), "is 64 bytes long".into()),
-        ("quote in a name", Box::new(|t: &str| t.replacen("[tables.members]", "[tables.'mem\"bers']", 1)), "may hold only lowercase".into()),
-        ("semicolon in a name", Box::new(|t: &str| t.replacen("name = \"email\"", "name = \"email;drop\"", 1)), "may hold only lowercase".into()),
-        ("undeclared table", Box::new(|t: &str| t.replacen("table = \"coaches\"", "table = \"trainers\"", 1)), "which no policy file declares".into()),
-        ("no tenant column", Box::new(|t: &str| t.replacen("  { name = \"gym_id\", type = \"uuid\" },\n", "", 1)), "has no tenant column gym_id".into()),
-        ("semicolon in an expression", Box::new(|t: &str| t.replacen("default = \"'active'\"", "default = \"'active'; DROP TABLE gyms\"", 1)), "contains `;`".into()),
+        (
+            "malformed TOML",
+            Box::new(|t: &str| t.replacen("[tables.members]", "[tables.members", 1)),
+            "members.toml:2:".into(),
+        ),
+        (
+            "unknown key",
+            Box::new(|t: &str| t.replacen("unique = [", "colour = \"red\"\nunique = [", 1)),
+            "unknown field `colour`".into(),
+        ),
+        (
+            "identifier over 63 bytes",
+            Box::new(move |t: &str| t.replacen("\"phone\"", &format!("\"{long}\""), 1)),
+            "is 64 bytes long".into(),
+        ),
+        (
+            "quote in a name",
+            Box::new(|t: &str| t.replacen("[tables.members]", "[tables.'mem\"bers']", 1)),
+            "may hold only lowercase".into(),
+        ),
+        (
+            "semicolon in a name",
+            Box::new(|t: &str| t.replacen("name = \"email\"", "name = \"email;drop\"", 1)),
+            "may hold only lowercase".into(),
+        ),
+        (
+            "undeclared table",
+            Box::new(|t: &str| t.replacen("table = \"coaches\"", "table = \"trainers\"", 1)),
+            "which no policy file declares".into(),
+        ),
+        (
+            "no tenant column",
+            Box::new(|t: &str| t.replacen("  { name = \"gym_id\", type = \"uuid\" },\n", "", 1)),
+            "has no tenant column gym_id".into(),
+        ),
+        (
+            "semicolon in an expression",
+            Box::new(|t: &str| {
+                t.replacen(
+                    "default = \"'active'\"",
+                    "default = \"'active'; DROP TABLE gyms\"",
+                    1,
+                )
+            }),
+            "contains `;`".into(),
+        ),
     ];
     for (what, edit, expected) in cases {
         let dir = project(false);
@@ -192,8 +275,14 @@ fn bad_input_exits_2_with_position_and_hint_and_writes_nothing() {
             let (code, _, err) = run(dir.path(), &[cmd]);
             assert_eq!(code, 2, "{what}: {err}");
             assert!(err.starts_with("error: "), "{what}: {err}");
-            assert!(err.contains(&expected), "{what}: expected {expected:?} in {err}");
-            assert!(err.contains("policies/members.toml:"), "{what}: no file in {err}");
+            assert!(
+                err.contains(&expected),
+                "{what}: expected {expected:?} in {err}"
+            );
+            assert!(
+                err.contains("policies/members.toml:"),
+                "{what}: no file in {err}"
+            );
             let located = err.lines().any(|l| {
                 l.split("members.toml:").nth(1).is_some_and(|rest| {
                     let mut parts = rest.splitn(3, ':');
@@ -204,7 +293,10 @@ fn bad_input_exits_2_with_position_and_hint_and_writes_nothing() {
             assert!(located, "{what}: no line:column in {err}");
             assert!(err.contains("hint: "), "{what}: no hint in {err}");
         }
-        assert!(migration_files(dir.path()).is_empty(), "{what}: something was written");
+        assert!(
+            migration_files(dir.path()).is_empty(),
+            "{what}: something was written"
+        );
     }
 }
 
@@ -213,10 +305,21 @@ fn truncate_to_the_app_role_is_refused() {
     let dir = project(false);
     let path = dir.path().join("policies/members.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replacen("grants.gym_app = [\"select\"", "grants.gym_app = [\"truncate\", \"select\"", 1)).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen(
+            "grants.gym_app = [\"select\"",
+            "grants.gym_app = [\"truncate\", \"select\"",
+            1,
+        ),
+    )
+    .unwrap();
     let (code, _, err) = run(dir.path(), &["plan"]);
     assert_eq!(code, 2);
-    assert!(err.contains("TRUNCATE cannot be granted to gym_app"), "{err}");
+    assert!(
+        err.contains("TRUNCATE cannot be granted to gym_app"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -235,7 +338,10 @@ fn init_scaffolds_a_project_that_generates() {
     let proj = dir.path().join("proj");
     let (code, _, err) = run(&proj, &["generate"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(migration_files(&proj), ["V1__initial.sql", "tenantctl.snapshot.json"]);
+    assert_eq!(
+        migration_files(&proj),
+        ["V1__initial.sql", "tenantctl.snapshot.json"]
+    );
     let (code, _, err) = run(dir.path(), &["init", "proj"]);
     assert_eq!(code, 2, "init over an existing project must refuse: {err}");
 }

@@ -13,15 +13,15 @@ const MEMBER_B: &str = "20000000-0000-4000-8000-00000000000b";
 const SESSION_A: &str = "30000000-0000-4000-8000-00000000000a";
 const SESSION_B: &str = "30000000-0000-4000-8000-00000000000b";
 
-/// Every tenant table of the fixture project, with one row id per gym.
-const TABLES: &[(&str, &str, &str)] = &[
-    ("coaches", COACH_A, COACH_B),
-    ("members", MEMBER_A, MEMBER_B),
-    ("sessions", SESSION_A, SESSION_B),
+/// Tenant tables of the fixture project: one row id per gym, and a column the app may update.
+const TABLES: &[(&str, &str, &str, &str)] = &[
+    ("coaches", COACH_A, COACH_B, "full_name"),
+    ("members", MEMBER_A, MEMBER_B, "full_name"),
+    ("sessions", SESSION_A, SESSION_B, "title"),
 ];
 
 struct World {
-    db: TestDb,
+    _db: TestDb,
     roles: Roles,
     pg: Pg,
 }
@@ -33,9 +33,10 @@ fn world(label: &str) -> World {
     generate_and_migrate(&dir);
     let roles = Roles::for_db(&db);
     let mut pg = Pg::connect(&db.url);
-    for (gym, suffix, coach, member, session) in
-        [(GYM_A, "a", COACH_A, MEMBER_A, SESSION_A), (GYM_B, "b", COACH_B, MEMBER_B, SESSION_B)]
-    {
+    for (gym, suffix, coach, member, session) in [
+        (GYM_A, "a", COACH_A, MEMBER_A, SESSION_A),
+        (GYM_B, "b", COACH_B, MEMBER_B, SESSION_B),
+    ] {
         pg.batch(&format!(
             "INSERT INTO gyms (id, slug, name) VALUES ('{gym}', 'gym-{suffix}', 'Gym {suffix}');
              INSERT INTO coaches (id, gym_id, full_name, email) VALUES ('{coach}', '{gym}', 'Coach {suffix}', 'coach@{suffix}.test');
@@ -46,7 +47,7 @@ fn world(label: &str) -> World {
         ))
         .unwrap();
     }
-    World { db, roles, pg }
+    World { _db: db, roles, pg }
 }
 
 fn gym_ids(rows: &[Vec<Option<String>>]) -> Vec<String> {
@@ -60,39 +61,73 @@ fn each_gym_sees_only_its_own_rows_even_without_where() {
         let col = if table == "gyms" { "id" } else { "gym_id" };
         for gym in [GYM_A, GYM_B] {
             // The application "forgot" WHERE gym_id = ?: RLS filters anyway.
-            let rows = w.pg.as_role(&w.roles.app, Some(gym), &format!("SELECT {col}::text FROM {table}")).unwrap();
-            assert!(!rows.is_empty(), "{table}: gym {gym} sees none of its own rows");
-            assert!(gym_ids(&rows).iter().all(|g| g == gym), "{table}: gym {gym} sees {rows:?}");
+            let rows =
+                w.pg.as_role(
+                    &w.roles.app,
+                    Some(gym),
+                    &format!("SELECT {col}::text FROM {table}"),
+                )
+                .unwrap();
+            assert!(
+                !rows.is_empty(),
+                "{table}: gym {gym} sees none of its own rows"
+            );
+            assert!(
+                gym_ids(&rows).iter().all(|g| g == gym),
+                "{table}: gym {gym} sees {rows:?}"
+            );
         }
     }
-    let members = w.pg.as_role(&w.roles.app, Some(GYM_A), "SELECT count(*)::text FROM members").unwrap();
+    let members =
+        w.pg.as_role(
+            &w.roles.app,
+            Some(GYM_A),
+            "SELECT count(*)::text FROM members",
+        )
+        .unwrap();
     assert_eq!(members[0][0].as_deref(), Some("2"));
 }
 
 #[test]
 fn other_gyms_rows_are_invisible_not_errors() {
     let mut w = world("invisible");
-    for (table, _, b_id) in TABLES {
-        let rows = w
-            .pg
-            .as_role(&w.roles.app, Some(GYM_A), &format!("SELECT id::text FROM {table} WHERE id = '{b_id}'"))
+    for (table, _, b_id, col) in TABLES {
+        let rows =
+            w.pg.as_role(
+                &w.roles.app,
+                Some(GYM_A),
+                &format!("SELECT id::text FROM {table} WHERE id = '{b_id}'"),
+            )
             .unwrap();
-        assert!(rows.is_empty(), "{table}: gym A looked up B's row by id and got {rows:?}");
-        let rows = w
-            .pg
-            .as_role(&w.roles.app, Some(GYM_A), &format!("SELECT id::text FROM {table} WHERE gym_id = '{GYM_B}'"))
+        assert!(
+            rows.is_empty(),
+            "{table}: gym A looked up B's row by id and got {rows:?}"
+        );
+        let rows =
+            w.pg.as_role(
+                &w.roles.app,
+                Some(GYM_A),
+                &format!("SELECT id::text FROM {table} WHERE gym_id = '{GYM_B}'"),
+            )
             .unwrap();
-        assert!(rows.is_empty(), "{table}: gym A asked for gym B's rows and got {rows:?}");
+        assert!(
+            rows.is_empty(),
+            "{table}: gym A asked for gym B's rows and got {rows:?}"
+        );
         // Writes to B's rows affect nothing.
         let updated = w
             .pg
             .as_role(
                 &w.roles.app,
                 Some(GYM_A),
-                &format!("WITH u AS (UPDATE {table} SET id = id WHERE id = '{b_id}' RETURNING 1) SELECT count(*)::text FROM u"),
+                &format!("WITH u AS (UPDATE {table} SET {col} = {col} WHERE id = '{b_id}' RETURNING 1) SELECT count(*)::text FROM u"),
             )
             .unwrap();
-        assert_eq!(updated[0][0].as_deref(), Some("0"), "{table}: A updated B's row");
+        assert_eq!(
+            updated[0][0].as_deref(),
+            Some("0"),
+            "{table}: A updated B's row"
+        );
         let deleted = w
             .pg
             .as_role(
@@ -101,9 +136,19 @@ fn other_gyms_rows_are_invisible_not_errors() {
                 &format!("WITH d AS (DELETE FROM {table} WHERE id = '{b_id}' RETURNING 1) SELECT count(*)::text FROM d"),
             )
             .unwrap();
-        assert_eq!(deleted[0][0].as_deref(), Some("0"), "{table}: A deleted B's row");
+        assert_eq!(
+            deleted[0][0].as_deref(),
+            Some("0"),
+            "{table}: A deleted B's row"
+        );
     }
-    let gyms = w.pg.as_role(&w.roles.app, Some(GYM_A), &format!("SELECT id::text FROM gyms WHERE id = '{GYM_B}'")).unwrap();
+    let gyms =
+        w.pg.as_role(
+            &w.roles.app,
+            Some(GYM_A),
+            &format!("SELECT id::text FROM gyms WHERE id = '{GYM_B}'"),
+        )
+        .unwrap();
     assert!(gyms.is_empty());
 }
 
@@ -127,17 +172,29 @@ fn inserting_another_gyms_id_is_rejected() {
         .unwrap();
     assert_eq!(gym_ids(&rows), vec![GYM_A.to_string()]);
     // The app cannot create gyms: only the platform admin does.
-    let err = w
-        .pg
-        .as_role(&w.roles.app, Some(GYM_A), "INSERT INTO gyms (slug, name) VALUES ('new-gym', 'New') RETURNING 1")
+    let err =
+        w.pg.as_role(
+            &w.roles.app,
+            Some(GYM_A),
+            "INSERT INTO gyms (slug, name) VALUES ('new-gym', 'New') RETURNING 1",
+        )
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
-    let err = w.pg.as_role(&w.roles.app, Some(GYM_A), &format!("DELETE FROM gyms WHERE id = '{GYM_A}' RETURNING 1")).unwrap_err();
+    let err =
+        w.pg.as_role(
+            &w.roles.app,
+            Some(GYM_A),
+            &format!("DELETE FROM gyms WHERE id = '{GYM_A}' RETURNING 1"),
+        )
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     // A gym may update its own row.
-    let rows = w
-        .pg
-        .as_role(&w.roles.app, Some(GYM_A), "UPDATE gyms SET name = 'Renamed' RETURNING id::text")
+    let rows =
+        w.pg.as_role(
+            &w.roles.app,
+            Some(GYM_A),
+            "UPDATE gyms SET name = 'Renamed' RETURNING id::text",
+        )
         .unwrap();
     assert_eq!(gym_ids(&rows), vec![GYM_A.to_string()]);
 }
@@ -166,7 +223,7 @@ fn cross_tenant_references_are_impossible() {
 #[test]
 fn tenant_id_is_immutable_for_every_role() {
     let mut w = world("immutable");
-    for (table, a_id, _) in TABLES {
+    for (table, a_id, _, _) in TABLES {
         let sql = format!("UPDATE {table} SET gym_id = '{GYM_B}' WHERE id = '{a_id}' RETURNING 1");
         // The app and the admin hold no UPDATE right on the tenant column.
         for role in [&w.roles.app, &w.roles.admin] {
@@ -174,21 +231,39 @@ fn tenant_id_is_immutable_for_every_role() {
             assert_eq!(sqlstate(&err), "42501", "{role} {sql}: {err}");
         }
         // The owner role and a superuser are stopped by the trigger, with its own SQLSTATE.
-        let err = w.pg.as_role(&w.roles.owner, Some(GYM_A), &sql).expect_err(&sql);
+        let err =
+            w.pg.as_role(&w.roles.owner, Some(GYM_A), &sql)
+                .expect_err(&sql);
         assert_eq!(sqlstate(&err), "TC001", "owner {sql}: {err}");
         w.pg.batch("BEGIN").unwrap();
         let err = w.pg.batch(&sql).unwrap_err();
         w.pg.batch("ROLLBACK").unwrap();
         assert_eq!(sqlstate(&err), "TC001", "superuser {sql}: {err}");
-        assert!(err.as_db_error().unwrap().message().contains("tenant id is immutable"), "{err}");
+        assert!(
+            err.as_db_error()
+                .unwrap()
+                .message()
+                .contains("tenant id is immutable"),
+            "{err}"
+        );
     }
     // The tenant table's own key too.
-    let err = w.pg.batch(&format!("UPDATE gyms SET id = gen_random_uuid() WHERE id = '{GYM_A}'")).unwrap_err();
-    assert!(["TC001", "23503"].contains(&sqlstate(&err).as_str()), "{err}");
+    let err =
+        w.pg.batch(&format!(
+            "UPDATE gyms SET id = gen_random_uuid() WHERE id = '{GYM_A}'"
+        ))
+        .unwrap_err();
+    assert!(
+        ["TC001", "23503"].contains(&sqlstate(&err).as_str()),
+        "{err}"
+    );
     // Other columns stay updatable by the app.
-    let rows = w
-        .pg
-        .as_role(&w.roles.app, Some(GYM_A), &format!("UPDATE members SET full_name = 'New' WHERE id = '{MEMBER_A}' RETURNING 1"))
+    let rows =
+        w.pg.as_role(
+            &w.roles.app,
+            Some(GYM_A),
+            &format!("UPDATE members SET full_name = 'New' WHERE id = '{MEMBER_A}' RETURNING 1"),
+        )
         .unwrap();
     assert_eq!(rows.len(), 1);
 }
@@ -197,28 +272,72 @@ fn tenant_id_is_immutable_for_every_role() {
 fn no_context_fails_closed() {
     let mut w = world("no_context");
     for table in ["gyms", "coaches", "members", "sessions", "bookings"] {
-        let rows = w.pg.as_role(&w.roles.app, None, &format!("SELECT 1::text FROM {table}")).unwrap();
-        assert!(rows.is_empty(), "{table}: no context gave {} rows", rows.len());
-        let rows = w.pg.as_role(&w.roles.app, Some(""), &format!("SELECT 1::text FROM {table}")).unwrap();
-        assert!(rows.is_empty(), "{table}: empty context gave {} rows", rows.len());
+        let rows =
+            w.pg.as_role(&w.roles.app, None, &format!("SELECT 1::text FROM {table}"))
+                .unwrap();
+        assert!(
+            rows.is_empty(),
+            "{table}: no context gave {} rows",
+            rows.len()
+        );
+        let rows =
+            w.pg.as_role(
+                &w.roles.app,
+                Some(""),
+                &format!("SELECT 1::text FROM {table}"),
+            )
+            .unwrap();
+        assert!(
+            rows.is_empty(),
+            "{table}: empty context gave {} rows",
+            rows.len()
+        );
         // Garbage is an error, never rows.
-        let err = w.pg.as_role(&w.roles.app, Some("not-a-uuid"), &format!("SELECT 1::text FROM {table}")).unwrap_err();
+        let err =
+            w.pg.as_role(
+                &w.roles.app,
+                Some("not-a-uuid"),
+                &format!("SELECT 1::text FROM {table}"),
+            )
+            .unwrap_err();
         assert_eq!(sqlstate(&err), "22P02", "{table}: {err}");
     }
     // Inserting without a context is refused: the tenant column's default is NULL.
-    let err = w.pg.as_role(&w.roles.app, None, "INSERT INTO members (full_name, email) VALUES ('x', 'x@x.test') RETURNING 1").unwrap_err();
-    assert!(["23502", "42501"].contains(&sqlstate(&err).as_str()), "{err}");
+    let err =
+        w.pg.as_role(
+            &w.roles.app,
+            None,
+            "INSERT INTO members (full_name, email) VALUES ('x', 'x@x.test') RETURNING 1",
+        )
+        .unwrap_err();
+    assert!(
+        ["23502", "42501"].contains(&sqlstate(&err).as_str()),
+        "{err}"
+    );
 }
 
 #[test]
 fn context_dies_with_its_transaction_on_a_pooled_connection() {
     let mut w = world("pooled");
     // One connection, as a transaction pooler would hand it from request to request.
-    let seen = w.pg.as_role(&w.roles.app, Some(GYM_A), "SELECT count(*)::text FROM members").unwrap();
+    let seen =
+        w.pg.as_role(
+            &w.roles.app,
+            Some(GYM_A),
+            "SELECT count(*)::text FROM members",
+        )
+        .unwrap();
     assert_eq!(seen[0][0].as_deref(), Some("2"));
-    let after = w.pg.as_role(&w.roles.app, None, "SELECT count(*)::text FROM members").unwrap();
-    assert_eq!(after[0][0].as_deref(), Some("0"), "the previous request's gym leaked into the next transaction");
-    let setting = w.pg.one("SELECT coalesce(current_setting('tenantctl.gym_id', true), '')");
+    let after =
+        w.pg.as_role(&w.roles.app, None, "SELECT count(*)::text FROM members")
+            .unwrap();
+    assert_eq!(
+        after[0][0].as_deref(),
+        Some("0"),
+        "the previous request's gym leaked into the next transaction"
+    );
+    let setting =
+        w.pg.one("SELECT coalesce(current_setting('tenantctl.gym_id', true), '')");
     assert_eq!(setting, "", "context survived its transaction");
 }
 
@@ -227,10 +346,22 @@ fn platform_admin_sees_every_gym() {
     let mut w = world("admin");
     for table in ["gyms", "coaches", "members", "sessions", "bookings"] {
         let all = w.pg.one(&format!("SELECT count(*)::text FROM {table}"));
-        let rows = w.pg.as_role(&w.roles.admin, None, &format!("SELECT count(*)::text FROM {table}")).unwrap();
+        let rows =
+            w.pg.as_role(
+                &w.roles.admin,
+                None,
+                &format!("SELECT count(*)::text FROM {table}"),
+            )
+            .unwrap();
         assert_eq!(rows[0][0].as_deref(), Some(all.as_str()), "{table}");
     }
-    let gyms = w.pg.as_role(&w.roles.admin, None, "SELECT count(DISTINCT gym_id)::text FROM members").unwrap();
+    let gyms =
+        w.pg.as_role(
+            &w.roles.admin,
+            None,
+            "SELECT count(DISTINCT gym_id)::text FROM members",
+        )
+        .unwrap();
     assert_eq!(gyms[0][0].as_deref(), Some("2"));
 }
 
@@ -244,7 +375,9 @@ fn catalog_holds_the_security_model() {
         ));
         assert_eq!(rls, format!("true,true,{}", w.roles.owner), "{table}");
         for privilege in ["TRUNCATE", "REFERENCES", "TRIGGER"] {
-            let has = w.pg.one(&format!("SELECT has_table_privilege('{app}', '{table}', '{privilege}')::text"));
+            let has = w.pg.one(&format!(
+                "SELECT has_table_privilege('{app}', '{table}', '{privilege}')::text"
+            ));
             assert_eq!(has, "false", "{app} has {privilege} on {table}");
         }
         let trigger = w.pg.one(&format!("SELECT count(*)::text FROM pg_trigger WHERE tgrelid = '{table}'::regclass AND NOT tgisinternal"));
@@ -252,15 +385,22 @@ fn catalog_holds_the_security_model() {
     }
     let attrs = w.pg.one(&format!("SELECT rolbypassrls::text || ',' || rolsuper::text || ',' || rolcanlogin::text FROM pg_roles WHERE rolname = '{app}'"));
     assert_eq!(attrs, "false,false,false");
-    let admin = w.pg.one(&format!("SELECT rolbypassrls::text FROM pg_roles WHERE rolname = '{}'", w.roles.admin));
+    let admin = w.pg.one(&format!(
+        "SELECT rolbypassrls::text FROM pg_roles WHERE rolname = '{}'",
+        w.roles.admin
+    ));
     assert_eq!(admin, "true");
-    let volatility = w.pg.one("SELECT provolatile::text FROM pg_proc WHERE proname = 'current_gym_id'");
+    let volatility =
+        w.pg.one("SELECT provolatile::text FROM pg_proc WHERE proname = 'current_gym_id'");
     assert_eq!(volatility, "s");
     // Every policy for the app role reads the context through an InitPlan-able subquery.
     let policies = w.pg.rows(&format!("SELECT tablename::text, coalesce(qual, '') FROM pg_policies WHERE '{app}' = ANY(roles)")).unwrap();
     assert!(policies.len() >= 6, "{policies:?}");
     for p in &policies {
         let qual = p[1].clone().unwrap();
-        assert!(qual.contains("SELECT tenantctl.current_gym_id()") && !qual.contains(" OR "), "{p:?}");
+        assert!(
+            qual.contains("( SELECT ") && qual.contains("current_gym_id()") && !qual.contains(" OR "),
+            "{p:?}"
+        );
     }
 }

@@ -24,12 +24,22 @@ fn status_shows_every_migration_applied() {
     assert_eq!(code, 1, "pending under --check is a finding: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["summary"]["pending"], 1);
-    assert!(!v["database"].as_str().unwrap().contains(&password_of(&db.url)), "password in output");
+    assert!(
+        !v["database"]
+            .as_str()
+            .unwrap()
+            .contains(&password_of(&db.url)),
+        "password in output"
+    );
 
     let (code, _, err) = output(&dir, &["migrate", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     let mut pg = Pg::connect(&db.url);
-    assert_eq!(pg.one("SELECT (to_regclass('members') IS NULL)::text"), "true", "dry run changed the database");
+    assert_eq!(
+        pg.one("SELECT (to_regclass('members') IS NULL)::text"),
+        "true",
+        "dry run changed the database"
+    );
 
     let (code, _, err) = output(&dir, &["migrate"]);
     assert_eq!(code, 0, "{err}");
@@ -40,7 +50,10 @@ fn status_shows_every_migration_applied() {
     assert_eq!(v["migrations"][0]["state"], "applied");
     let (code, table, _) = output(&dir, &["status"]);
     assert_eq!(code, 0);
-    assert!(table.contains("initial") && table.contains("applied"), "{table}");
+    assert!(
+        table.contains("initial") && table.contains("applied"),
+        "{table}"
+    );
     assert!(!table.contains(&password_of(&db.url)), "password in output");
 }
 
@@ -61,19 +74,28 @@ fn four_concurrent_migrates_apply_each_migration_once() {
     let children: Vec<_> = (0..4)
         .map(|_| {
             let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("tenantctl"));
-            cmd.current_dir(&dir).arg("migrate").env_remove("CI").env_remove("DATABASE_URL");
+            cmd.current_dir(&dir)
+                .arg("migrate")
+                .env_remove("CI")
+                .env_remove("DATABASE_URL");
             cmd.stderr(std::process::Stdio::piped()).spawn().unwrap()
         })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut pg = Pg::connect(&db.url);
     let history = pg.rows("SELECT version::text, count(*)::text FROM refinery_schema_history GROUP BY version ORDER BY version").unwrap();
     assert_eq!(
         history,
-        (1..=4).map(|v| vec![Some(v.to_string()), Some("1".to_string())]).collect::<Vec<_>>()
+        (1..=4)
+            .map(|v| vec![Some(v.to_string()), Some("1".to_string())])
+            .collect::<Vec<_>>()
     );
 }
 
@@ -84,16 +106,33 @@ fn a_failing_third_migration_leaves_version_two() {
     let m = dir.join("migrations");
     std::fs::write(m.join("V1__one.sql"), "CREATE TABLE one (id int);\n").unwrap();
     std::fs::write(m.join("V2__two.sql"), "CREATE TABLE two (id int);\n").unwrap();
-    std::fs::write(m.join("V3__three.sql"), "CREATE TABLE three (id int);\nCREAT TABLE broken (id int);\n").unwrap();
+    std::fs::write(
+        m.join("V3__three.sql"),
+        "CREATE TABLE three (id int);\nCREAT TABLE broken (id int);\n",
+    )
+    .unwrap();
     let (code, _, err) = output(&dir, &["migrate"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("V3__three.sql:2:1"), "the error names the file and position: {err}");
+    assert!(
+        err.contains("V3__three.sql:2:1"),
+        "the error names the file and position: {err}"
+    );
     assert!(err.contains("syntax error"), "{err}");
     assert!(err.contains("stays at V2"), "{err}");
     let mut pg = Pg::connect(&db.url);
-    assert_eq!(pg.one("SELECT count(*)::text FROM refinery_schema_history"), "2");
-    assert_eq!(pg.one("SELECT max(version)::text FROM refinery_schema_history"), "2");
-    assert_eq!(pg.one("SELECT (to_regclass('three') IS NULL)::text"), "true", "half of V3 was applied");
+    assert_eq!(
+        pg.one("SELECT count(*)::text FROM refinery_schema_history"),
+        "2"
+    );
+    assert_eq!(
+        pg.one("SELECT max(version)::text FROM refinery_schema_history"),
+        "2"
+    );
+    assert_eq!(
+        pg.one("SELECT (to_regclass('three') IS NULL)::text"),
+        "true",
+        "half of V3 was applied"
+    );
     // Fixing the file lets it apply.
     std::fs::write(m.join("V3__three.sql"), "CREATE TABLE three (id int);\n").unwrap();
     let (code, _, err) = output(&dir, &["migrate"]);
@@ -126,12 +165,19 @@ fn target_stops_at_a_version() {
     let dir = write_project(&db, false);
     let m = dir.join("migrations");
     for v in 1..=3 {
-        std::fs::write(m.join(format!("V{v}__t{v}.sql")), format!("CREATE TABLE t{v} (id int);")).unwrap();
+        std::fs::write(
+            m.join(format!("V{v}__t{v}.sql")),
+            format!("CREATE TABLE t{v} (id int);"),
+        )
+        .unwrap();
     }
     let (code, _, err) = output(&dir, &["migrate", "--target", "2"]);
     assert_eq!(code, 0, "{err}");
     let mut pg = Pg::connect(&db.url);
-    assert_eq!(pg.one("SELECT max(version)::text FROM refinery_schema_history"), "2");
+    assert_eq!(
+        pg.one("SELECT max(version)::text FROM refinery_schema_history"),
+        "2"
+    );
     let (code, out, _) = output(&dir, &["migrate", "--dry-run"]);
     assert_eq!(code, 0);
     assert!(out.contains("V3__t3"), "{out}");
@@ -144,19 +190,37 @@ fn neon_pooler_is_refused_without_allow_pooler() {
     let url = "postgres://u:secretpw@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb?sslmode=require";
     let (code, _, err) = output(&dir, &["migrate", "--database-url", url]);
     assert_eq!(code, 2);
-    assert!(err.contains("ep-cool-darkness-123456.us-east-2.aws.neon.tech"), "names the direct host: {err}");
+    assert!(
+        err.contains("ep-cool-darkness-123456.us-east-2.aws.neon.tech"),
+        "names the direct host: {err}"
+    );
     assert!(!err.contains("secretpw"), "password leaked: {err}");
 }
 
 #[test]
 fn ci_without_a_url_is_an_error_not_the_local_database() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(tenantctl(dir.path()).args(["init", "."]).output().unwrap().status.code(), Some(0));
-    let out = tenantctl(dir.path()).env("CI", "true").arg("status").output().unwrap();
+    assert_eq!(
+        tenantctl(dir.path())
+            .args(["init", "."])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = tenantctl(dir.path())
+        .env("CI", "true")
+        .arg("status")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("$CI is set"), "{err}");
-    assert!(!dir.path().join(".tenantctl").exists(), "a local database was started");
+    assert!(
+        !dir.path().join(".tenantctl").exists(),
+        "a local database was started"
+    );
 }
 
 #[test]
@@ -165,8 +229,21 @@ fn url_precedence_flag_over_env_over_config() {
     let dir = write_project(&db, false);
     let bad = "postgres://nobody@127.0.0.1:1/none?connect_timeout=2";
     // Config has the good URL; env overrides it with a bad one; the flag overrides the env.
-    let out = tenantctl(&dir).env("DATABASE_URL", bad).arg("status").output().unwrap();
+    let out = tenantctl(&dir)
+        .env("DATABASE_URL", bad)
+        .arg("status")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "env must win over the config");
-    let out = tenantctl(&dir).env("DATABASE_URL", bad).args(["status", "--database-url", &db.url]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "flag must win over env: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tenantctl(&dir)
+        .env("DATABASE_URL", bad)
+        .args(["status", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "flag must win over env: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -37,7 +37,10 @@ pub fn write_project(db: &TestDb, with_fixtures: bool) -> PathBuf {
     std::fs::create_dir_all(dir.join("migrations")).unwrap();
     copy_dir(&repo().join("policies"), &dir.join("policies"));
     if with_fixtures {
-        copy_dir(&repo().join("tests/fixtures/policies"), &dir.join("policies"));
+        copy_dir(
+            &repo().join("tests/fixtures/policies"),
+            &dir.join("policies"),
+        );
     }
     let p = &db.role_prefix;
     std::fs::write(
@@ -83,7 +86,10 @@ pub type Rows = Vec<Vec<Option<String>>>;
 
 impl Pg {
     pub fn connect(url: &str) -> Pg {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let client = rt.block_on(async {
             let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
             tokio::spawn(conn);
@@ -101,7 +107,11 @@ impl Pg {
         let rows = self.rt.block_on(self.client.query(sql, &[]))?;
         Ok(rows
             .iter()
-            .map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect())
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.get::<_, Option<String>>(i))
+                    .collect()
+            })
             .collect())
     }
 
@@ -111,13 +121,19 @@ impl Pg {
 
     /// Run `sql` inside a transaction as `role`, with the tenant context set (when `gym` is
     /// Some) by `set_config(..., true)` as an application would, then roll back.
-    pub fn as_role(&mut self, role: &str, gym: Option<&str>, sql: &str) -> Result<Rows, tokio_postgres::Error> {
+    pub fn as_role(
+        &mut self,
+        role: &str,
+        gym: Option<&str>,
+        sql: &str,
+    ) -> Result<Rows, tokio_postgres::Error> {
         self.batch("BEGIN")?;
         let result = (|| {
             self.batch(&format!("SET LOCAL ROLE \"{role}\""))?;
             if let Some(g) = gym {
                 self.rt.block_on(
-                    self.client.execute("SELECT set_config('tenantctl.gym_id', $1, true)", &[&g]),
+                    self.client
+                        .execute("SELECT set_config('tenantctl.gym_id', $1, true)", &[&g]),
                 )?;
             }
             self.rows(sql)
@@ -129,7 +145,9 @@ impl Pg {
 
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no code: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no code: {e}"))
 }
 
 /// The password in a postgres URL (to check that output never shows it).
@@ -137,6 +155,9 @@ pub fn password_of(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
     let userinfo = after_scheme.split_once('@').map_or("", |(u, _)| u);
     let password = userinfo.split_once(':').map_or("", |(_, p)| p);
-    assert!(password.len() >= 8, "test URLs carry a real password: {url}");
+    assert!(
+        password.len() >= 8,
+        "test URLs carry a real password: {url}"
+    );
     password.to_string()
 }
