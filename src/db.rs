@@ -223,7 +223,7 @@ pub fn parse(conn: &str) -> Result<ConnSpec> {
         let name = fallback_application_name.unwrap_or_else(|| DEFAULT_APPLICATION_NAME.into());
         push_kv(&mut kv, "application_name", &name);
     }
-    let config: tokio_postgres::Config = kv.parse().map_err(|e| anyhow!(error_chain(&e)))?;
+    let config: tokio_postgres::Config = kv.parse().map_err(|e| anyhow!(error_chain(&e, None)))?;
 
     Ok(ConnSpec {
         config,
@@ -802,7 +802,7 @@ fn describe_target(config: &tokio_postgres::Config) -> String {
 }
 
 /// The whole cause chain of a tokio-postgres error on one line, with a hint for TLS failures.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(e: &(dyn std::error::Error + 'static), root_cert: Option<&RootCert>) -> String {
     let mut text = String::new();
     let mut cert_error = None;
     let mut current = Some(e);
@@ -817,7 +817,13 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
             );
             break;
         }
-        if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
+        // rustls errors arrive wrapped in an io::Error, whose source() skips the wrapped error.
+        let tls_error = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(c)) = tls_error {
             cert_error = Some(c.clone());
         }
         // tokio-postgres prints "db error" before its DbError source; the source says it all.
@@ -831,6 +837,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         current = err.source();
     }
     match cert_error {
+        Some(CertificateError::UnknownIssuer) if root_cert.is_some() => text.push_str(
+            " (hint: the server certificate is not signed by a CA in sslrootcert)",
+        ),
         Some(CertificateError::UnknownIssuer) => text.push_str(
             " (hint: the server certificate does not chain to a trusted root; pass sslrootcert=PATH to the CA certificate, or sslmode=require to encrypt without verification)",
         ),
@@ -865,13 +874,14 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
         Some(per_host) => {
             let total = per_host * u32::try_from(hosts + 1).unwrap_or(u32::MAX);
             match tokio::time::timeout(total, attempt).await {
-                Ok(result) => result.map_err(|e| anyhow!(redact_text(&error_chain(&e)))),
+                Ok(result) => result
+                    .map_err(|e| anyhow!(redact_text(&error_chain(&e, spec.root_cert.as_ref())))),
                 Err(_) => Err(anyhow!("timed out after {} s", total.as_secs())),
             }
         }
         None => attempt
             .await
-            .map_err(|e| anyhow!(redact_text(&error_chain(&e)))),
+            .map_err(|e| anyhow!(redact_text(&error_chain(&e, spec.root_cert.as_ref())))),
     };
     let (client, connection) = result.with_context(|| format!("cannot connect to {target}"))?;
     tokio::spawn(async move {
