@@ -851,6 +851,21 @@ fn error_chain(e: &(dyn std::error::Error + 'static), root_cert: Option<&RootCer
     text
 }
 
+/// tokio-postgres's connect_timeout covers only the TCP connect; a server that accepts and then
+/// says nothing (wrong port, stuck proxy) would hang the TLS and auth exchange forever. So the
+/// whole attempt gets a deadline too: one timeout per host, plus one for the handshakes.
+fn overall_timeout(spec: &ConnSpec) -> Option<Duration> {
+    let per_host = spec.connect_timeout?;
+    let config = &spec.config;
+    let hosts = config
+        .get_hosts()
+        .len()
+        .max(config.get_hostaddrs().len())
+        .max(1);
+    // Absurd connect_timeout values must not overflow; they mean "no deadline".
+    per_host.checked_mul(u32::try_from(hosts + 1).ok()?)
+}
+
 /// Connect and spawn the connection task on the current tokio runtime.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     let spec = parse(url)
@@ -862,26 +877,14 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     );
 
     let attempt = spec.config.connect(tls);
-    // tokio-postgres's connect_timeout covers only the TCP connect; a server that accepts and
-    // then says nothing (wrong port, stuck proxy) would hang the TLS and auth exchange forever.
-    let hosts = spec
-        .config
-        .get_hosts()
-        .len()
-        .max(spec.config.get_hostaddrs().len())
-        .max(1);
-    let result = match spec.connect_timeout {
-        Some(per_host) => {
-            let total = per_host * u32::try_from(hosts + 1).unwrap_or(u32::MAX);
-            match tokio::time::timeout(total, attempt).await {
-                Ok(result) => result
-                    .map_err(|e| anyhow!(redact_text(&error_chain(&e, spec.root_cert.as_ref())))),
-                Err(_) => Err(anyhow!("timed out after {} s", total.as_secs())),
-            }
-        }
-        None => attempt
-            .await
-            .map_err(|e| anyhow!(redact_text(&error_chain(&e, spec.root_cert.as_ref())))),
+    let describe =
+        |e: tokio_postgres::Error| anyhow!(redact_text(&error_chain(&e, spec.root_cert.as_ref())));
+    let result = match overall_timeout(&spec) {
+        Some(total) => match tokio::time::timeout(total, attempt).await {
+            Ok(result) => result.map_err(describe),
+            Err(_) => Err(anyhow!("timed out after {} s", total.as_secs())),
+        },
+        None => attempt.await.map_err(describe),
     };
     let (client, connection) = result.with_context(|| format!("cannot connect to {target}"))?;
     tokio::spawn(async move {
@@ -1083,6 +1086,31 @@ mod tests {
         }
         let err = parse("host=h sslmode=verify_full").unwrap_err();
         assert!(format!("{err:#}").contains("invalid sslmode `verify_full`"));
+    }
+
+    #[test]
+    fn timeouts() {
+        let spec = parse("host=a,b").unwrap();
+        assert_eq!(overall_timeout(&spec), Some(Duration::from_secs(30)));
+        let spec = parse("host=h connect_timeout=0").unwrap();
+        assert_eq!(overall_timeout(&spec), None);
+        let spec = parse("host=h connect_timeout=-5").unwrap();
+        assert_eq!(overall_timeout(&spec), None);
+        let spec = parse("host=a,b,c connect_timeout=9223372036854775807").unwrap();
+        assert_eq!(overall_timeout(&spec), None);
+    }
+
+    #[test]
+    fn tls_never_relies_on_a_process_default_provider() {
+        for conn in [
+            "host=h sslmode=require",
+            "host=h sslmode=verify-ca",
+            "host=h sslmode=verify-full",
+        ] {
+            tls_config(&parse(conn).unwrap()).unwrap();
+        }
+        // Had any of these used rustls' process-level default, it would now be installed.
+        assert!(CryptoProvider::get_default().is_none());
     }
 
     #[test]
