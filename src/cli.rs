@@ -30,12 +30,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Project configuration file; policies/ and migrations/ are resolved beside it.
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        default_value = "tenantctl.toml"
-    )]
+    #[arg(long, global = true, value_name = "PATH", default_value = "tenantctl.toml")]
     pub config: PathBuf,
 
     /// Postgres URL (postgres://user:pass@host:port/db?sslmode=verify-full). Overrides $DATABASE_URL

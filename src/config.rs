@@ -30,10 +30,7 @@ pub struct Paths {
 
 impl Default for Paths {
     fn default() -> Self {
-        Paths {
-            policies: default_policies(),
-            migrations: default_migrations(),
-        }
+        Paths { policies: default_policies(), migrations: default_migrations() }
     }
 }
 
@@ -103,12 +100,7 @@ impl Project {
         let config: Config = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(crate::policy::toml_error_message(config_path, &text, &e))
         })?;
-        Ok(Project {
-            config_path: config_path.to_path_buf(),
-            root,
-            config,
-            exists: true,
-        })
+        Ok(Project { config_path: config_path.to_path_buf(), root, config, exists: true })
     }
 
     /// Fail with a teaching message when there is no project here.
@@ -146,13 +138,7 @@ impl Project {
                 return Ok(url);
             }
         }
-        if let Some(url) = self
-            .config
-            .database
-            .url
-            .as_deref()
-            .filter(|u| !u.is_empty())
-        {
+        if let Some(url) = self.config.database.url.as_deref().filter(|u| !u.is_empty()) {
             return Ok(url.to_string());
         }
         if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
@@ -162,10 +148,7 @@ impl Project {
                 self.config_path.display()
             );
         }
-        eprintln!(
-            "note: no database URL given; using the embedded local database in {}",
-            self.dev_dir().display()
-        );
+        eprintln!("note: no database URL given; using the embedded local database in {}", self.dev_dir().display());
         crate::embedded::ensure_running(&self.dev_dir())
     }
 }

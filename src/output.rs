@@ -16,10 +16,7 @@ pub fn table(header: &[&str]) -> Table {
 
 /// Print a JSON value to stdout, pretty and newline-terminated.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values always serialise")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values always serialise"));
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.

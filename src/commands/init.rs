@@ -1,4 +1,2 @@
 //! stub
-pub fn run(_d: &std::path::Path) -> anyhow::Result<crate::Outcome> {
-    anyhow::bail!("todo")
-}
+pub fn run(_d: &std::path::Path) -> anyhow::Result<crate::Outcome> { anyhow::bail!("todo") }

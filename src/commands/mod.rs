@@ -27,12 +27,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Generate(args) => {
             project.require()?;
-            generate::generate(
-                &project,
-                args.name.as_deref(),
-                args.allow_destructive,
-                global.format,
-            )
+            generate::generate(&project, args.name.as_deref(), args.allow_destructive, global.format)
         }
         Command::Migrate(args) => {
             project.require()?;
