@@ -6,3 +6,4 @@ mod harness;
 mod isolation;
 mod migrate;
 mod support;
+mod tls;
