@@ -784,7 +784,11 @@ fn compile_tenancy(
     let table_schema = name_or(sink, &r.table_schema, "public", "table schema");
     let helper_schema = name_or(sink, &r.helper_schema, "tenantctl", "helper schema");
     if table_schema == helper_schema {
-        sink.err(raw.span(), "table_schema and helper_schema must differ", "keep the helper objects apart from the tables");
+        sink.err(
+            raw.span(),
+            "table_schema and helper_schema must differ",
+            "keep the helper objects apart from the tables",
+        );
     }
     let context_function = name_or(
         sink,

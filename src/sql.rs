@@ -147,7 +147,11 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
         for (cname, _) in dropped {
             out.push(
                 prov(&format!("constraint {cname} on {tname}")),
-                format!("ALTER TABLE {} DROP CONSTRAINT {};", rel(s, tname), q(cname)),
+                format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {};",
+                    rel(s, tname),
+                    q(cname)
+                ),
             );
         }
         for (iname, oi) in &ot.indexes {
@@ -212,7 +216,14 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
                 "{}: dropped tables",
                 sources.into_iter().collect::<Vec<_>>().join(", ")
             ),
-            format!("DROP TABLE {};", names.iter().map(|n| rel(s, n)).collect::<Vec<_>>().join(", ")),
+            format!(
+                "DROP TABLE {};",
+                names
+                    .iter()
+                    .map(|n| rel(s, n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         );
     }
 
@@ -233,7 +244,11 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
             match ot.column(&nc.name) {
                 None => out.push(
                     prov(&nc.name),
-                    format!("ALTER TABLE {} ADD COLUMN {};", rel(s, tname), column_def(nc)),
+                    format!(
+                        "ALTER TABLE {} ADD COLUMN {};",
+                        rel(s, tname),
+                        column_def(nc)
+                    ),
                 ),
                 Some(oc) => {
                     let at = format!("ALTER TABLE {} ALTER COLUMN {}", rel(s, tname), q(&nc.name));
@@ -498,7 +513,11 @@ fn create_table(out: &mut Out, t: &Tenancy, name: &str, table: &Table) {
         .iter()
         .filter(|(_, c)| !c.is_foreign_key())
     {
-        lines.push(format!("CONSTRAINT {} {}", q(cname), constraint_def(&t.table_schema, c)));
+        lines.push(format!(
+            "CONSTRAINT {} {}",
+            q(cname),
+            constraint_def(&t.table_schema, c)
+        ));
     }
     out.push(
         &prov,
@@ -510,19 +529,32 @@ fn create_table(out: &mut Out, t: &Tenancy, name: &str, table: &Table) {
     );
     out.push(
         &prov,
-        format!("ALTER TABLE {} OWNER TO {};", rel(&t.table_schema, name), q(&t.owner_role)),
+        format!(
+            "ALTER TABLE {} OWNER TO {};",
+            rel(&t.table_schema, name),
+            q(&t.owner_role)
+        ),
     );
     out.push(
         &prov,
-        format!("REVOKE ALL ON TABLE {} FROM PUBLIC;", rel(&t.table_schema, name)),
+        format!(
+            "REVOKE ALL ON TABLE {} FROM PUBLIC;",
+            rel(&t.table_schema, name)
+        ),
     );
     out.push(
         &prov,
-        format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY;", rel(&t.table_schema, name)),
+        format!(
+            "ALTER TABLE {} ENABLE ROW LEVEL SECURITY;",
+            rel(&t.table_schema, name)
+        ),
     );
     out.push(
         &prov,
-        format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY;", rel(&t.table_schema, name)),
+        format!(
+            "ALTER TABLE {} FORCE ROW LEVEL SECURITY;",
+            rel(&t.table_schema, name)
+        ),
     );
     out.push(
         &prov,

@@ -4,7 +4,9 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::Format;
-use crate::commands::migrate::{applied_migrations, compare, load_migrations, pin_search_path, State};
+use crate::commands::migrate::{
+    applied_migrations, compare, load_migrations, pin_search_path, State,
+};
 use crate::config::Project;
 use crate::{db, output, Outcome};
 

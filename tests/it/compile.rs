@@ -81,7 +81,7 @@ fn fixture_tables_get_the_full_treatment_from_toml_alone() {
             format!("ALTER TABLE \"public\".\"{table}\" FORCE ROW LEVEL SECURITY;"),
             format!("CREATE POLICY \"{table}_tenant_isolation\" ON \"public\".\"{table}\""),
             format!("CONSTRAINT \"{table}_tenant_key\" UNIQUE (\"gym_id\", \"id\")"),
-            format!("\"gym_id\" uuid NOT NULL DEFAULT \"tenantctl\".\"current_gym_id\"()"),
+            "\"gym_id\" uuid NOT NULL DEFAULT \"tenantctl\".\"current_gym_id\"()".to_string(),
             format!("ON \"public\".\"{table}\" FOR EACH ROW EXECUTE FUNCTION \"tenantctl\".\"forbid_tenant_change\"('gym_id')"),
             format!("ALTER TABLE \"public\".\"{table}\" ADD CONSTRAINT \"{table}_tenant_fkey\" FOREIGN KEY (\"gym_id\") REFERENCES \"public\".\"gyms\" (\"id\")"),
         ] {
@@ -212,11 +212,12 @@ fn new_table_and_column_then_drops_need_allow_destructive() {
     assert_eq!(migration_files(dir.path()).len(), 4);
 }
 
-/// (what to do to members.toml, expected message fragment, expected line)
+/// Each case edits members.toml into one kind of bad input and names a fragment of the message.
 #[test]
 fn bad_input_exits_2_with_position_and_hint_and_writes_nothing() {
     let long = "x".repeat(64);
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, String)> = vec![
+    type Edit = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(&str, Edit, String)> = vec![
         (
             "malformed TOML",
             Box::new(|t: &str| t.replacen("[tables.members]", "[tables.members", 1)),

@@ -102,15 +102,16 @@ impl Pg {
         self.rt.block_on(self.client.batch_execute(sql))
     }
 
-    /// Every column must be text (cast in the query).
+    /// Rows of one statement, every value in its text form (simple query protocol).
     pub fn rows(&mut self, sql: &str) -> Result<Rows, tokio_postgres::Error> {
-        let rows = self.rt.block_on(self.client.query(sql, &[]))?;
-        Ok(rows
+        let messages = self.rt.block_on(self.client.simple_query(sql))?;
+        Ok(messages
             .iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| r.get::<_, Option<String>>(i))
-                    .collect()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
             })
             .collect())
     }
