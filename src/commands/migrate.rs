@@ -96,6 +96,13 @@ pub async fn applied_migrations(client: &mut Client) -> Result<Vec<Migration>> {
         .map_err(|e| anyhow!("cannot read the migration history: {e}"))
 }
 
+/// refinery records when a migration was applied; show it as RFC 3339, to the second.
+fn rfc3339(t: &time::OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(*t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 /// Compare the files with the database's history.
 pub fn compare(local: &[Migration], applied: &[Migration]) -> Vec<Entry> {
     let mut entries: Vec<Entry> = Vec::new();
@@ -110,7 +117,7 @@ pub fn compare(local: &[Migration], applied: &[Migration]) -> Vec<Entry> {
             version: m.version(),
             name: m.name().to_string(),
             state,
-            applied_on: a.and_then(|a| a.applied_on()).map(|t| t.to_string()),
+            applied_on: a.and_then(|a| a.applied_on()).map(rfc3339),
         });
     }
     for a in applied {
@@ -119,7 +126,7 @@ pub fn compare(local: &[Migration], applied: &[Migration]) -> Vec<Entry> {
                 version: a.version(),
                 name: a.name().to_string(),
                 state: State::Missing,
-                applied_on: a.applied_on().map(|t| t.to_string()),
+                applied_on: a.applied_on().map(rfc3339),
             });
         }
     }

@@ -345,4 +345,10 @@ fn init_scaffolds_a_project_that_generates() {
     );
     let (code, _, err) = run(dir.path(), &["init", "proj"]);
     assert_eq!(code, 2, "init over an existing project must refuse: {err}");
+    // ... and migrate works there too.
+    let db = crate::harness::test_db("init_migrate");
+    let (code, _, err) = run(&proj, &["migrate", "--database-url", &db.url]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&proj, &["status", "--check", "--database-url", &db.url]);
+    assert_eq!(code, 0, "{out}{err}");
 }
