@@ -36,17 +36,20 @@ pub async fn run(project: &Project, url: &str, args: &ExecArgs, format: Format) 
                 }
                 println!("{t}");
             }
-            let rows = if result.columns.is_empty() {
-                format!("{} rows affected", result.row_count)
-            } else {
-                format!("{} rows", result.rows.len())
-            };
-            if result.committed {
-                eprintln!("({rows} {context}; committed)");
-            } else {
-                eprintln!("({rows} {context}; read-only transaction rolled back: pass --write to change data)");
-            }
         }
+    }
+    // On stderr in both formats: stdout stays the result; a rollback is never silent.
+    let rows = if result.columns.is_empty() {
+        format!("{} rows affected", result.row_count)
+    } else {
+        format!("{} rows", result.rows.len())
+    };
+    if result.committed {
+        eprintln!("({rows} {context}; committed)");
+    } else {
+        eprintln!(
+            "({rows} {context}; read-only transaction rolled back: pass --write to change data)"
+        );
     }
     Ok(Outcome::Clean)
 }

@@ -30,7 +30,8 @@ fn json(dir: &Path, args: &[&str]) -> (i32, Value, String) {
     let value = if stdout.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{stdout}"))
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{stdout}"))
     };
     (
         out.status.code().unwrap_or(-1),
@@ -57,7 +58,19 @@ fn create_seeds_as_the_tenant_then_list_show_delete() {
     let (db, dir) = project("tenant_lifecycle");
     let (code, v, err) = json(
         &dir,
-        &["tenant", "create", "iron-temple", "--name", "Iron Temple", "--coaches", "3", "--members", "250", "--seed", "7"],
+        &[
+            "tenant",
+            "create",
+            "iron-temple",
+            "--name",
+            "Iron Temple",
+            "--coaches",
+            "3",
+            "--members",
+            "250",
+            "--seed",
+            "7",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["created"], true);
@@ -70,11 +83,33 @@ fn create_seeds_as_the_tenant_then_list_show_delete() {
     let other = create(&dir, "harbor-gym", &["--members", "40"]);
 
     let mut pg = Pg::connect(&db.url);
-    assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM members WHERE gym_id = '{id}'")), 250);
+    assert_eq!(
+        count(
+            &mut pg,
+            &format!("SELECT count(*) FROM members WHERE gym_id = '{id}'")
+        ),
+        250
+    );
     // Realistic data: distinct names and emails, several statuses, coach assignments in the gym.
-    assert!(count(&mut pg, &format!("SELECT count(DISTINCT full_name) FROM members WHERE gym_id = '{id}'")) > 200);
-    assert_eq!(count(&mut pg, &format!("SELECT count(DISTINCT status) FROM members WHERE gym_id = '{id}'")), 3);
-    assert!(count(&mut pg, &format!("SELECT count(home_coach_id) FROM members WHERE gym_id = '{id}'")) > 100);
+    assert!(
+        count(
+            &mut pg,
+            &format!("SELECT count(DISTINCT full_name) FROM members WHERE gym_id = '{id}'")
+        ) > 200
+    );
+    assert_eq!(
+        count(
+            &mut pg,
+            &format!("SELECT count(DISTINCT status) FROM members WHERE gym_id = '{id}'")
+        ),
+        3
+    );
+    assert!(
+        count(
+            &mut pg,
+            &format!("SELECT count(home_coach_id) FROM members WHERE gym_id = '{id}'")
+        ) > 100
+    );
     assert_eq!(
         count(&mut pg, &format!("SELECT count(*) FROM members m JOIN coaches c ON c.id = m.home_coach_id WHERE m.gym_id = '{id}' AND c.gym_id <> m.gym_id")),
         0
@@ -103,11 +138,29 @@ fn create_seeds_as_the_tenant_then_list_show_delete() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["deleted"]["rows"]["members"], 250);
     for table in ["members", "coaches"] {
-        assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM {table} WHERE gym_id = '{id}'")), 0);
+        assert_eq!(
+            count(
+                &mut pg,
+                &format!("SELECT count(*) FROM {table} WHERE gym_id = '{id}'")
+            ),
+            0
+        );
     }
-    assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM gyms WHERE id = '{id}'")), 0);
+    assert_eq!(
+        count(
+            &mut pg,
+            &format!("SELECT count(*) FROM gyms WHERE id = '{id}'")
+        ),
+        0
+    );
     // The other gym is untouched.
-    assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM members WHERE gym_id = '{other}'")), 40);
+    assert_eq!(
+        count(
+            &mut pg,
+            &format!("SELECT count(*) FROM members WHERE gym_id = '{other}'")
+        ),
+        40
+    );
 }
 
 /// The content of a gym's seed data, without ids and timestamps.
@@ -127,7 +180,11 @@ fn create_with_a_seed_is_reproducible() {
     let b = create(&dir, "seed-b", &["--members", "300", "--seed", "42"]);
     let c = create(&dir, "seed-c", &["--members", "300", "--seed", "43"]);
     let mut pg = Pg::connect(&db.url);
-    let (ra, rb, rc) = (content(&mut pg, &a), content(&mut pg, &b), content(&mut pg, &c));
+    let (ra, rb, rc) = (
+        content(&mut pg, &a),
+        content(&mut pg, &b),
+        content(&mut pg, &c),
+    );
     assert_eq!(ra.len(), 300);
     assert_eq!(ra, rb, "the same seed must give the same data");
     assert_ne!(ra, rc, "another seed must give other data");
@@ -143,16 +200,53 @@ fn bad_input_exits_2_and_creates_nothing() {
     let (db, dir) = project("tenant_bad_input");
     let id = create(&dir, "taken", &["--members", "5"]);
     let cases: &[(&[&str], &str)] = &[
-        (&["tenant", "create", "Bad_Slug", "--name", "X"], "invalid slug"),
+        (
+            &["tenant", "create", "Bad_Slug", "--name", "X"],
+            "invalid slug",
+        ),
         (&["tenant", "create", "ab", "--name", "X"], "invalid slug"),
         (&["tenant", "create", "-abc", "--name", "X"], ""),
-        (&["tenant", "create", "taken", "--name", "X"], "already exists"),
-        (&["tenant", "create", "fresh", "--name", "X", "--members", "-5"], "cannot be negative"),
-        (&["tenant", "create", "fresh", "--name", "X", "--coaches", "-1"], "cannot be negative"),
-        (&["tenant", "create", "fresh", "--name", ""], "name cannot be empty"),
+        (
+            &["tenant", "create", "taken", "--name", "X"],
+            "already exists",
+        ),
+        (
+            &[
+                "tenant",
+                "create",
+                "fresh",
+                "--name",
+                "X",
+                "--members",
+                "-5",
+            ],
+            "cannot be negative",
+        ),
+        (
+            &[
+                "tenant",
+                "create",
+                "fresh",
+                "--name",
+                "X",
+                "--coaches",
+                "-1",
+            ],
+            "cannot be negative",
+        ),
+        (
+            &["tenant", "create", "fresh", "--name", ""],
+            "name cannot be empty",
+        ),
         (&["tenant", "show", "no-such-gym"], "no tenant with slug"),
-        (&["tenant", "delete", "no-such-gym", "--yes"], "no tenant with slug"),
-        (&["exec", "--tenant", "no-such-gym", "SELECT 1"], "no tenant with slug"),
+        (
+            &["tenant", "delete", "no-such-gym", "--yes"],
+            "no tenant with slug",
+        ),
+        (
+            &["exec", "--tenant", "no-such-gym", "SELECT 1"],
+            "no tenant with slug",
+        ),
         // No terminal here: delete must not proceed without --yes.
         (&["tenant", "delete", "taken"], "without confirmation"),
     ];
@@ -164,13 +258,27 @@ fn bad_input_exits_2_and_creates_nothing() {
             assert!(err.starts_with("error: "), "{args:?}: {err}");
         }
     }
-    assert!(json(&dir, &["tenant", "create", "taken", "--name", "X"]).2.contains("hint: "));
+    assert!(json(&dir, &["tenant", "create", "taken", "--name", "X"])
+        .2
+        .contains("hint: "));
     let mut pg = Pg::connect(&db.url);
     assert_eq!(pg.one("SELECT string_agg(slug, ',') FROM gyms"), "taken");
     assert_eq!(count(&mut pg, "SELECT count(*) FROM members"), 5);
 
     // --if-not-exists accepts the existing slug, returns its id and changes nothing.
-    let (code, v, err) = json(&dir, &["tenant", "create", "taken", "--name", "X", "--if-not-exists", "--members", "9"]);
+    let (code, v, err) = json(
+        &dir,
+        &[
+            "tenant",
+            "create",
+            "taken",
+            "--name",
+            "X",
+            "--if-not-exists",
+            "--members",
+            "9",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["id"], id.as_str());
     assert_eq!(v["created"], false);
@@ -185,7 +293,15 @@ fn a_create_killed_midway_leaves_no_partial_tenant() {
         .current_dir(&dir)
         .env_remove("DATABASE_URL")
         .env_remove("CI")
-        .args(["tenant", "create", "doomed", "--name", "Doomed", "--members", "3000000"])
+        .args([
+            "tenant",
+            "create",
+            "doomed",
+            "--name",
+            "Doomed",
+            "--members",
+            "3000000",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -205,19 +321,46 @@ fn a_create_killed_midway_leaves_no_partial_tenant() {
         if let Some(row) = rows.first() {
             break row[0].clone().unwrap();
         }
-        assert!(Instant::now() < deadline, "the create never reached the member inserts");
-        assert!(child.try_wait().unwrap().is_none(), "the create ended before it could be killed");
+        assert!(
+            Instant::now() < deadline,
+            "the create never reached the member inserts"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the create ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     std::thread::sleep(Duration::from_millis(500)); // a few batches into the transaction
-    assert_eq!(pg.one(&format!("SELECT pg_terminate_backend({pid})::text")), "true");
+    assert_eq!(
+        pg.one(&format!("SELECT pg_terminate_backend({pid})::text")),
+        "true"
+    );
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("error: seeding tenant doomed failed; nothing was created"), "{err}");
-    assert_eq!(count(&mut pg, "SELECT count(*) FROM gyms WHERE slug = 'doomed'"), 0);
-    assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM members WHERE gym_id <> '{before}'")), 0);
-    assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM coaches WHERE gym_id <> '{before}'")), 0);
+    assert!(
+        err.contains("error: seeding tenant doomed failed; nothing was created"),
+        "{err}"
+    );
+    assert_eq!(
+        count(&mut pg, "SELECT count(*) FROM gyms WHERE slug = 'doomed'"),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut pg,
+            &format!("SELECT count(*) FROM members WHERE gym_id <> '{before}'")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut pg,
+            &format!("SELECT count(*) FROM coaches WHERE gym_id <> '{before}'")
+        ),
+        0
+    );
     // And the slug is free again.
     create(&dir, "doomed", &["--members", "3"]);
 }
@@ -230,7 +373,15 @@ fn exec_as_gym_a_never_shows_gym_b() {
 
     let rows = |v: &Value| v["rows"].as_array().unwrap().clone();
     // Without WHERE: only A's rows.
-    let (code, v, err) = json(&dir, &["exec", "--tenant", "gym-a", "SELECT gym_id, email FROM members"]);
+    let (code, v, err) = json(
+        &dir,
+        &[
+            "exec",
+            "--tenant",
+            "gym-a",
+            "SELECT gym_id, email FROM members",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["columns"], serde_json::json!(["gym_id", "email"]));
     assert_eq!(rows(&v).len(), 30);
@@ -251,27 +402,67 @@ fn exec_as_gym_a_never_shows_gym_b() {
     assert_eq!(v["rows"][0][0], "50");
 
     // Writes need --write; without it nothing changes.
-    let (code, _, err) = json(&dir, &["exec", "--tenant", "gym-a", "UPDATE members SET status = 'paused'"]);
+    let (code, _, err) = json(
+        &dir,
+        &[
+            "exec",
+            "--tenant",
+            "gym-a",
+            "UPDATE members SET status = 'paused'",
+        ],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("--write"), "{err}");
     let mut pg = Pg::connect(&db.url);
-    let paused = |pg: &mut Pg, g: &str| count(pg, &format!("SELECT count(*) FROM members WHERE gym_id = '{g}' AND status = 'paused'"));
+    let paused = |pg: &mut Pg, g: &str| {
+        count(
+            pg,
+            &format!("SELECT count(*) FROM members WHERE gym_id = '{g}' AND status = 'paused'"),
+        )
+    };
     let b_paused = paused(&mut pg, &b);
     // With --write, as A, even with no WHERE: only A's rows change.
-    let (code, v, err) = json(&dir, &["exec", "--tenant", "gym-a", "--write", "UPDATE members SET status = 'paused'"]);
+    let (code, v, err) = json(
+        &dir,
+        &[
+            "exec",
+            "--tenant",
+            "gym-a",
+            "--write",
+            "UPDATE members SET status = 'paused'",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["row_count"], 30);
     assert_eq!(v["committed"], true);
     assert_eq!(paused(&mut pg, &a), 30);
     assert_eq!(paused(&mut pg, &b), b_paused);
     // And A cannot move a row to B.
-    let (code, _, err) = json(&dir, &["exec", "--tenant", "gym-a", "--write", &format!("UPDATE members SET gym_id = '{b}'")]);
+    let (code, _, err) = json(
+        &dir,
+        &[
+            "exec",
+            "--tenant",
+            "gym-a",
+            "--write",
+            &format!("UPDATE members SET gym_id = '{b}'"),
+        ],
+    );
     assert_eq!(code, 2, "{err}");
-    assert_eq!(count(&mut pg, &format!("SELECT count(*) FROM members WHERE gym_id = '{b}'")), 20);
+    assert_eq!(
+        count(
+            &mut pg,
+            &format!("SELECT count(*) FROM members WHERE gym_id = '{b}'")
+        ),
+        20
+    );
 
     // One statement only, and one that leaves the tenant's role is refused.
     for (sql, message) in [
-        ("SELECT 1; SELECT * FROM members", "exactly one SQL statement"),
+        (
+            "SELECT 1; SELECT * FROM members",
+            "exactly one SQL statement",
+        ),
         ("RESET ROLE", "refused"),
         ("SET ROLE NONE", "refused"),
         ("COMMIT", "refused"),
@@ -282,7 +473,12 @@ fn exec_as_gym_a_never_shows_gym_b() {
     }
     // Table output.
     let out = tenantctl(&dir)
-        .args(["exec", "--tenant", "gym-b", "SELECT count(*) AS n FROM members"])
+        .args([
+            "exec",
+            "--tenant",
+            "gym-b",
+            "SELECT count(*) AS n FROM members",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -294,8 +490,20 @@ fn the_probe_reports_a_tenant_whose_isolation_is_broken() {
     let (db, dir) = project("tenant_probe_broken");
     create(&dir, "gym-a", &["--members", "10"]);
     let mut pg = Pg::connect(&db.url);
-    pg.batch("ALTER TABLE members DISABLE ROW LEVEL SECURITY").unwrap();
-    let (code, v, err) = json(&dir, &["tenant", "create", "gym-b", "--name", "B", "--members", "10"]);
+    pg.batch("ALTER TABLE members DISABLE ROW LEVEL SECURITY")
+        .unwrap();
+    let (code, v, err) = json(
+        &dir,
+        &[
+            "tenant",
+            "create",
+            "gym-b",
+            "--name",
+            "B",
+            "--members",
+            "10",
+        ],
+    );
     assert_eq!(code, 1, "a broken tenant is a finding: {err}\n{v}");
     let ids: Vec<&str> = v["probe"]["failures"]
         .as_array()
@@ -304,7 +512,11 @@ fn the_probe_reports_a_tenant_whose_isolation_is_broken() {
         .filter(|f| f["object"] == "members")
         .map(|f| f["id"].as_str().unwrap())
         .collect();
-    for expected in ["probe.foreign_rows_visible", "probe.no_context_not_closed", "probe.foreign_insert_accepted"] {
+    for expected in [
+        "probe.foreign_rows_visible",
+        "probe.no_context_not_closed",
+        "probe.foreign_insert_accepted",
+    ] {
         assert!(ids.contains(&expected), "{expected} missing: {v}");
     }
 }
@@ -324,21 +536,34 @@ fn demo_runs_end_to_end_on_its_own_database_and_shows_isolation_holding() {
         let (code, v, err) = json(&dir, &["demo", "--members", "200"]);
         assert_eq!(code, 0, "run {run}: {err}\n{v}");
         assert_eq!(v["isolation_holds"], true, "{v}");
-        assert_eq!(v["tenants"].as_array().unwrap().len(), 3, "recreated each run: {v}");
+        assert_eq!(
+            v["tenants"].as_array().unwrap().len(),
+            3,
+            "recreated each run: {v}"
+        );
         assert_eq!(v["verify"]["failures"], serde_json::json!([]));
         let scenarios = v["scenarios"].as_array().unwrap();
         assert_eq!(scenarios.len(), 7);
         assert!(scenarios.iter().all(|s| s["holds"] == true), "{v}");
-        assert!(!v.to_string().contains(&dev_password(&dir)), "the password leaked");
+        assert!(
+            !v.to_string().contains(&dev_password(&dir)),
+            "the password leaked"
+        );
     }
     // demo never runs on a URL given to it.
-    let (code, _, err) = json(&dir, &["--database-url", "postgres://x@127.0.0.1:1/y", "demo"]);
+    let (code, _, err) = json(
+        &dir,
+        &["--database-url", "postgres://x@127.0.0.1:1/y", "demo"],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("embedded local database only"), "{err}");
     tenantctl(&dir).args(["dev", "down"]).assert().success();
 }
 
 fn dev_password(dir: &Path) -> String {
-    let out = tenantctl(dir).args(["dev", "url", "--show-password"]).output().unwrap();
+    let out = tenantctl(dir)
+        .args(["dev", "url", "--show-password"])
+        .output()
+        .unwrap();
     crate::support::password_of(String::from_utf8_lossy(&out.stdout).trim())
 }
