@@ -45,9 +45,16 @@ pub fn rows_progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec} ({eta} left)",
+            "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} rows, {rate} rows/s ({eta} left)",
         )
         .expect("static template")
+        // Whole rows per second: indicatif's {per_sec} prints four decimals.
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}", indicatif::HumanCount(state.per_sec() as u64));
+            },
+        )
         .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
