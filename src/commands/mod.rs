@@ -1,14 +1,17 @@
 //! One file per subcommand; `run` loads the project and dispatches.
 
+pub mod demo;
 pub mod dev;
+pub mod exec;
 pub mod generate;
 pub mod init;
 pub mod migrate;
 pub mod status;
+pub mod tenant;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, TenantCommand};
 use crate::config::Project;
 use crate::Outcome;
 
@@ -43,6 +46,41 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             project.require()?;
             let url = project.database_url(global.database_url.as_deref())?;
             status::run(&project, &url, args.check, global.format).await
+        }
+        Command::Demo(args) => {
+            demo::run(
+                &project,
+                &args,
+                global.database_url.as_deref(),
+                global.format,
+            )
+            .await
+        }
+        Command::Exec(args) => {
+            project.require()?;
+            let url = project.database_url(global.database_url.as_deref())?;
+            exec::run(&project, &url, &args, global.format).await
+        }
+        Command::Tenant(args) => {
+            project.require()?;
+            // Bad input fails before any connection (or embedded cluster start).
+            match &args.command {
+                TenantCommand::Create(a) => crate::tenants::validate_slug(&a.slug)?,
+                TenantCommand::Show { slug } | TenantCommand::Delete { slug, .. } => {
+                    crate::tenants::validate_slug(slug)?
+                }
+                TenantCommand::List => {}
+            }
+            let url = project.database_url(global.database_url.as_deref())?;
+            let format = global.format;
+            match &args.command {
+                TenantCommand::Create(a) => tenant::create(&project, &url, a, format).await,
+                TenantCommand::List => tenant::list(&project, &url, format).await,
+                TenantCommand::Show { slug } => tenant::show(&project, &url, slug, format).await,
+                TenantCommand::Delete { slug, yes } => {
+                    tenant::delete(&project, &url, slug, *yes, format).await
+                }
+            }
         }
     }
 }

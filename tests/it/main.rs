@@ -6,4 +6,5 @@ mod harness;
 mod isolation;
 mod migrate;
 mod support;
+mod tenants;
 mod tls;

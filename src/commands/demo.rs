@@ -1,0 +1,186 @@
+//! `tenantctl demo`: the whole product on a fresh database of the embedded cluster — migrate,
+//! three seeded gyms, verify, and the release note's isolation scenarios shown live.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use crate::cli::{DemoArgs, Format, MigrateArgs};
+use crate::commands::{migrate, tenant};
+use crate::config::Project;
+use crate::tenants::{self, CreateSpec, Created};
+use crate::verify_probe_stub as verify;
+use crate::{db, embedded, output, policy, scenarios, seed, Outcome};
+
+/// The demo's own database in the local cluster, dropped and recreated on every run so that it
+/// never touches the user's data.
+pub const DEMO_DATABASE: &str = "tenantctl_demo";
+
+/// The three gyms: slug, name, coaches, share of `--members` (percent), seed.
+const GYMS: &[(&str, &str, u64, u64, u64)] = &[
+    ("iron-temple", "Iron Temple", 6, 100, 1),
+    ("harbor-crossfit", "Harbor CrossFit", 4, 60, 2),
+    ("lotus-yoga", "Lotus Yoga Loft", 3, 40, 3),
+];
+
+pub async fn run(
+    project: &Project,
+    args: &DemoArgs,
+    url_flag: Option<&str>,
+    format: Format,
+) -> Result<Outcome> {
+    project.require()?;
+    // The demo drops and recreates a database: never on a URL the user might care about.
+    if url_flag.is_some() {
+        bail!("demo runs on the embedded local database only (it recreates a database named {DEMO_DATABASE})\n  hint: drop --database-url; use `tenantctl tenant create` and `tenantctl exec` on other databases");
+    }
+    let say = |s: &str| {
+        if format == Format::Table {
+            eprintln!("{s}");
+        }
+    };
+    let schema = policy::load(project)?;
+
+    say("==> Starting the embedded local database");
+    let cluster = embedded::ensure_running(&project.dev_dir())?;
+    let url = database_url(&cluster, DEMO_DATABASE)?;
+    {
+        let admin = db::connect(&cluster).await?;
+        // A constant name, so nothing is spliced; WITH (FORCE) ends sessions left by a previous run.
+        let name = postgres_protocol::escape::escape_identifier(DEMO_DATABASE);
+        // Two statements: a multi-statement string would run as one transaction, which DROP
+        // DATABASE refuses.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .await
+                .map_err(tenants::pg_error)
+                .with_context(|| format!("cannot recreate the demo database {DEMO_DATABASE}"))?;
+        }
+    }
+    say(&format!(
+        "==> Fresh database {DEMO_DATABASE}: {}",
+        db::redact(&url)
+    ));
+
+    say("==> Applying the migrations in migrations/");
+    let migrate_args = MigrateArgs {
+        dry_run: false,
+        target: None,
+        allow_pooler: false,
+    };
+    // Table format: migrate reports on stderr and leaves stdout to the demo.
+    migrate::run(project, &url, &migrate_args, Format::Table).await?;
+
+    say("==> Creating three gyms, each seeded AS ITSELF (app role + tenant context)");
+    let mut created = Vec::new();
+    for (slug, name, coaches, share, seed_value) in GYMS {
+        let members = args.members * share / 100;
+        let spec = CreateSpec {
+            slug: slug.to_string(),
+            name: name.to_string(),
+            counts: seed::Counts {
+                coaches: *coaches,
+                members,
+            },
+            seed: *seed_value,
+            if_not_exists: false,
+        };
+        let bar = output::rows_progress(coaches + members, &format!("seeding {slug}"));
+        let result = tenants::create(&url, &schema, &spec, &bar).await;
+        bar.finish_and_clear();
+        let Created::New { gym, report } = result? else {
+            unreachable!("the demo database is fresh");
+        };
+        let probe = verify::probe_single_tenant(&url, &schema, gym.id).await?;
+        say(&format!(
+            "    {slug}: {} rows in {:.2}s, isolation probe {}/{} passed",
+            report.total(),
+            report.elapsed.as_secs_f64(),
+            probe.checks - probe.failures.len(),
+            probe.checks
+        ));
+        created.push(gym);
+    }
+    let list = tenants::list(&url, &schema).await?;
+
+    say("==> verify (stand-in: the one-tenant probes for every gym until `verify` lands)");
+    let verified = verify::run_verify_for_demo(&url, project).await?;
+
+    say("==> The release note's scenarios, live");
+    let find = |slug: &str| {
+        list.iter()
+            .find(|t| t.slug == slug)
+            .ok_or_else(|| anyhow!("the demo gym {slug} is missing"))
+    };
+    let (a, b) = (find(GYMS[0].0)?, find(GYMS[1].0)?);
+    let all_members: i64 = list
+        .iter()
+        .map(|t| t.rows.get(seed::MEMBERS).copied().unwrap_or(0))
+        .sum();
+    let results = scenarios::run(&url, &schema, a, b, all_members).await?;
+    let holds = verified.failures.is_empty() && results.iter().all(|s| s.holds);
+
+    match format {
+        Format::Json => output::print_json(&json!({
+            "database": db::redact(&url),
+            "tenants": list,
+            "verify": { "stand_in": true, "checks": verified.checks, "failures": verified.failures },
+            "scenarios": results,
+            "isolation_holds": holds,
+        })),
+        Format::Table => {
+            println!("\nTenants in {DEMO_DATABASE} (counted as the platform admin):");
+            println!("{}", tenant::tenants_table(&list));
+            println!("\nverify (stand-in probes):");
+            tenant::print_probe(&verified);
+            println!("\nThe same data, seen by each role:");
+            let mut t =
+                output::table(&["scenario", "acting as", "query", "expected", "outcome", ""]);
+            for s in &results {
+                t.add_row(vec![
+                    s.scenario.clone(),
+                    s.acting_as.clone(),
+                    s.query.clone(),
+                    s.expected.clone(),
+                    s.outcome.clone(),
+                    if s.holds {
+                        "✓".to_string()
+                    } else {
+                        "✗ BROKEN".to_string()
+                    },
+                ]);
+            }
+            println!("{t}");
+            if holds {
+                println!("\nIsolation holds: each gym sees only its own rows, even without WHERE; no context, no rows; the admin sees all.");
+            } else {
+                println!("\nISOLATION IS BROKEN: see the ✗ rows above.");
+            }
+            // The demo database stays until the next run; this is how to look around in it.
+            println!(
+                "\nLook around (the demo database stays until the next demo run):\n  \
+                 export DATABASE_URL=\"$(cargo run -q -- dev url --show-password | sed 's,/postgres$,/{DEMO_DATABASE},')\"\n  \
+                 cargo run -- exec --tenant {} \"SELECT full_name, email, status FROM members LIMIT 5\"\n  \
+                 cargo run -- exec --admin \"SELECT gym_id, count(*) FROM members GROUP BY gym_id\"\n  \
+                 cargo run -- tenant show {}",
+                a.slug, b.slug
+            );
+        }
+    }
+    Ok(if holds {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+/// The cluster's superuser URL, pointed at another database.
+fn database_url(cluster: &str, dbname: &str) -> Result<String> {
+    let mut url = url::Url::parse(cluster)
+        .map_err(|e| anyhow!("the embedded cluster's URL does not parse: {e}"))?;
+    url.set_path(dbname);
+    Ok(url.to_string())
+}
