@@ -6,6 +6,13 @@ use clap::Parser;
 use tenantctl::{cli::Cli, Outcome};
 
 fn main() -> ExitCode {
+    // Like other Unix tools, stop quietly when the reader goes away (`tenantctl plan | head`)
+    // instead of panicking on the failed write. Any open transaction dies with the connection.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
