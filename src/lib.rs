@@ -11,6 +11,7 @@ pub mod output;
 pub mod policy;
 pub mod snapshot;
 pub mod sql;
+pub mod verify;
 
 /// How a command that ran to the end came out: `Clean` maps to exit 0, `Findings` to exit 1.
 /// Anything that stops a command from doing its job is an `Err`, which maps to exit 2.

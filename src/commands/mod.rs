@@ -5,10 +5,11 @@ pub mod generate;
 pub mod init;
 pub mod migrate;
 pub mod status;
+pub mod verify;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Format};
 use crate::config::Project;
 use crate::Outcome;
 
@@ -16,6 +17,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
     if let Command::Init(args) = cli.command {
         return init::run(&args.dir);
+    }
+    if global.format == Format::Junit && !matches!(cli.command, Command::Verify(_)) {
+        bail!("--format junit is only for `tenantctl verify`\n  hint: use --format table or --format json");
     }
     let project = Project::load(&global.config)?;
     match cli.command {
@@ -43,6 +47,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             project.require()?;
             let url = project.database_url(global.database_url.as_deref())?;
             status::run(&project, &url, args.check, global.format).await
+        }
+        Command::Verify(args) => {
+            project.require()?;
+            let url = project.database_url(global.database_url.as_deref())?;
+            verify::run(&project, &url, &args, global.format).await
         }
     }
 }
