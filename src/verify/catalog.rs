@@ -740,7 +740,7 @@ async fn declared_table(
                     }
                     Constraint::ForeignKey { columns, table: rt, ref_columns, on_delete } => {
                         let (rtab, rnsp, rcols, del): (String, String, Vec<String>, String) =
-                            (r.get(4), r.get(5), r.get(7), r.get(8));
+                            (r.get(4), r.get(5), r.get(6), r.get(7));
                         let want_del = match on_delete {
                             OnDelete::NoAction => "a",
                             OnDelete::Restrict => "r",

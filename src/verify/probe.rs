@@ -118,17 +118,18 @@ enum SynValue {
     OwnKey,
     /// The synthetic row's key in that table.
     Parent(String),
-    Literal(String),
+    /// A fresh value of this declared type (unique, for unique columns).
+    Fresh(String),
 }
 
 const TARGETS: &str = "
-SELECT pg_catalog.has_table_privilege($1, $3::regclass, 'SELECT'),
-       pg_catalog.has_table_privilege($1, $3::regclass, 'INSERT'),
-       pg_catalog.has_table_privilege($1, $3::regclass, 'DELETE'),
-       pg_catalog.has_table_privilege($2, $3::regclass, 'SELECT'),
+SELECT pg_catalog.has_table_privilege($1, $3::text::regclass, 'SELECT'),
+       pg_catalog.has_table_privilege($1, $3::text::regclass, 'INSERT'),
+       pg_catalog.has_table_privilege($1, $3::text::regclass, 'DELETE'),
+       pg_catalog.has_table_privilege($2, $3::text::regclass, 'SELECT'),
        (SELECT a.attname::text FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = $3::regclass AND a.attnum > 0 AND NOT a.attisdropped
-          AND a.attname <> ALL ($4) AND pg_catalog.has_column_privilege($1, $3::regclass, a.attname, 'UPDATE')
+        WHERE a.attrelid = $3::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+          AND a.attname <> ALL ($4) AND pg_catalog.has_column_privilege($1, $3::text::regclass, a.attname, 'UPDATE')
         ORDER BY a.attnum LIMIT 1)";
 
 const READABLES: &str = "
@@ -166,7 +167,7 @@ impl Plan {
             let has_tc = exists.is_some()
                 && client
                     .query_one(
-                        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped)",
+                        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped)",
                         &[&rel(name), &table.tenant_column],
                     )
                     .await?
@@ -332,7 +333,7 @@ fn synthetic_plan(schema: &Schema) -> Vec<SyntheticTable> {
             } else if c.nullable || c.default.is_some() {
                 continue;
             } else {
-                SynValue::Literal(synthetic_value(&ty))
+                SynValue::Fresh(ty.clone())
             };
             cols.push((c.name.clone(), c.ty.clone()));
             values.push(v);
@@ -828,7 +829,10 @@ async fn context_probes(conn: &Conn, nested: bool) -> Result<Tally> {
                     Finding::new(
                         id,
                         format!("table {name}"),
-                        format!("with context {value:?} the app role sees {seen} row(s) of {name}"),
+                        match id {
+                            "probe.no-context" => format!("with no context set, the app role sees {seen} row(s) of {name}"),
+                            _ => format!("with context {value:?} the app role sees {seen} row(s) of {name}"),
+                        },
                     )
                 }),
             );
@@ -889,7 +893,7 @@ async fn create_synthetic(conn: &Conn, schema: &Schema, tally: &mut Tally) -> Re
                         SynValue::Tenant => tenant.to_string(),
                         SynValue::OwnKey => own.to_string(),
                         SynValue::Parent(p) => keys.get(p).cloned().unwrap_or_default(),
-                        SynValue::Literal(l) => l.clone(),
+                        SynValue::Fresh(ty) => synthetic_value(ty),
                     })
                     .collect();
                 let params: Vec<Param> = values.iter().map(|v| v as Param).collect();
