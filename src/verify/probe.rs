@@ -1058,6 +1058,9 @@ pub(super) async fn run(url: &str, client: &Client, schema: &Schema, settings: &
         }));
     }
 
+    // Only the workers hold the queue now: when they all stop, sending fails and the feed ends.
+    drop(rx);
+
     // Stream the tenant ids to the workers: memory stays flat whatever the number of tenants.
     let feed = async {
         match named {

@@ -7,3 +7,4 @@ mod isolation;
 mod migrate;
 mod support;
 mod tls;
+mod verify;
