@@ -91,7 +91,11 @@ pub fn scratch_table(scratch: &str, table: &Table) -> String {
 /// A declared policy's expressions on a scratch table (see [`scratch_table`]). Always `FOR ALL`
 /// to `PUBLIC`, which accepts both clauses: only the normalised expressions are read back.
 pub fn scratch_policy(scratch: &str, name: &str, p: &Policy) -> String {
-    let mut s = format!("CREATE POLICY {} ON {} FOR ALL", q(name), rel("pg_temp", scratch));
+    let mut s = format!(
+        "CREATE POLICY {} ON {} FOR ALL",
+        q(name),
+        rel("pg_temp", scratch)
+    );
     if let Some(u) = &p.using {
         s.push_str(&format!(" USING ({u})"));
     }

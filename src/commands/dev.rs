@@ -39,7 +39,9 @@ pub async fn run(project: &crate::config::Project, args: DevArgs) -> Result<Outc
                 Format::Table | Format::Junit if was_running => {
                     println!("stopped the local cluster in {}", dir.display())
                 }
-                Format::Table | Format::Junit => println!("the local cluster in {} was not running", dir.display()),
+                Format::Table | Format::Junit => {
+                    println!("the local cluster in {} was not running", dir.display())
+                }
             }
         }
         DevCommand::Url { show_password } => {

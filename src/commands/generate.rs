@@ -70,7 +70,9 @@ pub fn plan(project: &Project, allow_destructive: bool, format: Format) -> Resul
                 "No changes: the database schema in migrations/ already matches the policies."
             )
         }
-        Format::Table | Format::Junit => print!("{}", sql::render(p.version, "planned", &p.statements)),
+        Format::Table | Format::Junit => {
+            print!("{}", sql::render(p.version, "planned", &p.statements))
+        }
     }
     Ok(Outcome::Clean)
 }
@@ -126,7 +128,9 @@ pub fn generate(
         Format::Json => crate::output::print_json(&json!({
             "written": shown, "version": p.version, "statements": p.statements.len(),
         })),
-        Format::Table | Format::Junit => eprintln!("Wrote {shown} ({} statements).", p.statements.len()),
+        Format::Table | Format::Junit => {
+            eprintln!("Wrote {shown} ({} statements).", p.statements.len())
+        }
     }
     Ok(Outcome::Clean)
 }

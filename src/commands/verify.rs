@@ -9,7 +9,12 @@ use crate::config::Project;
 use crate::verify::{self, render, Settings, Severity, TenantSelection};
 use crate::{output, policy, Outcome};
 
-pub async fn run(project: &Project, url: &str, args: &VerifyArgs, format: Format) -> Result<Outcome> {
+pub async fn run(
+    project: &Project,
+    url: &str,
+    args: &VerifyArgs,
+    format: Format,
+) -> Result<Outcome> {
     let schema = policy::load(project).map_err(|e| anyhow!("{e}"))?;
     let settings = Settings {
         tenants: match (&args.sample, args.tenant.is_empty()) {

@@ -40,7 +40,8 @@ impl Rel {
     fn security_invoker(&self) -> bool {
         self.options.iter().any(|o| {
             o.split_once('=').is_some_and(|(k, v)| {
-                k == "security_invoker" && matches!(v.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1")
+                k == "security_invoker"
+                    && matches!(v.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1")
             })
         })
     }
@@ -190,6 +191,9 @@ const SCRATCH_POLICY: &str = "
 SELECT pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)
 FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 AND p.polname = $2";
 
+/// A policy's USING and WITH CHECK, as Postgres renders them.
+type PolicyExprs = (Option<String>, Option<String>);
+
 /// The declaration, normalised by Postgres (see `normalise`).
 #[derive(Debug, Default)]
 struct Normalised {
@@ -197,7 +201,7 @@ struct Normalised {
     columns: BTreeMap<String, (String, bool, Option<String>)>,
     checks: BTreeMap<String, String>,
     /// policy → (using, with check), or the error that creating it raised.
-    policies: BTreeMap<String, std::result::Result<(Option<String>, Option<String>), String>>,
+    policies: BTreeMap<String, std::result::Result<PolicyExprs, String>>,
     error: Option<String>,
 }
 
@@ -241,15 +245,17 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     // Declared tables: drift, RLS, grants, trigger, policies, index.
     let norm = normalise(client, schema).await?;
     for (name, table) in &schema.tables {
-        let rel = rels
-            .iter()
-            .map(|(r, _)| r)
-            .find(|r| r.schema == t.table_schema && &r.name == name && matches!(r.kind.as_str(), "r" | "p"));
+        let rel = rels.iter().map(|(r, _)| r).find(|r| {
+            r.schema == t.table_schema && &r.name == name && matches!(r.kind.as_str(), "r" | "p")
+        });
         let Some(rel) = rel else {
             tally.fail(Finding::new(
                 "drift.table",
                 format!("table {}.{name}", t.table_schema),
-                format!("table {}.{name} is declared in {} but does not exist", t.table_schema, table.source),
+                format!(
+                    "table {}.{name} is declared in {} but does not exist",
+                    t.table_schema, table.source
+                ),
             ));
             continue;
         };
@@ -350,7 +356,10 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
             names.push(r);
         }
     }
-    let rows = client.query(ROLES, &[&names]).await.context("cannot read roles")?;
+    let rows = client
+        .query(ROLES, &[&names])
+        .await
+        .context("cannot read roles")?;
     let live: BTreeMap<String, (bool, bool, bool)> = rows
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
@@ -358,18 +367,28 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
     for (name, role) in &schema.roles {
         let obj = format!("role {name}");
         let finding = match live.get(name) {
-            None => Some(Finding::new("drift.role", &obj, format!("role {name} is declared but does not exist"))),
-            Some((_, bypass, login)) if *bypass != role.bypassrls || *login != role.login => Some(Finding::new(
+            None => Some(Finding::new(
                 "drift.role",
                 &obj,
-                format!(
-                    "role {name} is {} {}, declared {} {}",
-                    if *login { "LOGIN" } else { "NOLOGIN" },
-                    if *bypass { "BYPASSRLS" } else { "NOBYPASSRLS" },
-                    if role.login { "LOGIN" } else { "NOLOGIN" },
-                    if role.bypassrls { "BYPASSRLS" } else { "NOBYPASSRLS" },
-                ),
+                format!("role {name} is declared but does not exist"),
             )),
+            Some((_, bypass, login)) if *bypass != role.bypassrls || *login != role.login => {
+                Some(Finding::new(
+                    "drift.role",
+                    &obj,
+                    format!(
+                        "role {name} is {} {}, declared {} {}",
+                        if *login { "LOGIN" } else { "NOLOGIN" },
+                        if *bypass { "BYPASSRLS" } else { "NOBYPASSRLS" },
+                        if role.login { "LOGIN" } else { "NOLOGIN" },
+                        if role.bypassrls {
+                            "BYPASSRLS"
+                        } else {
+                            "NOBYPASSRLS"
+                        },
+                    ),
+                ))
+            }
             Some(_) => None,
         };
         tally.record("drift.role", finding);
@@ -379,7 +398,8 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
     let (superuser, bypass) = live.get(app).map(|l| (l.0, l.1)).unwrap_or_default();
     tally.record(
         "role.app-superuser",
-        superuser.then(|| Finding::new("role.app-superuser", &obj, format!("{app} is a superuser"))),
+        superuser
+            .then(|| Finding::new("role.app-superuser", &obj, format!("{app} is a superuser"))),
     );
     tally.record(
         "role.app-bypassrls",
@@ -394,7 +414,11 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
         .collect();
     tally.pass("role.app-owns");
     for o in owned {
-        tally.fail(Finding::new("role.app-owns", &obj, format!("{app} owns {o}")));
+        tally.fail(Finding::new(
+            "role.app-owns",
+            &obj,
+            format!("{app} owns {o}"),
+        ));
     }
     tally.pass("role.app-membership");
     for (role, sup, byp) in app_memberships(client, schema).await? {
@@ -425,7 +449,10 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
                 Finding::new(
                     "role.admin-bypass",
                     format!("role {}", t.admin_role),
-                    format!("{} has no BYPASSRLS (admin_bypass = \"bypassrls\")", t.admin_role),
+                    format!(
+                        "{} has no BYPASSRLS (admin_bypass = \"bypassrls\")",
+                        t.admin_role
+                    ),
                 )
             }),
         );
@@ -476,8 +503,16 @@ async fn default_context(client: &Client, schema: &Schema, tally: &mut Tally) ->
 async fn functions(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()> {
     let t = &schema.tenancy;
     for (name, body, volatility) in [
-        (&t.context_function, sql::context_function_body(t), Some("s")),
-        (&"forbid_tenant_change".to_string(), sql::trigger_function_body(), None),
+        (
+            &t.context_function,
+            sql::context_function_body(t),
+            Some("s"),
+        ),
+        (
+            &"forbid_tenant_change".to_string(),
+            sql::trigger_function_body(),
+            None,
+        ),
     ] {
         let obj = format!("function {}.{name}()", t.helper_schema);
         let row = client
@@ -522,7 +557,11 @@ async fn functions(client: &Client, schema: &Schema, tally: &mut Tally) -> Resul
                     &obj,
                     format!(
                         "SECURITY DEFINER {obj} reads {} and the app role can execute it",
-                        reads.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        reads
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             }),
@@ -546,27 +585,36 @@ async fn functions(client: &Client, schema: &Schema, tally: &mut Tally) -> Resul
 fn mentions(text: &str, name: &str) -> bool {
     let text = text.to_ascii_lowercase();
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
-    text.match_indices(&name.to_ascii_lowercase()).any(|(i, m)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + m.len()..].chars().next();
-        !before.is_some_and(word) && !after.is_some_and(word)
-    })
+    text.match_indices(&name.to_ascii_lowercase())
+        .any(|(i, m)| {
+            let before = text[..i].chars().next_back();
+            let after = text[i + m.len()..].chars().next();
+            !before.is_some_and(word) && !after.is_some_and(word)
+        })
 }
 
 /// Create scratch copies of the declared tables and policies in a transaction that is rolled
 /// back, and read back Postgres's own rendering of every declared expression.
 async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, Normalised>> {
     let mut out = BTreeMap::new();
-    client.batch_execute("BEGIN").await.context("cannot begin")?;
+    client
+        .batch_execute("BEGIN")
+        .await
+        .context("cannot begin")?;
     let result = async {
         for (i, (name, table)) in schema.tables.iter().enumerate() {
             let scratch = format!("tenantctl_verify_{i}");
             let mut n = Normalised::default();
             client.batch_execute("SAVEPOINT tc_scratch").await?;
-            match client.batch_execute(&sql::scratch_table(&scratch, table)).await {
+            match client
+                .batch_execute(&sql::scratch_table(&scratch, table))
+                .await
+            {
                 Err(e) if e.as_db_error().is_some() => {
                     n.error = Some(db_message(&e));
-                    client.batch_execute("ROLLBACK TO SAVEPOINT tc_scratch").await?;
+                    client
+                        .batch_execute("ROLLBACK TO SAVEPOINT tc_scratch")
+                        .await?;
                     out.insert(name.clone(), n);
                     continue;
                 }
@@ -585,10 +633,14 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
             }
             for (pname, p) in &table.policies {
                 client.batch_execute("SAVEPOINT tc_policy").await?;
-                let created = client.batch_execute(&sql::scratch_policy(&scratch, pname, p)).await;
+                let created = client
+                    .batch_execute(&sql::scratch_policy(&scratch, pname, p))
+                    .await;
                 let value = match created {
                     Err(e) if e.as_db_error().is_some() => {
-                        client.batch_execute("ROLLBACK TO SAVEPOINT tc_policy").await?;
+                        client
+                            .batch_execute("ROLLBACK TO SAVEPOINT tc_policy")
+                            .await?;
                         Err(db_message(&e))
                     }
                     Err(e) => return Err(e.into()),
@@ -613,7 +665,8 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
 }
 
 fn db_message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string())
 }
 
 #[derive(Debug)]
@@ -668,7 +721,13 @@ async fn declared_table(
     // Row-level security, enabled and forced.
     tally.record(
         "rls.disabled",
-        (!rel.rls).then(|| Finding::new("rls.disabled", &obj, format!("row-level security is disabled on {disp}"))),
+        (!rel.rls).then(|| {
+            Finding::new(
+                "rls.disabled",
+                &obj,
+                format!("row-level security is disabled on {disp}"),
+            )
+        }),
     );
     tally.record(
         "rls.not-forced",
@@ -676,7 +735,10 @@ async fn declared_table(
             Finding::new(
                 "rls.not-forced",
                 &obj,
-                format!("row-level security on {disp} is not forced: its owner {} bypasses it", rel.owner),
+                format!(
+                    "row-level security on {disp} is not forced: its owner {} bypasses it",
+                    rel.owner
+                ),
             )
         }),
     );
@@ -698,16 +760,23 @@ async fn declared_table(
     }
     for c in &table.columns {
         let finding = match (live.get(&c.name), norm.and_then(|n| n.columns.get(&c.name))) {
-            (None, _) => Some(format!("column {disp}.{} is declared but does not exist", c.name)),
+            (None, _) => Some(format!(
+                "column {disp}.{} is declared but does not exist",
+                c.name
+            )),
             (Some(l), Some(d)) if l != d => Some(format!(
                 "column {disp}.{} is {} {}{}, declared {} {}{}",
                 c.name,
                 l.0,
                 if l.1 { "NOT NULL" } else { "NULL" },
-                l.2.as_ref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default(),
+                l.2.as_ref()
+                    .map(|d| format!(" DEFAULT {d}"))
+                    .unwrap_or_default(),
                 d.0,
                 if d.1 { "NOT NULL" } else { "NULL" },
-                d.2.as_ref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default(),
+                d.2.as_ref()
+                    .map(|d| format!(" DEFAULT {d}"))
+                    .unwrap_or_default(),
             )),
             _ => None,
         };
@@ -718,8 +787,12 @@ async fn declared_table(
     }
 
     // Constraints.
-    let rows = client.query(CONSTRAINTS, &[&rel.oid]).await.context("cannot read constraints")?;
-    let live_cons: BTreeMap<String, &Row> = rows.iter().map(|r| (r.get::<_, String>(0), r)).collect();
+    let rows = client
+        .query(CONSTRAINTS, &[&rel.oid])
+        .await
+        .context("cannot read constraints")?;
+    let live_cons: BTreeMap<String, &Row> =
+        rows.iter().map(|r| (r.get::<_, String>(0), r)).collect();
     for (cname, c) in &table.constraints {
         let problem = match live_cons.get(cname) {
             None => Some("is missing".to_string()),
@@ -728,17 +801,30 @@ async fn declared_table(
                 let cols: Vec<String> = r.get(3);
                 match c {
                     Constraint::PrimaryKey { columns } | Constraint::Unique { columns } => {
-                        let want = if matches!(c, Constraint::PrimaryKey { .. }) { "p" } else { "u" };
+                        let want = if matches!(c, Constraint::PrimaryKey { .. }) {
+                            "p"
+                        } else {
+                            "u"
+                        };
                         (kind != want || &cols != columns)
                             .then(|| format!("is {}", r.get::<_, String>(2)))
                     }
                     Constraint::Check { .. } => {
                         let live_def: String = r.get(2);
                         let decl = norm.and_then(|n| n.checks.get(cname));
-                        (kind != "c" || decl.is_some_and(|d| d != &live_def))
-                            .then(|| format!("is {live_def}, declared {}", decl.map_or("?", |s| s.as_str())))
+                        (kind != "c" || decl.is_some_and(|d| d != &live_def)).then(|| {
+                            format!(
+                                "is {live_def}, declared {}",
+                                decl.map_or("?", |s| s.as_str())
+                            )
+                        })
                     }
-                    Constraint::ForeignKey { columns, table: rt, ref_columns, on_delete } => {
+                    Constraint::ForeignKey {
+                        columns,
+                        table: rt,
+                        ref_columns,
+                        on_delete,
+                    } => {
                         let (rtab, rnsp, rcols, del): (String, String, Vec<String>, String) =
                             (r.get(4), r.get(5), r.get(6), r.get(7));
                         let want_del = match on_delete {
@@ -770,21 +856,34 @@ async fn declared_table(
     }
 
     // Indexes.
-    let idx = client.query(INDEXES, &[&rel.oid]).await.context("cannot read indexes")?;
+    let idx = client
+        .query(INDEXES, &[&rel.oid])
+        .await
+        .context("cannot read indexes")?;
     for (iname, ix) in &table.indexes {
         let live = idx.iter().find(|r| r.get::<_, String>(0) == *iname);
         let problem = match live {
             None => Some("is missing".to_string()),
             Some(r) => {
-                let (unique, cols, partial): (bool, Vec<String>, bool) = (r.get(1), r.get(2), r.get(3));
-                (unique != ix.unique || cols != ix.columns || partial)
-                    .then(|| format!("is on ({}){}", cols.join(", "), if unique { " UNIQUE" } else { "" }))
+                let (unique, cols, partial): (bool, Vec<String>, bool) =
+                    (r.get(1), r.get(2), r.get(3));
+                (unique != ix.unique || cols != ix.columns || partial).then(|| {
+                    format!(
+                        "is on ({}){}",
+                        cols.join(", "),
+                        if unique { " UNIQUE" } else { "" }
+                    )
+                })
             }
         };
         tally.record(
             "drift.index",
             problem.map(|p| {
-                Finding::new("drift.index", format!("index {iname} on {disp}"), format!("index {iname} on {disp} {p}"))
+                Finding::new(
+                    "drift.index",
+                    format!("index {iname} on {disp}"),
+                    format!("index {iname} on {disp} {p}"),
+                )
             }),
         );
     }
@@ -810,7 +909,8 @@ async fn declared_table(
                 Some("is disabled".to_string())
             } else if tgtype & 0b1_0011 != 0b1_0011 {
                 Some("is not BEFORE UPDATE FOR EACH ROW".to_string())
-            } else if nsp != t.helper_schema || func != "forbid_tenant_change" || args != want_args {
+            } else if nsp != t.helper_schema || func != "forbid_tenant_change" || args != want_args
+            {
                 Some(format!("calls {nsp}.{func} with other arguments"))
             } else {
                 None
@@ -833,20 +933,39 @@ async fn declared_table(
     for (pname, p) in &table.policies {
         let pobj = format!("policy {pname} on {disp}");
         let Some(l) = live.iter().find(|l| &l.name == pname) else {
-            tally.fail(Finding::new("drift.policy", &pobj, format!("{pobj} is declared but missing")));
+            tally.fail(Finding::new(
+                "drift.policy",
+                &pobj,
+                format!("{pobj} is declared but missing"),
+            ));
             continue;
         };
         let mut diffs = Vec::new();
         if l.cmd != cmd_code(p.command) {
-            diffs.push(format!("command is {}, declared {}", l.cmd, p.command.sql()));
+            diffs.push(format!(
+                "command is {}, declared {}",
+                l.cmd,
+                p.command.sql()
+            ));
         }
         if l.permissive != p.permissive {
-            diffs.push(format!("it is {}", if l.permissive { "PERMISSIVE" } else { "RESTRICTIVE" }));
+            diffs.push(format!(
+                "it is {}",
+                if l.permissive {
+                    "PERMISSIVE"
+                } else {
+                    "RESTRICTIVE"
+                }
+            ));
         }
         let mut roles = p.roles.clone();
         roles.sort();
         if l.roles != roles {
-            diffs.push(format!("roles are {}, declared {}", l.roles.join(", "), roles.join(", ")));
+            diffs.push(format!(
+                "roles are {}, declared {}",
+                l.roles.join(", "),
+                roles.join(", ")
+            ));
         }
         match norm.and_then(|n| n.policies.get(pname)) {
             Some(Ok((u, c))) => {
@@ -854,7 +973,11 @@ async fn declared_table(
                     diffs.push(format!("USING is {}, declared {}", show(&l.using), show(u)));
                 }
                 if &l.with_check != c {
-                    diffs.push(format!("WITH CHECK is {}, declared {}", show(&l.with_check), show(c)));
+                    diffs.push(format!(
+                        "WITH CHECK is {}, declared {}",
+                        show(&l.with_check),
+                        show(c)
+                    ));
                 }
             }
             Some(Err(e)) => diffs.push(format!("the declared expressions are rejected here: {e}")),
@@ -862,18 +985,31 @@ async fn declared_table(
         }
         tally.record(
             "drift.policy",
-            (!diffs.is_empty()).then(|| Finding::new("drift.policy", &pobj, format!("{pobj}: {}", diffs.join("; ")))),
+            (!diffs.is_empty()).then(|| {
+                Finding::new(
+                    "drift.policy",
+                    &pobj,
+                    format!("{pobj}: {}", diffs.join("; ")),
+                )
+            }),
         );
     }
     tally.pass("drift.policy-undeclared");
-    for l in live.iter().filter(|l| !table.policies.contains_key(&l.name)) {
+    for l in live
+        .iter()
+        .filter(|l| !table.policies.contains_key(&l.name))
+    {
         tally.fail(Finding::new(
             "drift.policy-undeclared",
             format!("policy {} on {disp}", l.name),
             format!(
                 "policy {} on {disp} ({} {} TO {}) is not declared",
                 l.name,
-                if l.permissive { "PERMISSIVE" } else { "RESTRICTIVE" },
+                if l.permissive {
+                    "PERMISSIVE"
+                } else {
+                    "RESTRICTIVE"
+                },
                 cmd_name(&l.cmd),
                 l.roles.join(", ")
             ),
@@ -892,7 +1028,10 @@ async fn declared_table(
                 Finding::new(
                     "role.admin-bypass",
                     &obj,
-                    format!("{disp} has no permissive USING (true) policy for {}", t.admin_role),
+                    format!(
+                        "{disp} has no permissive USING (true) policy for {}",
+                        t.admin_role
+                    ),
                 )
             }),
         );
@@ -916,7 +1055,13 @@ fn cmd_name(code: &str) -> &'static str {
     }
 }
 
-async fn tenant_index(client: &Client, schema: &Schema, rel: &Rel, tc: &str, tally: &mut Tally) -> Result<()> {
+async fn tenant_index(
+    client: &Client,
+    schema: &Schema,
+    rel: &Rel,
+    tc: &str,
+    tally: &mut Tally,
+) -> Result<()> {
     let tc = if schema.tables.contains_key(&rel.name) && rel.schema == schema.tenancy.table_schema {
         tc
     } else {
@@ -927,7 +1072,10 @@ async fn tenant_index(client: &Client, schema: &Schema, rel: &Rel, tc: &str, tal
         .await
         .context("cannot read indexes")?
         .iter()
-        .any(|r| r.get::<_, Vec<String>>(2).first().map(String::as_str) == Some(tc) && !r.get::<_, bool>(3));
+        .any(|r| {
+            r.get::<_, Vec<String>>(2).first().map(String::as_str) == Some(tc)
+                && !r.get::<_, bool>(3)
+        });
     tally.record(
         "perf.tenant-index",
         (!led).then(|| {
@@ -945,18 +1093,35 @@ fn privilege_name(p: Privilege) -> &'static str {
     p.sql()
 }
 
-async fn grants(client: &Client, schema: &Schema, table: &Table, rel: &Rel, tally: &mut Tally) -> Result<()> {
+async fn grants(
+    client: &Client,
+    schema: &Schema,
+    table: &Table,
+    rel: &Rel,
+    tally: &mut Tally,
+) -> Result<()> {
     let t = &schema.tenancy;
     let disp = rel.display();
     let obj = rel.object();
     let mut live: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in client.query(TABLE_GRANTS, &[&rel.oid]).await.context("cannot read grants")? {
+    for r in client
+        .query(TABLE_GRANTS, &[&rel.oid])
+        .await
+        .context("cannot read grants")?
+    {
         live.entry(r.get(0)).or_default().insert(r.get(1));
     }
     let mut live_cols: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in client.query(COLUMN_GRANTS, &[&rel.oid]).await.context("cannot read column grants")? {
+    for r in client
+        .query(COLUMN_GRANTS, &[&rel.oid])
+        .await
+        .context("cannot read column grants")?
+    {
         let (who, p, col): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-        live_cols.entry(who).or_default().insert(format!("{p} ({col})"));
+        live_cols
+            .entry(who)
+            .or_default()
+            .insert(format!("{p} ({col})"));
     }
     let mut grantees: BTreeSet<&String> = live.keys().chain(live_cols.keys()).collect();
     grantees.extend(table.grants.keys());
@@ -965,12 +1130,28 @@ async fn grants(client: &Client, schema: &Schema, table: &Table, rel: &Rel, tall
             continue;
         }
         let decl = table.grants.get(who).cloned().unwrap_or_default();
-        let want: BTreeSet<String> = decl.privileges.iter().map(|p| privilege_name(*p).to_string()).collect();
-        let want_cols: BTreeSet<String> = decl.update_columns.iter().map(|c| format!("UPDATE ({c})")).collect();
+        let want: BTreeSet<String> = decl
+            .privileges
+            .iter()
+            .map(|p| privilege_name(*p).to_string())
+            .collect();
+        let want_cols: BTreeSet<String> = decl
+            .update_columns
+            .iter()
+            .map(|c| format!("UPDATE ({c})"))
+            .collect();
         let have = live.get(who).cloned().unwrap_or_default();
         let have_cols = live_cols.get(who).cloned().unwrap_or_default();
-        let extra: Vec<String> = have.difference(&want).chain(have_cols.difference(&want_cols)).cloned().collect();
-        let missing: Vec<String> = want.difference(&have).chain(want_cols.difference(&have_cols)).cloned().collect();
+        let extra: Vec<String> = have
+            .difference(&want)
+            .chain(have_cols.difference(&want_cols))
+            .cloned()
+            .collect();
+        let missing: Vec<String> = want
+            .difference(&have)
+            .chain(want_cols.difference(&have_cols))
+            .cloned()
+            .collect();
         let mut msg = Vec::new();
         if !extra.is_empty() {
             msg.push(format!("has undeclared {}", extra.join(", ")));
@@ -1039,7 +1220,9 @@ fn policy_shape(
     let t = &schema.tenancy;
     let disp = rel.display();
     let applies = |p: &LivePolicy| {
-        p.roles.iter().any(|r| r == "public" || r == &t.app_role || memberships.iter().any(|m| &m.0 == r))
+        p.roles
+            .iter()
+            .any(|r| r == "public" || r == &t.app_role || memberships.iter().any(|m| &m.0 == r))
     };
     let func = format!("{}()", t.context_function);
     let mut per_cmd: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -1063,16 +1246,29 @@ fn policy_shape(
             tally.record(
                 "policy.always-true",
                 always_true.then(|| {
-                    Finding::new("policy.always-true", &pobj, format!("{pobj} is always true for {}", t.app_role))
+                    Finding::new(
+                        "policy.always-true",
+                        &pobj,
+                        format!("{pobj} is always true for {}", t.app_role),
+                    )
                 }),
             );
             let fail_open = exprs.iter().find(|e| {
                 let u = e.to_ascii_uppercase();
-                u.contains(" IS NULL") || u.contains("COALESCE(") || u.contains(" OR TRUE") || u.contains("IS NOT TRUE")
+                u.contains(" IS NULL")
+                    || u.contains("COALESCE(")
+                    || u.contains(" OR TRUE")
+                    || u.contains("IS NOT TRUE")
             });
             tally.record(
                 "policy.fail-open",
-                fail_open.map(|e| Finding::new("policy.fail-open", &pobj, format!("{pobj} can fail open: {e}"))),
+                fail_open.map(|e| {
+                    Finding::new(
+                        "policy.fail-open",
+                        &pobj,
+                        format!("{pobj} can fail open: {e}"),
+                    )
+                }),
             );
             let writes = matches!(p.cmd.as_str(), "*" | "a" | "w");
             tally.record(
@@ -1086,14 +1282,19 @@ fn policy_shape(
                 }),
             );
             if !always_true {
-                let bad = exprs.iter().find(|e| !e.contains(&func) || e.contains("current_setting("));
+                let bad = exprs
+                    .iter()
+                    .find(|e| !e.contains(&func) || e.contains("current_setting("));
                 tally.record(
                     "policy.context",
                     bad.map(|e| {
                         Finding::new(
                             "policy.context",
                             &pobj,
-                            format!("{pobj} does not read the context through {}.{func}: {e}", t.helper_schema),
+                            format!(
+                                "{pobj} does not read the context through {}.{func}: {e}",
+                                t.helper_schema
+                            ),
                         )
                     }),
                 );
@@ -1118,7 +1319,12 @@ fn policy_shape(
                 Finding::new(
                     "policy.multiple-permissive",
                     format!("table {disp}"),
-                    format!("{} permissive policies apply to {} for {cmd} on {disp}: {}", names.len(), t.app_role, names.join(", ")),
+                    format!(
+                        "{} permissive policies apply to {} for {cmd} on {disp}: {}",
+                        names.len(),
+                        t.app_role,
+                        names.join(", ")
+                    ),
                 )
             }),
         );
@@ -1126,7 +1332,10 @@ fn policy_shape(
 }
 
 fn is_true(e: &str) -> bool {
-    let s: String = e.chars().filter(|c| *c != '(' && *c != ')' && !c.is_whitespace()).collect();
+    let s: String = e
+        .chars()
+        .filter(|c| *c != '(' && *c != ')' && !c.is_whitespace())
+        .collect();
     s.eq_ignore_ascii_case("true")
 }
 
@@ -1134,7 +1343,9 @@ fn is_true(e: &str) -> bool {
 /// of the context function is evaluated for each row.
 fn per_row_context(expr: &str, func: &str) -> bool {
     expr.match_indices(func).any(|(i, _)| {
-        let before = expr[..i].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '"');
+        let before = expr[..i].trim_end_matches(|c: char| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '"'
+        });
         !before.trim_end().ends_with("SELECT")
     })
 }
@@ -1146,7 +1357,10 @@ mod tests {
     #[test]
     fn context_wrapped_in_a_subselect_is_an_initplan() {
         let f = "current_gym_id()";
-        assert!(!per_row_context("(gym_id = ( SELECT tenantctl.current_gym_id() AS current_gym_id))", f));
+        assert!(!per_row_context(
+            "(gym_id = ( SELECT tenantctl.current_gym_id() AS current_gym_id))",
+            f
+        ));
         assert!(per_row_context("(gym_id = tenantctl.current_gym_id())", f));
         assert!(per_row_context("(gym_id = current_gym_id())", f));
     }

@@ -374,3 +374,25 @@ async fn check_set_role(client: &Client, schema: &Schema) -> Result<()> {
         missing.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CHECKS;
+
+    #[test]
+    fn every_check_id_is_unique_and_documented() {
+        let doc = include_str!("../../docs/verify.md");
+        for (i, c) in CHECKS.iter().enumerate() {
+            assert!(
+                !CHECKS[..i].iter().any(|d| d.id == c.id),
+                "duplicate id {}",
+                c.id
+            );
+            assert!(
+                doc.contains(&format!("| `{}` |", c.id)),
+                "{} is missing from docs/verify.md",
+                c.id
+            );
+        }
+    }
+}

@@ -188,8 +188,13 @@ impl Plan {
                 .query_one(TARGETS, &[&t.app_role, &t.admin_role, &rel(name), &skip])
                 .await
                 .context("cannot read privileges")?;
-            let (app_select, app_insert, app_delete, admin_select, upd): (bool, bool, bool, bool, Option<String>) =
-                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let (app_select, app_insert, app_delete, admin_select, upd): (
+                bool,
+                bool,
+                bool,
+                bool,
+                Option<String>,
+            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
             if !app_select {
                 continue; // nothing for the app role to see
             }
@@ -234,7 +239,10 @@ impl Plan {
             });
         }
         for r in client
-            .query(FUNCTIONS, &[&t.app_role, &t.tenant_column, &t.helper_schema])
+            .query(
+                FUNCTIONS,
+                &[&t.app_role, &t.tenant_column, &t.helper_schema],
+            )
             .await
             .context("cannot list functions")?
         {
@@ -282,7 +290,9 @@ fn synthetic_plan(schema: &Schema) -> Vec<SyntheticTable> {
             let table = &schema.tables[*name];
             let ready = table.constraints.values().all(|c| match c {
                 Constraint::ForeignKey { table: parent, .. } => {
-                    parent == *name || order.contains(&parent) || !schema.tables.contains_key(parent)
+                    parent == *name
+                        || order.contains(&parent)
+                        || !schema.tables.contains_key(parent)
                 }
                 _ => true,
             });
@@ -308,7 +318,12 @@ fn synthetic_plan(schema: &Schema) -> Vec<SyntheticTable> {
             .unwrap_or_else(|| "id".into());
         let mut parents: std::collections::BTreeMap<&String, String> = Default::default();
         for c in table.constraints.values() {
-            if let Constraint::ForeignKey { columns, table: parent, .. } = c {
+            if let Constraint::ForeignKey {
+                columns,
+                table: parent,
+                ..
+            } = c
+            {
                 for col in columns.iter().filter(|c| **c != table.tenant_column) {
                     parents.insert(col, parent.clone());
                 }
@@ -342,7 +357,10 @@ fn synthetic_plan(schema: &Schema) -> Vec<SyntheticTable> {
             "INSERT INTO {}.{} ({}) VALUES ({})",
             q(&t.table_schema),
             q(name),
-            cols.iter().map(|(c, _)| q(c)).collect::<Vec<_>>().join(", "),
+            cols.iter()
+                .map(|(c, _)| q(c))
+                .collect::<Vec<_>>()
+                .join(", "),
             // The declared type comes from the policy files, like every type in the migrations.
             cols.iter()
                 .enumerate()
@@ -365,8 +383,22 @@ fn synthetic_value(ty: &str) -> String {
     let base = ty.split('(').next().unwrap_or(ty).trim();
     if ty.ends_with("[]") {
         "{}".into()
-    } else if matches!(base, "smallint" | "integer" | "int" | "int2" | "int4" | "int8" | "bigint" | "numeric" | "decimal" | "real" | "double precision" | "float4" | "float8")
-    {
+    } else if matches!(
+        base,
+        "smallint"
+            | "integer"
+            | "int"
+            | "int2"
+            | "int4"
+            | "int8"
+            | "bigint"
+            | "numeric"
+            | "decimal"
+            | "real"
+            | "double precision"
+            | "float4"
+            | "float8"
+    ) {
         "1".into()
     } else if matches!(base, "boolean" | "bool") {
         "false".into()
@@ -411,7 +443,11 @@ impl Conn {
         let prep = |sql: &str| {
             let sql = sql.to_string();
             let c = &client;
-            async move { c.prepare(&sql).await.with_context(|| format!("cannot prepare probe: {sql}")) }
+            async move {
+                c.prepare(&sql)
+                    .await
+                    .with_context(|| format!("cannot prepare probe: {sql}"))
+            }
         };
         let mut counts = Vec::new();
         let mut admins = Vec::new();
@@ -470,7 +506,8 @@ impl Conn {
 }
 
 type Param<'a> = &'a (dyn ToSql + Sync);
-type QueryFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+type QueryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
 
 /// Statements to send back to back on one connection; results come back in the same order.
 struct Pipeline<'a> {
@@ -488,7 +525,8 @@ impl<'a> Pipeline<'a> {
 
     fn push(&mut self, stmt: &'a Statement, params: Vec<Param<'a>>) -> usize {
         let client = self.client;
-        self.futures.push(Box::pin(async move { client.query(stmt, &params).await }));
+        self.futures
+            .push(Box::pin(async move { client.query(stmt, &params).await }));
         self.futures.len() - 1
     }
 
@@ -503,8 +541,10 @@ impl<'a> Pipeline<'a> {
     /// tokio-postgres sends a request when its future is first polled: poll them in order, so
     /// that they reach the server in order, then wait for all.
     async fn run(self) -> Vec<Result<Vec<Row>, tokio_postgres::Error>> {
-        let mut futures: Vec<Option<QueryFuture<'a>>> = self.futures.into_iter().map(Some).collect();
-        let mut out: Vec<Option<Result<Vec<Row>, tokio_postgres::Error>>> = futures.iter().map(|_| None).collect();
+        let mut futures: Vec<Option<QueryFuture<'a>>> =
+            self.futures.into_iter().map(Some).collect();
+        let mut out: Vec<Option<Result<Vec<Row>, tokio_postgres::Error>>> =
+            futures.iter().map(|_| None).collect();
         std::future::poll_fn(|cx| {
             let mut pending = false;
             for (slot, result) in futures.iter_mut().zip(out.iter_mut()) {
@@ -525,7 +565,9 @@ impl<'a> Pipeline<'a> {
             }
         })
         .await;
-        out.into_iter().map(|r| r.expect("every future completed")).collect()
+        out.into_iter()
+            .map(|r| r.expect("every future completed"))
+            .collect()
     }
 }
 
@@ -553,13 +595,24 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 /// A probe's own outcome: rows, or a clean database error. A connection error stops the run.
-fn probe_result<'r>(r: &'r Result<Vec<Row>, tokio_postgres::Error>, what: &str) -> Result<std::result::Result<&'r [Row], String>> {
+fn probe_result<'r>(
+    r: &'r Result<Vec<Row>, tokio_postgres::Error>,
+    what: &str,
+) -> Result<std::result::Result<&'r [Row], String>> {
     match r {
         Ok(rows) => Ok(Ok(rows)),
-        Err(e) if e.as_db_error().is_some() && e.code() != Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) => {
-            Ok(Err(e.code().map(|c| c.code().to_string()).unwrap_or_default()))
+        Err(e)
+            if e.as_db_error().is_some()
+                && e.code()
+                    != Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) =>
+        {
+            Ok(Err(e
+                .code()
+                .map(|c| c.code().to_string())
+                .unwrap_or_default()))
         }
-        Err(e) => Err(anyhow!(db::redact_text(&describe(e)))).with_context(|| format!("probe failed: {what}")),
+        Err(e) => Err(anyhow!(db::redact_text(&describe(e))))
+            .with_context(|| format!("probe failed: {what}")),
     }
 }
 
@@ -572,7 +625,10 @@ async fn probe_tenant(conn: &Conn, tenant: Uuid, nested: bool) -> Result<(Tally,
     let plan = &conn.plan;
     let mut tally = Tally::default();
     let (begin, end) = if nested {
-        ("SAVEPOINT tc_tenant", "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant")
+        (
+            "SAVEPOINT tc_tenant",
+            "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant",
+        )
     } else {
         ("BEGIN ISOLATION LEVEL REPEATABLE READ", "ROLLBACK")
     };
@@ -585,7 +641,12 @@ async fn probe_tenant(conn: &Conn, tenant: Uuid, nested: bool) -> Result<(Tally,
     Ok((tally, own))
 }
 
-async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut Tally) -> Result<OwnCounts> {
+async fn probe_tenant_inner(
+    conn: &Conn,
+    plan: &Plan,
+    tenant: Uuid,
+    tally: &mut Tally,
+) -> Result<OwnCounts> {
     let tid = tenant.to_string();
 
     // 1. As the admin: the tenant's count, another tenant's row, one of the tenant's rows.
@@ -614,7 +675,10 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
                 own_pk: None,
             },
             Some(j) => {
-                let rows = must(&results[*j], &format!("the admin cannot read {}", plan.targets[i].name))?;
+                let rows = must(
+                    &results[*j],
+                    &format!("the admin cannot read {}", plan.targets[i].name),
+                )?;
                 let r = &rows[0];
                 Ref {
                     count: Some(r.get(0)),
@@ -660,14 +724,21 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
         .map(|s| p.isolated(conn, s, vec![&tid]))
         .collect();
     let results = p.run().await;
-    must(&results[0], &format!("cannot SET ROLE {} with the tenant context", plan.app))?;
+    must(
+        &results[0],
+        &format!("cannot SET ROLE {} with the tenant context", plan.app),
+    )?;
 
     let mut own_counts = Vec::new();
     for (i, (count, upd, del, ins, chg)) in idx.into_iter().enumerate() {
         let target = &plan.targets[i];
         let obj = format!("table {}", target.name);
-        let rows = must(&results[count], &format!("the app role cannot read {}", target.name))?;
-        let (visible, foreign, looked_up): (i64, i64, i64) = (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+        let rows = must(
+            &results[count],
+            &format!("the app role cannot read {}", target.name),
+        )?;
+        let (visible, foreign, looked_up): (i64, i64, i64) =
+            (rows[0].get(0), rows[0].get(1), rows[0].get(2));
         own_counts.push(visible - foreign);
         tally.record(
             "probe.foreign-rows",
@@ -675,7 +746,10 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
                 Finding::new(
                     "probe.foreign-rows",
                     &obj,
-                    format!("tenant {tenant} sees {foreign} row(s) of other tenants in {}", target.name),
+                    format!(
+                        "tenant {tenant} sees {foreign} row(s) of other tenants in {}",
+                        target.name
+                    ),
                 )
                 .tenant(tenant)
             }),
@@ -704,13 +778,19 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
                     Finding::new(
                         "probe.cross-lookup",
                         &obj,
-                        format!("tenant {tenant} found another tenant's row of {} by its id", target.name),
+                        format!(
+                            "tenant {tenant} found another tenant's row of {} by its id",
+                            target.name
+                        ),
                     )
                     .tenant(tenant)
                 }),
             );
         }
-        for (id, at, verb) in [("probe.cross-update", upd, "updated"), ("probe.cross-delete", del, "deleted")] {
+        for (id, at, verb) in [
+            ("probe.cross-update", upd, "updated"),
+            ("probe.cross-delete", del, "deleted"),
+        ] {
             let Some(j) = at else { continue };
             let hit = match probe_result(&results[j], id)? {
                 Ok(rows) => !rows.is_empty(),
@@ -720,8 +800,15 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
             tally.record(
                 id,
                 hit.then(|| {
-                    Finding::new(id, &obj, format!("tenant {tenant} {verb} another tenant's row of {}", target.name))
-                        .tenant(tenant)
+                    Finding::new(
+                        id,
+                        &obj,
+                        format!(
+                            "tenant {tenant} {verb} another tenant's row of {}",
+                            target.name
+                        ),
+                    )
+                    .tenant(tenant)
                 }),
             );
         }
@@ -732,7 +819,9 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
             let bad = match outcome {
                 Ok(_) => Some("was accepted".to_string()),
                 Err(code) if code == "42501" => None,
-                Err(code) => Some(format!("got past row-level security (then failed with SQLSTATE {code})")),
+                Err(code) => Some(format!(
+                    "got past row-level security (then failed with SQLSTATE {code})"
+                )),
             };
             tally.record(
                 "probe.cross-insert",
@@ -740,7 +829,10 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
                     Finding::new(
                         "probe.cross-insert",
                         &obj,
-                        format!("tenant {tenant}: an INSERT into {} with another tenant's id {b}", target.name),
+                        format!(
+                            "tenant {tenant}: an INSERT into {} with another tenant's id {b}",
+                            target.name
+                        ),
                     )
                     .tenant(tenant)
                 }),
@@ -754,7 +846,10 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
                     Finding::new(
                         "probe.tenant-id-change",
                         &obj,
-                        format!("tenant {tenant} moved one of its rows of {} to another tenant", target.name),
+                        format!(
+                            "tenant {tenant} moved one of its rows of {} to another tenant",
+                            target.name
+                        ),
                     )
                     .tenant(tenant)
                 }),
@@ -763,7 +858,11 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
     }
     for (k, j) in readable_idx.into_iter().enumerate() {
         let r = &plan.readables[k];
-        let id = if r.kind == "view" { "probe.view" } else { "probe.function" };
+        let id = if r.kind == "view" {
+            "probe.view"
+        } else {
+            "probe.function"
+        };
         let leaked = match probe_result(&results[j], id)? {
             Ok(rows) => rows[0].get::<_, i64>(0),
             Err(_) => 0, // refusing is fine
@@ -774,7 +873,10 @@ async fn probe_tenant_inner(conn: &Conn, plan: &Plan, tenant: Uuid, tally: &mut 
                 Finding::new(
                     id,
                     format!("{} {}", r.kind, r.name),
-                    format!("{} {} returned {leaked} row(s) of other tenants to tenant {tenant}", r.kind, r.name),
+                    format!(
+                        "{} {} returned {leaked} row(s) of other tenants to tenant {tenant}",
+                        r.kind, r.name
+                    ),
                 )
                 .tenant(tenant)
             }),
@@ -788,7 +890,10 @@ async fn context_probes(conn: &Conn, nested: bool) -> Result<Tally> {
     let plan = &conn.plan;
     let mut tally = Tally::default();
     let (begin, end) = if nested {
-        ("SAVEPOINT tc_tenant", "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant")
+        (
+            "SAVEPOINT tc_tenant",
+            "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant",
+        )
     } else {
         ("BEGIN", "ROLLBACK")
     };
@@ -830,8 +935,12 @@ async fn context_probes(conn: &Conn, nested: bool) -> Result<Tally> {
                         id,
                         format!("table {name}"),
                         match id {
-                            "probe.no-context" => format!("with no context set, the app role sees {seen} row(s) of {name}"),
-                            _ => format!("with context {value:?} the app role sees {seen} row(s) of {name}"),
+                            "probe.no-context" => format!(
+                                "with no context set, the app role sees {seen} row(s) of {name}"
+                            ),
+                            _ => format!(
+                                "with context {value:?} the app role sees {seen} row(s) of {name}"
+                            ),
                         },
                     )
                 }),
@@ -846,14 +955,26 @@ async fn context_probes(conn: &Conn, nested: bool) -> Result<Tally> {
 async fn context_leak(client: &Client, plan: &Plan) -> Result<Tally> {
     let mut tally = Tally::default();
     let t = Uuid::new_v4().to_string();
-    client.batch_execute("BEGIN").await.context("cannot begin")?;
     client
-        .execute("SELECT pg_catalog.set_config($1, $2, true)", &[&plan.setting, &t])
+        .batch_execute("BEGIN")
+        .await
+        .context("cannot begin")?;
+    client
+        .execute(
+            "SELECT pg_catalog.set_config($1, $2, true)",
+            &[&plan.setting, &t],
+        )
         .await
         .context("cannot set the tenant context")?;
-    client.batch_execute("COMMIT").await.context("cannot commit")?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .context("cannot commit")?;
     let left: Option<String> = client
-        .query_one("SELECT pg_catalog.current_setting($1, true)", &[&plan.setting])
+        .query_one(
+            "SELECT pg_catalog.current_setting($1, true)",
+            &[&plan.setting],
+        )
         .await
         .context("cannot read the tenant context")?
         .get(0);
@@ -863,7 +984,10 @@ async fn context_leak(client: &Client, plan: &Plan) -> Result<Tally> {
             Finding::new(
                 "probe.context-leak",
                 format!("setting {}", plan.setting),
-                format!("{} is still {v:?} after the transaction that set it", plan.setting),
+                format!(
+                    "{} is still {v:?} after the transaction that set it",
+                    plan.setting
+                ),
             )
         }),
     );
@@ -873,19 +997,30 @@ async fn context_leak(client: &Client, plan: &Plan) -> Result<Tally> {
 /// Create two synthetic tenants (a row in every table each) inside the caller's transaction.
 /// `Ok(None)` when the admin role may not create them (reported as a finding): the admin
 /// bypass is broken, which the static checks explain.
-async fn create_synthetic(conn: &Conn, schema: &Schema, tally: &mut Tally) -> Result<Option<Vec<Uuid>>> {
+async fn create_synthetic(
+    conn: &Conn,
+    schema: &Schema,
+    tally: &mut Tally,
+) -> Result<Option<Vec<Uuid>>> {
     let plan = &conn.plan;
     conn.simple("SAVEPOINT tc_synthetic").await?;
     let result = async {
         conn.client
-            .execute("SELECT pg_catalog.set_config('role', $1, true)", &[&plan.admin])
+            .execute(
+                "SELECT pg_catalog.set_config('role', $1, true)",
+                &[&plan.admin],
+            )
             .await?;
         let mut ids = Vec::new();
         for _ in 0..2 {
             let tenant = Uuid::new_v4();
             let mut keys: std::collections::BTreeMap<String, String> = Default::default();
             for st in &plan.synthetic {
-                let own = if st.table == plan.tenant_table { tenant } else { Uuid::new_v4() };
+                let own = if st.table == plan.tenant_table {
+                    tenant
+                } else {
+                    Uuid::new_v4()
+                };
                 let values: Vec<String> = st
                     .values
                     .iter()
@@ -937,7 +1072,8 @@ async fn create_synthetic(conn: &Conn, schema: &Schema, tally: &mut Tally) -> Re
                 )
             }
         }
-        Err(e) => Err(anyhow!(db::redact_text(&describe(&e)))).context("cannot create synthetic probe tenants"),
+        Err(e) => Err(anyhow!(db::redact_text(&describe(&e))))
+            .context("cannot create synthetic probe tenants"),
     }
 }
 
@@ -946,19 +1082,30 @@ async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Result<Tally> 
     let plan = &conn.plan;
     let mut tally = Tally::default();
     let (begin, end) = if nested {
-        ("SAVEPOINT tc_tenant", "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant")
+        (
+            "SAVEPOINT tc_tenant",
+            "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant",
+        )
     } else {
         ("BEGIN", "ROLLBACK")
     };
     conn.simple(begin).await?;
     let result = async {
         conn.client
-            .execute("SELECT pg_catalog.set_config('role', $1, true)", &[&plan.admin])
+            .execute(
+                "SELECT pg_catalog.set_config('role', $1, true)",
+                &[&plan.admin],
+            )
             .await?;
         let mut totals = Vec::new();
         for t in &plan.targets {
             totals.push(match &t.admin_total {
-                Some(sql) => Some(conn.client.query_one(sql.as_str(), &[]).await?.get::<_, i64>(0)),
+                Some(sql) => Some(
+                    conn.client
+                        .query_one(sql.as_str(), &[])
+                        .await?
+                        .get::<_, i64>(0),
+                ),
                 None => None,
             });
         }
@@ -966,7 +1113,9 @@ async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Result<Tally> 
     }
     .await;
     conn.simple(end).await?;
-    let totals = result.map_err(|e| anyhow!(db::redact_text(&describe(&e)))).context("cannot count as the admin")?;
+    let totals = result
+        .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+        .context("cannot count as the admin")?;
     for (i, total) in totals.into_iter().enumerate() {
         let name = &plan.targets[i].name;
         let sum = sums[i];
@@ -974,7 +1123,9 @@ async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Result<Tally> 
             "probe.admin-sees-all",
             match total {
                 Some(total) if total >= sum => None,
-                Some(total) => Some(format!("the admin sees {total} row(s) of {name}; the tenants see {sum} of their own")),
+                Some(total) => Some(format!(
+                    "the admin sees {total} row(s) of {name}; the tenants see {sum} of their own"
+                )),
                 None => Some(format!("the admin cannot read {name}")),
             }
             .map(|m| Finding::new("probe.admin-sees-all", format!("table {name}"), m)),
@@ -983,21 +1134,38 @@ async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Result<Tally> 
     Ok(tally)
 }
 
-pub(super) async fn run(url: &str, client: &Client, schema: &Schema, settings: &Settings) -> Result<Outcome> {
+pub(super) async fn run(
+    url: &str,
+    client: &Client,
+    schema: &Schema,
+    settings: &Settings,
+) -> Result<Outcome> {
     let plan = Arc::new(Plan::build(client, schema).await?);
     let mut tally = context_leak(client, &plan).await?;
 
     // How many tenants the admin sees decides between probing real tenants in parallel, and
     // synthetic ones inside one transaction.
-    client.batch_execute("BEGIN").await.context("cannot begin")?;
+    client
+        .batch_execute("BEGIN")
+        .await
+        .context("cannot begin")?;
     let counted = async {
         client
-            .execute("SELECT pg_catalog.set_config('role', $1, true)", &[&plan.admin])
+            .execute(
+                "SELECT pg_catalog.set_config('role', $1, true)",
+                &[&plan.admin],
+            )
             .await?;
-        client.query_one(plan.tenant_count.as_str(), &[]).await.map(|r| r.get::<_, i64>(0))
+        client
+            .query_one(plan.tenant_count.as_str(), &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
     }
     .await;
-    client.batch_execute("ROLLBACK").await.context("cannot roll back")?;
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .context("cannot roll back")?;
     let total = counted.context("cannot count tenants as the admin")? as u64;
 
     let named: Option<Vec<Uuid>> = match &settings.tenants {
@@ -1023,10 +1191,19 @@ pub(super) async fn run(url: &str, client: &Client, schema: &Schema, settings: &
     let (tx, rx) = mpsc::channel::<Uuid>(256);
     let rx = Arc::new(Mutex::new(rx));
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = settings.connections.clamp(1, 16).min(expected.max(1) as usize);
+    let workers = settings
+        .connections
+        .clamp(1, 16)
+        .min(expected.max(1) as usize);
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let (url, plan, rx, stop, bar) = (url.to_string(), plan.clone(), rx.clone(), stop.clone(), bar.clone());
+        let (url, plan, rx, stop, bar) = (
+            url.to_string(),
+            plan.clone(),
+            rx.clone(),
+            stop.clone(),
+            bar.clone(),
+        );
         handles.push(tokio::spawn(async move {
             let result = async {
                 let client = db::connect(&url).await?;
@@ -1076,20 +1253,33 @@ pub(super) async fn run(url: &str, client: &Client, schema: &Schema, settings: &
                 client.batch_execute("BEGIN").await?;
                 let streamed = async {
                     client
-                        .execute("SELECT pg_catalog.set_config('role', $1, true)", &[&plan.admin])
+                        .execute(
+                            "SELECT pg_catalog.set_config('role', $1, true)",
+                            &[&plan.admin],
+                        )
                         .await?;
                     let limit = match settings.tenants {
                         TenantSelection::Sample(n) => Some(n as i64),
                         _ => None,
                     };
                     let rows = match &limit {
-                        Some(n) => client.query_raw(plan.tenant_sample.as_str(), [n as Param]).await?,
-                        None => client.query_raw(plan.tenant_query.as_str(), std::iter::empty::<Param>()).await?,
+                        Some(n) => {
+                            client
+                                .query_raw(plan.tenant_sample.as_str(), [n as Param])
+                                .await?
+                        }
+                        None => {
+                            client
+                                .query_raw(plan.tenant_query.as_str(), std::iter::empty::<Param>())
+                                .await?
+                        }
                     };
                     let mut rows = std::pin::pin!(rows);
                     while let Some(row) = rows.next().await {
                         let row = row?;
-                        if stop.load(Ordering::Relaxed) || tx.send(row.get::<_, Uuid>(0)).await.is_err() {
+                        if stop.load(Ordering::Relaxed)
+                            || tx.send(row.get::<_, Uuid>(0)).await.is_err()
+                        {
                             break;
                         }
                     }
@@ -1097,7 +1287,9 @@ pub(super) async fn run(url: &str, client: &Client, schema: &Schema, settings: &
                 }
                 .await;
                 client.batch_execute("ROLLBACK").await?;
-                streamed.map_err(|e| anyhow!(db::redact_text(&describe(&e)))).context("cannot list tenants")
+                streamed
+                    .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+                    .context("cannot list tenants")
             }
         }
     };
@@ -1107,7 +1299,11 @@ pub(super) async fn run(url: &str, client: &Client, schema: &Schema, settings: &
     let mut probed = 0;
     let mut first_error = None;
     for h in handles {
-        match h.await.map_err(|e| anyhow!("a probe worker failed: {e}")).and_then(|r| r) {
+        match h
+            .await
+            .map_err(|e| anyhow!("a probe worker failed: {e}"))
+            .and_then(|r| r)
+        {
             Ok((t, s, n)) => {
                 tally.merge(t);
                 for (a, b) in sums.iter_mut().zip(s) {
@@ -1157,12 +1353,16 @@ async fn run_synthetic(
                 conn.simple("SAVEPOINT tc_list").await?;
                 let listed = async {
                     conn.client
-                        .execute("SELECT pg_catalog.set_config('role', $1, true)", &[&plan.admin])
+                        .execute(
+                            "SELECT pg_catalog.set_config('role', $1, true)",
+                            &[&plan.admin],
+                        )
                         .await?;
                     conn.client.query(plan.tenant_query.as_str(), &[]).await
                 }
                 .await;
-                conn.simple("ROLLBACK TO SAVEPOINT tc_list; RELEASE SAVEPOINT tc_list").await?;
+                conn.simple("ROLLBACK TO SAVEPOINT tc_list; RELEASE SAVEPOINT tc_list")
+                    .await?;
                 listed
                     .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
                     .context("cannot list tenants")?
@@ -1209,12 +1409,18 @@ async fn resolve(client: &Client, plan: &Plan, names: &[String]) -> Result<Vec<U
             continue;
         }
         let Some(sql) = &plan.tenant_by_slug else {
-            bail!("{n:?} is not a tenant id (uuid), and {} has no slug column", plan.tenant_table);
+            bail!(
+                "{n:?} is not a tenant id (uuid), and {} has no slug column",
+                plan.tenant_table
+            );
         };
         client.batch_execute("BEGIN").await?;
         let found = async {
             client
-                .execute("SELECT pg_catalog.set_config('role', $1, true)", &[&plan.admin])
+                .execute(
+                    "SELECT pg_catalog.set_config('role', $1, true)",
+                    &[&plan.admin],
+                )
                 .await?;
             client.query_opt(sql.as_str(), &[n]).await
         }

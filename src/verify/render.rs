@@ -17,7 +17,12 @@ fn status(f: &Finding, fail_on: Severity) -> &'static str {
 fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
     let mut out = Vec::new();
     for def in CHECKS {
-        let findings: Vec<&Finding> = report.tally.findings.iter().filter(|f| f.id == def.id).collect();
+        let findings: Vec<&Finding> = report
+            .tally
+            .findings
+            .iter()
+            .filter(|f| f.id == def.id)
+            .collect();
         let runs = report.tally.runs.get(def.id).copied().unwrap_or(0);
         if findings.is_empty() {
             if runs > 0 {
@@ -63,9 +68,17 @@ pub fn summary(report: &Report, fail_on: Severity) -> String {
     let s = report.stats();
     format!(
         "verify {}: {} tenant(s) probed{}, {} checks, {} error(s), {} warning(s), {:.2} s",
-        if report.passed(fail_on) { "PASSED" } else { "FAILED" },
+        if report.passed(fail_on) {
+            "PASSED"
+        } else {
+            "FAILED"
+        },
         s.tenants_probed,
-        if s.synthetic_tenants { " (with synthetic tenants)" } else { "" },
+        if s.synthetic_tenants {
+            " (with synthetic tenants)"
+        } else {
+            ""
+        },
         s.checks,
         s.errors,
         s.warnings,
@@ -120,8 +133,16 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
     for (suite, is_probe) in [("static", false), ("probes", true)] {
         let mut cases = Vec::new();
         let mut failures = 0;
-        for def in CHECKS.iter().filter(|d| d.id.starts_with("probe.") == is_probe) {
-            let findings: Vec<&Finding> = report.tally.findings.iter().filter(|f| f.id == def.id).collect();
+        for def in CHECKS
+            .iter()
+            .filter(|d| d.id.starts_with("probe.") == is_probe)
+        {
+            let findings: Vec<&Finding> = report
+                .tally
+                .findings
+                .iter()
+                .filter(|f| f.id == def.id)
+                .collect();
             let runs = report.tally.runs.get(def.id).copied().unwrap_or(0);
             if findings.is_empty() {
                 if runs > 0 {
@@ -183,6 +204,9 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
 mod tests {
     #[test]
     fn xml_escapes_markup_and_drops_control_characters() {
-        assert_eq!(super::xml("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;?");
+        assert_eq!(
+            super::xml("a<b & \"c\"\u{1}"),
+            "a&lt;b &amp; &quot;c&quot;?"
+        );
     }
 }

@@ -24,8 +24,19 @@ struct Template {
 
 fn template() -> &'static Template {
     static T: OnceLock<Template> = OnceLock::new();
-    T.get_or_init(|| {
-        let db = test_db("verify_template");
+    T.get_or_init(|| make_template("verify_template"))
+}
+
+/// A second template with roles of its own, for the cases that change roles: roles are
+/// cluster-wide, and the other tests must not see those changes.
+fn role_template() -> &'static Template {
+    static T: OnceLock<Template> = OnceLock::new();
+    T.get_or_init(|| make_template("verify_roles"))
+}
+
+fn make_template(label: &str) -> Template {
+    {
+        let db = test_db(label);
         let dir = write_project(&db, true);
         generate_and_migrate(&dir);
         let mut sql = String::new();
@@ -43,17 +54,18 @@ fn template() -> &'static Template {
         psql_exec(&db.url, &sql);
         let roles = Roles::for_db(&db);
         Template { db, dir, roles }
-    })
+    }
 }
 
 /// A fresh copy of the template. Retried: the template's last session may still be exiting.
 fn clone(label: &str) -> (String, String) {
-    let t = template();
+    clone_of(template(), label)
+}
+
+fn clone_of(t: &Template, label: &str) -> (String, String) {
     let name = format!("{}_{label}", t.db.name);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = std::process::Command::new("true").status();
-        drop(out);
         let result = std::panic::catch_unwind(|| {
             psql_exec(
                 &cluster().url,
@@ -70,7 +82,11 @@ fn clone(label: &str) -> (String, String) {
 }
 
 fn verify(url: &str, extra: &[&str]) -> (i32, Value, String) {
-    let out = tenantctl(&template().dir)
+    verify_in(template(), url, extra)
+}
+
+fn verify_in(t: &Template, url: &str, extra: &[&str]) -> (i32, Value, String) {
+    let out = tenantctl(&t.dir)
         .args(["--database-url", url, "--format", "json", "verify"])
         .args(extra)
         .output()
@@ -273,7 +289,11 @@ const CORPUS: &[Case] = &[
 ];
 
 fn fill(sql: &str, db: &str) -> String {
-    let r = &template().roles;
+    fill_for(template(), sql, db)
+}
+
+fn fill_for(t: &Template, sql: &str, db: &str) -> String {
+    let r = &t.roles;
     sql.replace("{app}", &format!("\"{}\"", r.app))
         .replace("{admin}", &format!("\"{}\"", r.admin))
         .replace("{owner}", &format!("\"{}\"", r.owner))
@@ -288,22 +308,67 @@ fn every_broken_database_is_caught_with_its_check_id() {
     assert_eq!(code, 0, "the clean schema must pass: {json:#}\n{stderr}");
     assert!(failing_ids(&json).is_empty(), "{json:#}");
 
-    let mut missed = Vec::new();
-    for c in CORPUS {
-        let (url, name) = clone(c.name);
-        psql_exec(&url, &fill(c.sql, &name));
-        let args: &[&str] = if c.fail_on_warning { &["--fail-on", "warning"] } else { &[] };
-        let (code, json, stderr) = verify(&url, args);
-        if !c.undo.is_empty() {
-            psql_exec(&url, &fill(c.undo, &name));
+    // Cases that change cluster-wide roles run one at a time (every copy shares the roles);
+    // the others run on a few threads, each on its own copy.
+    let (role_cases, db_cases): (Vec<&Case>, Vec<&Case>) =
+        CORPUS.iter().partition(|c| !c.undo.is_empty());
+    let mut missed: Vec<String> = role_cases.into_iter().filter_map(run_case).collect();
+    let queue = std::sync::Mutex::new(db_cases);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let next = queue.lock().unwrap().pop();
+                        let Some(c) = next else { break };
+                        out.extend(run_case(c));
+                    }
+                    out
+                })
+            })
+            .collect();
+        for h in handles {
+            missed.extend(h.join().unwrap());
         }
-        let ids = failing_ids(&json);
-        let absent: Vec<&&str> = c.expect.iter().filter(|id| !ids.iter().any(|i| i == *id)).collect();
-        if code != 1 || !absent.is_empty() {
-            missed.push(format!("{}: exit {code}, missing {absent:?}, reported {ids:?}\n{stderr}", c.name));
-        }
+    });
+    assert!(
+        missed.is_empty(),
+        "broken databases not caught:\n{}",
+        missed.join("\n")
+    );
+}
+
+/// Break a copy of the clean database, verify it; a description of what was missed, if anything.
+fn run_case(c: &Case) -> Option<String> {
+    let t = if c.undo.is_empty() {
+        template()
+    } else {
+        role_template()
+    };
+    let (url, name) = clone_of(t, c.name);
+    psql_exec(&url, &fill_for(t, c.sql, &name));
+    let args: &[&str] = if c.fail_on_warning {
+        &["--fail-on", "warning"]
+    } else {
+        &[]
+    };
+    let (code, json, stderr) = verify_in(t, &url, args);
+    if !c.undo.is_empty() {
+        psql_exec(&url, &fill_for(t, c.undo, &name));
     }
-    assert!(missed.is_empty(), "broken databases not caught:\n{}", missed.join("\n"));
+    let ids = failing_ids(&json);
+    let absent: Vec<&&str> = c
+        .expect
+        .iter()
+        .filter(|id| !ids.iter().any(|i| i == *id))
+        .collect();
+    (code != 1 || !absent.is_empty()).then(|| {
+        format!(
+            "{}: exit {code}, missing {absent:?}, reported {ids:?}\n{stderr}",
+            c.name
+        )
+    })
 }
 
 #[test]
@@ -313,9 +378,14 @@ fn json_output_has_the_documented_shape_and_no_password() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(json["passed"], true);
     let db = json["database"].as_str().unwrap();
-    assert!(!db.contains(&password_of(&url)) && db.contains("***"), "{db}");
+    assert!(
+        !db.contains(&password_of(&url)) && db.contains("***"),
+        "{db}"
+    );
     for c in json["checks"].as_array().unwrap() {
-        for key in ["id", "severity", "status", "object", "tenant", "message", "hint"] {
+        for key in [
+            "id", "severity", "status", "object", "tenant", "message", "hint",
+        ] {
             assert!(c.get(key).is_some(), "{key} missing in {c}");
         }
     }
@@ -329,7 +399,10 @@ fn json_output_has_the_documented_shape_and_no_password() {
 #[test]
 fn junit_output_is_valid_xml_with_one_failure_per_finding() {
     let (url, name) = clone("junit");
-    psql_exec(&url, "ALTER TABLE public.members NO FORCE ROW LEVEL SECURITY");
+    psql_exec(
+        &url,
+        "ALTER TABLE public.members NO FORCE ROW LEVEL SECURITY",
+    );
     let out = tenantctl(&template().dir)
         .args(["--database-url", &url, "--format", "junit", "verify"])
         .output()
@@ -340,20 +413,35 @@ fn junit_output_is_valid_xml_with_one_failure_per_finding() {
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "testsuites");
     assert_eq!(root.attribute("failures"), Some("1"));
-    let failures: Vec<_> = root.descendants().filter(|n| n.has_tag_name("failure")).collect();
+    let failures: Vec<_> = root
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .collect();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].attribute("type"), Some("rls.not-forced"));
-    assert!(failures[0].attribute("message").unwrap().contains("public.members"));
-    let suites: Vec<_> = root.children().filter(|n| n.has_tag_name("testsuite")).collect();
+    assert!(failures[0]
+        .attribute("message")
+        .unwrap()
+        .contains("public.members"));
+    let suites: Vec<_> = root
+        .children()
+        .filter(|n| n.has_tag_name("testsuite"))
+        .collect();
     assert_eq!(suites.len(), 2);
-    let cases = root.descendants().filter(|n| n.has_tag_name("testcase")).count();
+    let cases = root
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .count();
     assert_eq!(root.attribute("tests"), Some(cases.to_string().as_str()));
 }
 
 #[test]
 fn other_commands_refuse_junit() {
     let t = template();
-    let out = tenantctl(&t.dir).args(["--format", "junit", "status"]).output().unwrap();
+    let out = tenantctl(&t.dir)
+        .args(["--format", "junit", "status"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only for `tenantctl verify`"));
 }
@@ -367,16 +455,31 @@ fn readme_database_passes_then_fails_without_force() {
     generate_and_migrate(&dir);
     let out = tenantctl(&dir).args(["verify"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("verify PASSED") && stdout.contains("synthetic"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("verify PASSED") && stdout.contains("synthetic"),
+        "{stdout}"
+    );
     let left = query_strings(&db.url, "SELECT count(*)::text FROM gyms");
-    assert_eq!(left[0][0].as_deref(), Some("0"), "synthetic tenants survived");
+    assert_eq!(
+        left[0][0].as_deref(),
+        Some("0"),
+        "synthetic tenants survived"
+    );
 
     psql_exec(&db.url, "ALTER TABLE members NO FORCE ROW LEVEL SECURITY");
     let out = tenantctl(&dir).args(["verify"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("rls.not-forced") && stdout.contains("public.members"), "{stdout}");
+    assert!(
+        stdout.contains("rls.not-forced") && stdout.contains("public.members"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -406,12 +509,21 @@ fn probe_single_tenant_reports_leaks_for_one_tenant() {
         .block_on(tenantctl::verify::probe_single_tenant(&url, &schema, gym))
         .unwrap();
     assert!(clean.checks > 10 && clean.failures.is_empty(), "{clean:?}");
-    psql_exec(&url, &fill("CREATE POLICY leak ON public.coaches FOR SELECT TO {app} USING (true)", &name));
+    psql_exec(
+        &url,
+        &fill(
+            "CREATE POLICY leak ON public.coaches FOR SELECT TO {app} USING (true)",
+            &name,
+        ),
+    );
     let leaky = rt
         .block_on(tenantctl::verify::probe_single_tenant(&url, &schema, gym))
         .unwrap();
     assert!(
-        leaky.failures.iter().any(|f| f.id == "probe.foreign-rows" && f.tenant.as_deref() == Some(GYM_A)),
+        leaky
+            .failures
+            .iter()
+            .any(|f| f.id == "probe.foreign-rows" && f.tenant.as_deref() == Some(GYM_A)),
         "{leaky:?}"
     );
 }
@@ -432,7 +544,13 @@ fn missing_set_role_names_the_grant() {
     u.set_password(Some(password)).unwrap();
     let (code, _, stderr) = verify(u.as_str(), &[]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains(&format!("GRANT \"{}\", \"{}\" TO \"{user}\"", r.app, r.admin)), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "GRANT \"{}\", \"{}\" TO \"{user}\"",
+            r.app, r.admin
+        )),
+        "{stderr}"
+    );
     assert!(!stderr.contains(password), "{stderr}");
 }
 
@@ -479,7 +597,16 @@ fn a_connection_lost_mid_run_exits_2() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = waiter.join().unwrap();
-    assert!(killed > 0, "verify (pid {pid}) finished before its connections could be cut");
-    assert_eq!(out.status.code(), Some(2), "stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        killed > 0,
+        "verify (pid {pid}) finished before its connections could be cut"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("\"passed\": true"));
 }
