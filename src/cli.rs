@@ -43,7 +43,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
 
-    /// Output format: human tables, or stable JSON on stdout.
+    /// Output format: human tables, stable JSON on stdout, or JUnit XML (verify only).
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -52,6 +52,8 @@ pub struct GlobalArgs {
 pub enum Format {
     Table,
     Json,
+    /// JUnit XML on stdout, for CI systems (`verify` only).
+    Junit,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +79,35 @@ pub enum Command {
     /// The whole story on a fresh database of the embedded cluster: migrate, three seeded gyms,
     /// verify, and isolation shown live.
     Demo(DemoArgs),
+    /// Prove tenant isolation on a live database: static checks of the catalog, then probes that
+    /// impersonate every tenant inside transactions that are always rolled back. Exit 0: passed;
+    /// 1: a finding; 2: it could not run.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Probe a random sample of N tenants instead of all.
+    #[arg(long, value_name = "N", conflicts_with = "tenant")]
+    pub sample: Option<u64>,
+    /// Probe only this tenant (id or slug); repeatable.
+    #[arg(long, value_name = "ID|SLUG")]
+    pub tenant: Vec<String>,
+    /// Lowest severity that fails the gate.
+    #[arg(long, value_enum, default_value_t = FailOn::Error)]
+    pub fail_on: FailOn,
+    /// Connections probing tenants in parallel.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub connections: usize,
+    /// Static checks only: skip the probes.
+    #[arg(long)]
+    pub static_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Error,
+    Warning,
 }
 
 #[derive(Debug, Args)]

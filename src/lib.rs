@@ -14,8 +14,7 @@ pub mod seed;
 pub mod snapshot;
 pub mod sql;
 pub mod tenants;
-/// TEMPORARY stand-in for the `verify` module's one-tenant probe (replaced at merge).
-pub mod verify_probe_stub;
+pub mod verify;
 
 /// How a command that ran to the end came out: `Clean` maps to exit 0, `Findings` to exit 1.
 /// Anything that stops a command from doing its job is an `Err`, which maps to exit 2.

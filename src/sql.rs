@@ -53,6 +53,58 @@ pub fn trigger_function(t: &Tenancy) -> String {
     format!("{}.{}", q(&t.helper_schema), q("forbid_tenant_change"))
 }
 
+/// The context function's body. `verify` compares the live function's source with it: any
+/// other body (a COALESCE, a default tenant) may fail open.
+pub fn context_function_body(t: &Tenancy) -> String {
+    format!(
+        " SELECT NULLIF(pg_catalog.current_setting({}, true), '')::uuid ",
+        literal(&t.context_setting)
+    )
+}
+
+/// The immutability trigger function's body (compared by `verify` like the context function's).
+pub fn trigger_function_body() -> String {
+    format!(
+        "\nBEGIN\n    IF to_jsonb(NEW) -> TG_ARGV[0] IS DISTINCT FROM to_jsonb(OLD) -> TG_ARGV[0] THEN\n        RAISE EXCEPTION 'tenant id is immutable: %.% cannot change', TG_TABLE_NAME, TG_ARGV[0]\n            USING ERRCODE = {}, HINT = 'rows never move between tenants: insert a new row for the other tenant instead';\n    END IF;\n    RETURN NEW;\nEND\n",
+        literal(TENANT_IMMUTABLE_SQLSTATE)
+    )
+}
+
+/// A temporary copy of a declared table (columns, defaults, CHECK constraints) under `scratch`,
+/// for `verify` to let Postgres normalise the declared expressions inside a transaction that is
+/// rolled back. Keys and foreign keys are left out: they are compared structurally, and a
+/// foreign key would lock the referenced table.
+pub fn scratch_table(scratch: &str, table: &Table) -> String {
+    let mut lines: Vec<String> = table.columns.iter().map(column_def).collect();
+    for (cname, c) in &table.constraints {
+        if let Constraint::Check { expr } = c {
+            lines.push(format!("CONSTRAINT {} CHECK ({expr})", q(cname)));
+        }
+    }
+    format!(
+        "CREATE TEMPORARY TABLE {} (\n    {}\n) ON COMMIT DROP",
+        rel("pg_temp", scratch),
+        lines.join(",\n    ")
+    )
+}
+
+/// A declared policy's expressions on a scratch table (see [`scratch_table`]). Always `FOR ALL`
+/// to `PUBLIC`, which accepts both clauses: only the normalised expressions are read back.
+pub fn scratch_policy(scratch: &str, name: &str, p: &Policy) -> String {
+    let mut s = format!(
+        "CREATE POLICY {} ON {} FOR ALL",
+        q(name),
+        rel("pg_temp", scratch)
+    );
+    if let Some(u) = &p.using {
+        s.push_str(&format!(" USING ({u})"));
+    }
+    if let Some(c) = &p.with_check {
+        s.push_str(&format!(" WITH CHECK ({c})"));
+    }
+    s
+}
+
 struct Out {
     stmts: Vec<Statement>,
 }
@@ -423,10 +475,7 @@ fn helper_objects<'a>(out: &mut Out, t: &Tenancy, roles: impl Iterator<Item = &'
         ),
     );
     // Fail closed: an unset or empty setting is NULL, and `gym_id = NULL` matches no row.
-    let body = format!(
-        " SELECT NULLIF(pg_catalog.current_setting({}, true), '')::uuid ",
-        literal(&t.context_setting)
-    );
+    let body = context_function_body(t);
     out.push(
         &prov,
         format!(
@@ -439,10 +488,7 @@ fn helper_objects<'a>(out: &mut Out, t: &Tenancy, roles: impl Iterator<Item = &'
         &prov,
         format!("ALTER FUNCTION {}() OWNER TO {owner};", context_function(t)),
     );
-    let body = format!(
-        "\nBEGIN\n    IF to_jsonb(NEW) -> TG_ARGV[0] IS DISTINCT FROM to_jsonb(OLD) -> TG_ARGV[0] THEN\n        RAISE EXCEPTION 'tenant id is immutable: %.% cannot change', TG_TABLE_NAME, TG_ARGV[0]\n            USING ERRCODE = {}, HINT = 'rows never move between tenants: insert a new row for the other tenant instead';\n    END IF;\n    RETURN NEW;\nEND\n",
-        literal(TENANT_IMMUTABLE_SQLSTATE)
-    );
+    let body = trigger_function_body();
     out.push(
         &prov,
         format!(

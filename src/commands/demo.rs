@@ -8,7 +8,7 @@ use crate::cli::{DemoArgs, Format, MigrateArgs};
 use crate::commands::{migrate, tenant};
 use crate::config::Project;
 use crate::tenants::{self, CreateSpec, Created};
-use crate::verify_probe_stub as verify;
+use crate::verify::{self, render, Severity};
 use crate::{db, embedded, output, policy, scenarios, seed, Outcome};
 
 /// The demo's own database in the local cluster, dropped and recreated on every run so that it
@@ -106,8 +106,8 @@ pub async fn run(
     }
     let list = tenants::list(&url, &schema).await?;
 
-    say("==> verify (stand-in: the one-tenant probes for every gym until `verify` lands)");
-    let verified = verify::run_verify_for_demo(&url, project).await?;
+    say("==> verify: static checks of the catalog, then every gym's probes (rolled back)");
+    let verified = verify::run(&url, &schema, &verify::Settings::default()).await?;
 
     say("==> The release note's scenarios, live");
     let find = |slug: &str| {
@@ -121,21 +121,21 @@ pub async fn run(
         .map(|t| t.rows.get(seed::MEMBERS).copied().unwrap_or(0))
         .sum();
     let results = scenarios::run(&url, &schema, a, b, all_members).await?;
-    let holds = verified.failures.is_empty() && results.iter().all(|s| s.holds);
+    let holds = verified.passed(Severity::Error) && results.iter().all(|s| s.holds);
 
     match format {
         Format::Json => output::print_json(&json!({
             "database": db::redact(&url),
             "tenants": list,
-            "verify": { "stand_in": true, "checks": verified.checks, "failures": verified.failures },
+            "verify": render::json(&verified, Severity::Error),
             "scenarios": results,
             "isolation_holds": holds,
         })),
-        Format::Table => {
+        Format::Table | Format::Junit => {
             println!("\nTenants in {DEMO_DATABASE} (counted as the platform admin):");
             println!("{}", tenant::tenants_table(&list));
-            println!("\nverify (stand-in probes):");
-            tenant::print_probe(&verified);
+            println!("\nverify:");
+            println!("{}", render::table(&verified, Severity::Error));
             println!("\nThe same data, seen by each role:");
             let mut t =
                 output::table(&["scenario", "acting as", "query", "expected", "outcome", ""]);

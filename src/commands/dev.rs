@@ -36,10 +36,12 @@ pub async fn run(project: &crate::config::Project, args: DevArgs) -> Result<Outc
                     "was_running": was_running,
                     "data_dir": dir.join("data"),
                 })),
-                Format::Table if was_running => {
+                Format::Table | Format::Junit if was_running => {
                     println!("stopped the local cluster in {}", dir.display())
                 }
-                Format::Table => println!("the local cluster in {} was not running", dir.display()),
+                Format::Table | Format::Junit => {
+                    println!("the local cluster in {} was not running", dir.display())
+                }
             }
         }
         DevCommand::Url { show_password } => {
@@ -94,7 +96,7 @@ fn print_url(url: &str, port: u16, data_dir: &Path, format: Format, show_passwor
         Format::Json => {
             output::print_json(&json!({ "url": url, "port": port, "data_dir": data_dir }))
         }
-        Format::Table => println!("{url}"),
+        Format::Table | Format::Junit => println!("{url}"),
     }
 }
 

@@ -24,7 +24,7 @@ pub async fn run(project: &Project, url: &str, args: &ExecArgs, format: Format) 
     };
     match format {
         Format::Json => output::print_json(&json!(result)),
-        Format::Table => {
+        Format::Table | Format::Junit => {
             if !result.columns.is_empty() {
                 let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
                 let mut t = output::table(&header);

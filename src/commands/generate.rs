@@ -65,12 +65,14 @@ pub fn plan(project: &Project, allow_destructive: bool, format: Format) -> Resul
                 "object": s.provenance, "sql": s.sql, "destructive": s.destructive,
             })).collect::<Vec<_>>(),
         })),
-        Format::Table if p.statements.is_empty() => {
+        Format::Table | Format::Junit if p.statements.is_empty() => {
             eprintln!(
                 "No changes: the database schema in migrations/ already matches the policies."
             )
         }
-        Format::Table => print!("{}", sql::render(p.version, "planned", &p.statements)),
+        Format::Table | Format::Junit => {
+            print!("{}", sql::render(p.version, "planned", &p.statements))
+        }
     }
     Ok(Outcome::Clean)
 }
@@ -95,7 +97,7 @@ pub fn generate(
             Format::Json => {
                 crate::output::print_json(&json!({"written": null, "version": p.version - 1}))
             }
-            Format::Table => eprintln!(
+            Format::Table | Format::Junit => eprintln!(
                 "No changes: nothing written (the policies match V{}).",
                 p.version - 1
             ),
@@ -126,7 +128,9 @@ pub fn generate(
         Format::Json => crate::output::print_json(&json!({
             "written": shown, "version": p.version, "statements": p.statements.len(),
         })),
-        Format::Table => eprintln!("Wrote {shown} ({} statements).", p.statements.len()),
+        Format::Table | Format::Junit => {
+            eprintln!("Wrote {shown} ({} statements).", p.statements.len())
+        }
     }
     Ok(Outcome::Clean)
 }

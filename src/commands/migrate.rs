@@ -221,10 +221,10 @@ pub async fn run(
                 "current": current,
                 "pending": pending.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
             })),
-            Format::Table if pending.is_empty() => {
+            Format::Table | Format::Junit if pending.is_empty() => {
                 eprintln!("Nothing to apply: the database is up to date.")
             }
-            Format::Table => {
+            Format::Table | Format::Junit => {
                 println!("Would apply {} migration(s):", pending.len());
                 for m in &pending {
                     println!("  {m}");
@@ -267,10 +267,10 @@ pub async fn run(
             "applied": done.iter().map(|(_, n, t)| json!({"migration": n, "seconds": t.as_secs_f64()})).collect::<Vec<_>>(),
             "version": version,
         })),
-        Format::Table if done.is_empty() => {
+        Format::Table | Format::Junit if done.is_empty() => {
             eprintln!("Nothing to apply: the database is up to date.")
         }
-        Format::Table => eprintln!("Database is at V{}.", version.unwrap_or(0)),
+        Format::Table | Format::Junit => eprintln!("Database is at V{}.", version.unwrap_or(0)),
     }
     Ok(Outcome::Clean)
 }

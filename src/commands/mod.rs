@@ -8,10 +8,11 @@ pub mod init;
 pub mod migrate;
 pub mod status;
 pub mod tenant;
+pub mod verify;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
-use crate::cli::{Cli, Command, TenantCommand};
+use crate::cli::{Cli, Command, Format, TenantCommand};
 use crate::config::Project;
 use crate::Outcome;
 
@@ -19,6 +20,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
     if let Command::Init(args) = cli.command {
         return init::run(&args.dir);
+    }
+    if global.format == Format::Junit && !matches!(cli.command, Command::Verify(_)) {
+        bail!("--format junit is only for `tenantctl verify`\n  hint: use --format table or --format json");
     }
     let project = Project::load(&global.config)?;
     match cli.command {
@@ -81,6 +85,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                     tenant::delete(&project, &url, slug, *yes, format).await
                 }
             }
+        }
+        Command::Verify(args) => {
+            project.require()?;
+            let url = project.database_url(global.database_url.as_deref())?;
+            verify::run(&project, &url, &args, global.format).await
         }
     }
 }

@@ -32,7 +32,7 @@ pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> R
             })).collect::<Vec<_>>(),
             "summary": {"applied": count(State::Applied), "pending": pending, "divergent": divergent, "missing": missing},
         })),
-        Format::Table => {
+        Format::Table | Format::Junit => {
             let mut t = output::table(&["version", "name", "state", "applied on"]);
             for e in &entries {
                 t.add_row(vec![

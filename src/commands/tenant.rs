@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::cli::{Format, TenantCreateArgs};
 use crate::config::Project;
 use crate::tenants::{self, CreateSpec, Created, Tenant};
-use crate::verify_probe_stub as verify;
+use crate::verify;
 use crate::{output, policy, seed, Outcome};
 
 pub async fn create(
@@ -41,7 +41,7 @@ pub async fn create(
                 Format::Json => output::print_json(&json!({
                     "id": gym.id, "slug": gym.slug, "name": gym.name, "created": false,
                 })),
-                Format::Table => {
+                Format::Table | Format::Junit => {
                     eprintln!(
                         "Tenant {} already exists; nothing changed (--if-not-exists).",
                         gym.slug
@@ -80,7 +80,7 @@ pub async fn create(
             "rows_per_second": rate.round(),
             "probe": probe,
         })),
-        Format::Table => {
+        Format::Table | Format::Junit => {
             let mut t = output::table(&["table", "rows seeded"]);
             for (table, n) in &report.rows {
                 t.add_row(vec![table.clone(), n.to_string()]);
@@ -123,10 +123,10 @@ pub fn print_probe(probe: &verify::ProbeSummary) {
     let mut t = output::table(&["finding", "table", "message", "hint"]);
     for f in &probe.failures {
         t.add_row(vec![
-            f.id.clone(),
+            f.id.to_string(),
             f.object.clone(),
             f.message.clone(),
-            f.hint.clone().unwrap_or_default(),
+            f.hint.clone(),
         ]);
     }
     println!("{t}");
@@ -162,10 +162,10 @@ pub async fn list(project: &Project, url: &str, format: Format) -> Result<Outcom
     let list = tenants::list(url, &schema).await?;
     match format {
         Format::Json => output::print_json(&json!({ "tenants": list })),
-        Format::Table if list.is_empty() => {
+        Format::Table | Format::Junit if list.is_empty() => {
             eprintln!("No tenants yet.\n  hint: `tenantctl tenant create SLUG --name NAME`")
         }
-        Format::Table => println!("{}", tenants_table(&list)),
+        Format::Table | Format::Junit => println!("{}", tenants_table(&list)),
     }
     Ok(Outcome::Clean)
 }
@@ -179,7 +179,7 @@ pub async fn show(project: &Project, url: &str, slug: &str, format: Format) -> R
             "id": tenant.id, "slug": tenant.slug, "name": tenant.name,
             "record": record, "rows": tenant.rows,
         })),
-        Format::Table => {
+        Format::Table | Format::Junit => {
             let mut t = output::table(&["field", "value"]);
             if let serde_json::Value::Object(fields) = &record {
                 for (k, v) in fields {
@@ -239,7 +239,7 @@ pub async fn delete(
     let deleted = tenants::delete(url, &schema, &tenant).await?;
     match format {
         Format::Json => output::print_json(&json!({ "deleted": deleted })),
-        Format::Table => {
+        Format::Table | Format::Junit => {
             let rows: Vec<String> = deleted
                 .rows
                 .iter()

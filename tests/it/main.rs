@@ -8,3 +8,4 @@ mod migrate;
 mod support;
 mod tenants;
 mod tls;
+mod verify;

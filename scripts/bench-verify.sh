@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Benchmark `tenantctl verify` (full probes of every tenant) against one admin full scan of the
+# same tables, on 1,000 gyms / 50,000 coaches / 1,000,000 members, then peak memory at 10,000
+# gyms (same row counts). Prints what it measured; docs/performance.md keeps a run's output.
+#
+# Usage: scripts/bench-verify.sh [WORKDIR]   (default: a new temp dir; removed at the end)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-$(mktemp -d /tmp/tenantctl-bench.XXXXXX)}
+mkdir -p "$work" && chmod 755 "$work"
+bin="$repo/target/release/tenantctl"
+
+echo "== building (release)"
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+
+psql_bin=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
+echo "== starting a throwaway cluster in $work/cluster"
+"$bin" dev up --dir "$work/cluster" >/dev/null
+trap '"$bin" dev down --dir "$work/cluster" >/dev/null 2>&1 || true; [ -z "${1:-}" ] && rm -rf "$work"' EXIT
+base_url=$("$bin" --format json dev url --show-password --dir "$work/cluster" | sed -n 's/.*"url": "\(.*\)".*/\1/p')
+server_url=${base_url%/*}
+
+mkdir -p "$work/project"
+cp -r "$repo/policies" "$repo/migrations" "$repo/tenantctl.toml" "$work/project/"
+
+setup() { # name gyms coaches_per_gym members_per_gym
+    local db=$1 url="$server_url/$1"
+    "$psql_bin" -X -q "$base_url" -c "CREATE DATABASE $db" >/dev/null
+    (cd "$work/project" && "$bin" --database-url "$url" migrate >/dev/null 2>&1)
+    "$psql_bin" -X -q -v ON_ERROR_STOP=1 "$url" <<SQL
+INSERT INTO gyms (id, slug, name) SELECT gen_random_uuid(), 'gym-' || i, 'Gym ' || i FROM generate_series(1, $2) i;
+INSERT INTO coaches (gym_id, full_name, email)
+  SELECT g.id, 'Coach ' || c, 'c' || c || '@' || g.slug FROM gyms g, generate_series(1, $3) c;
+INSERT INTO members (gym_id, full_name, email)
+  SELECT g.id, 'Member ' || m, 'm' || m || '@' || g.slug FROM gyms g, generate_series(1, $4) m;
+VACUUM ANALYZE;
+SQL
+}
+
+# One admin full scan of the tenant tables, in milliseconds (the second of two runs: warm cache).
+admin_scan_ms() {
+    local url="$server_url/$1" out
+    for _ in 1 2; do
+        out=$("$psql_bin" -X -q "$url" <<SQL
+BEGIN; SET LOCAL ROLE platform_admin;
+\timing on
+SELECT id, count(*) FROM gyms GROUP BY id \g /dev/null
+SELECT gym_id, count(*) FROM coaches GROUP BY gym_id \g /dev/null
+SELECT gym_id, count(*) FROM members GROUP BY gym_id \g /dev/null
+ROLLBACK;
+SQL
+)
+    done
+    echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | awk '{s += $1} END {printf "%.1f", s}'
+}
+
+run_verify() { # db -> prints "seconds max_rss_kb exit"
+    local url="$server_url/$1" t0 t1 code=0
+    t0=$(date +%s.%N)
+    /usr/bin/time -v -o "$work/time-$1.txt" "$bin" --database-url "$url" --format json verify \
+        >"$work/verify-$1.json" 2>"$work/verify-$1.err" || code=$?
+    t1=$(date +%s.%N)
+    rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time-$1.txt")
+    echo "$(echo "$t1 - $t0" | bc) $rss $code"
+}
+
+echo "== generating data (set-based, as superuser)"
+setup bench1k 1000 50 1000
+setup bench10k 10000 5 100
+"$psql_bin" -X -q -t "$server_url/bench1k" -c "SELECT 'bench1k: ' || (SELECT count(*) FROM gyms) || ' gyms, ' || (SELECT count(*) FROM coaches) || ' coaches, ' || (SELECT count(*) FROM members) || ' members'"
+"$psql_bin" -X -q -t "$server_url/bench10k" -c "SELECT 'bench10k: ' || (SELECT count(*) FROM gyms) || ' gyms, ' || (SELECT count(*) FROM coaches) || ' coaches, ' || (SELECT count(*) FROM members) || ' members'"
+
+echo "== measuring"
+scan=$(admin_scan_ms bench1k)
+read -r secs rss code <<<"$(run_verify bench1k)"
+read -r secs10 rss10 code10 <<<"$(run_verify bench10k)"
+scan10=$(admin_scan_ms bench10k)
+stats=$(grep -o '"tenants_probed": [0-9][0-9]*\|"checks": [0-9][0-9]*\|"errors": [0-9][0-9]*' "$work/verify-bench1k.json" | tr '\n' ' ')
+stats10=$(grep -o '"tenants_probed": [0-9][0-9]*\|"checks": [0-9][0-9]*\|"errors": [0-9][0-9]*' "$work/verify-bench10k.json" | tr '\n' ' ')
+
+echo
+echo "admin full scan (gyms+coaches+members GROUP BY tenant), 1,000 gyms: ${scan} ms"
+echo "verify, 1,000 gyms, full probes:  ${secs} s, exit ${code}, peak RSS ${rss} kB; ${stats}"
+echo "ratio verify / admin scan:        $(echo "scale=2; $secs * 1000 / $scan" | bc)x   (target <= 5x)"
+echo "admin full scan, 10,000 gyms:     ${scan10} ms"
+echo "verify, 10,000 gyms, full probes: ${secs10} s, exit ${code10}, peak RSS ${rss10} kB; ${stats10}"
+echo "ratio verify / admin scan:        $(echo "scale=2; $secs10 * 1000 / $scan10" | bc)x"
+echo "peak RSS 10,000 / 1,000 gyms:     $(echo "scale=2; $rss10 / $rss" | bc)x   (target <= 1.5x)"

@@ -1,0 +1,398 @@
+//! The isolation gate: static checks of the catalog and probes that impersonate tenants, each
+//! result a [`Finding`] with a stable check id. Nothing here prints; `commands::verify` renders.
+
+mod catalog;
+mod probe;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::db;
+use crate::model::Schema;
+
+pub use probe::{probe_single_tenant, ProbeSummary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One check that every verify run can report: its stable id, severity, meaning and fix.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckDef {
+    pub id: &'static str,
+    pub severity: Severity,
+    pub what: &'static str,
+    pub hint: &'static str,
+}
+
+const fn check(
+    id: &'static str,
+    severity: Severity,
+    what: &'static str,
+    hint: &'static str,
+) -> CheckDef {
+    CheckDef {
+        id,
+        severity,
+        what,
+        hint,
+    }
+}
+
+use Severity::{Error as E, Warning as W};
+
+/// Every check id, in report order. docs/verify.md documents each; ids never change meaning.
+pub const CHECKS: &[CheckDef] = &[
+    check("drift.table", E, "a declared table is missing", "run `tenantctl migrate`; if migrations are applied, the table was dropped by hand"),
+    check("drift.column", E, "a declared column is missing or differs (type, NOT NULL, default)", "converge the column with a new migration (`tenantctl generate`), or restore it"),
+    check("drift.constraint", E, "a declared key, CHECK or foreign key is missing or differs", "restore the constraint as declared (composite keys keep tenants apart)"),
+    check("drift.index", E, "a declared index is missing or differs", "recreate the index as declared"),
+    check("drift.policy", E, "a declared policy is missing, or differs in command, kind, roles or expression", "restore the policy as declared; change policies only through policies/ and `tenantctl generate`"),
+    check("drift.policy-undeclared", E, "a tenant table carries a policy that no policy file declares", "drop the policy, or declare it under [[policies]]"),
+    check("drift.role", E, "a declared role is missing or its LOGIN/BYPASSRLS attributes differ", "ALTER ROLE back to the declaration (tenancy roles are NOLOGIN)"),
+    check("drift.grant", E, "a role's privileges on a tenant table differ from the declaration", "REVOKE the extra privileges / GRANT the missing ones, as declared"),
+    check("drift.trigger", E, "the tenant-id immutability trigger is missing, disabled or changed", "recreate the trigger as in the first migration; without it a tenant id can change"),
+    check("drift.function", E, "the context or trigger function is missing or differs from the generated one", "recreate the function as generated (fail closed: NULLIF(current_setting(..., true), '')::uuid)"),
+    check("rls.disabled", E, "row-level security is not enabled on a tenant table", "ALTER TABLE ... ENABLE ROW LEVEL SECURITY"),
+    check("rls.not-forced", E, "row-level security is not forced on a tenant table (its owner bypasses it)", "ALTER TABLE ... FORCE ROW LEVEL SECURITY"),
+    check("exposure.table", E, "a table the app role can reach carries the tenant column but row-level security is off", "declare the table in policies/ (it gets RLS), or enable and force RLS with a tenant policy, or revoke the app role's access"),
+    check("exposure.materialized-view", E, "a materialized view the app role can read holds tenant data (RLS never applies to it)", "revoke the app role's SELECT, or replace it with a security_invoker view or a tenant table"),
+    check("exposure.foreign-table", E, "a foreign table the app role can reach carries tenant data without row-level security", "revoke the app role's access, or enable RLS with a tenant policy on it"),
+    check("exposure.view", E, "a view the app role can read reads tenant data with its owner's rights (no security_invoker)", "ALTER VIEW ... SET (security_invoker = true), or revoke the app role's SELECT"),
+    check("exposure.function", E, "a SECURITY DEFINER function the app role (or PUBLIC) can execute reads tenant tables", "make it SECURITY INVOKER, or REVOKE EXECUTE ... FROM PUBLIC and from the app role"),
+    check("exposure.function-search-path", E, "a SECURITY DEFINER function the app role can execute has no pinned search_path", "ALTER FUNCTION ... SET search_path = pg_catalog, pg_temp (and qualify names), or revoke EXECUTE"),
+    check("role.app-superuser", E, "the app role is a superuser (RLS never applies)", "ALTER ROLE <app> NOSUPERUSER"),
+    check("role.app-bypassrls", E, "the app role has BYPASSRLS", "ALTER ROLE <app> NOBYPASSRLS"),
+    check("role.app-owns", E, "the app role owns a database object (owners can disable RLS, drop policies)", "ALTER ... OWNER TO the owner role"),
+    check("role.app-membership", E, "the app role is a member (directly or transitively) of the owner, admin, a superuser or a BYPASSRLS role", "REVOKE <role> FROM <app>"),
+    check("role.admin-bypass", E, "the platform admin's bypass is missing (BYPASSRLS, or the USING (true) policy)", "ALTER ROLE <admin> BYPASSRLS, or use admin_bypass = \"policy\""),
+    check("grant.dangerous", E, "TRUNCATE, REFERENCES or TRIGGER on a tenant table is granted to the app role or PUBLIC (RLS does not cover them)", "REVOKE TRUNCATE, REFERENCES, TRIGGER ON ... FROM <app>, PUBLIC"),
+    check("grant.tenant-column-update", E, "the app role may UPDATE the tenant column", "REVOKE UPDATE (<tenant column>) ON ... FROM <app>; grant UPDATE per column instead"),
+    check("policy.always-true", E, "a permissive policy for the app role is always true", "drop the policy or give it the tenant condition"),
+    check("policy.fail-open", E, "a policy for the app role has a fail-open branch (IS NULL, COALESCE, OR true): a missing context would show rows", "remove the escape: gym_id = (SELECT <context function>()) fails closed by itself"),
+    check("policy.missing-with-check", E, "a permissive policy for the app role that allows writes has no WITH CHECK", "add WITH CHECK (the tenant condition) so rows cannot be written into another tenant"),
+    check("policy.context", E, "a permissive policy for the app role does not read the tenant context through the fail-closed context function", "compare the tenant column with (SELECT <context function>()), not current_setting() or a constant"),
+    check("policy.multiple-permissive", W, "several permissive policies apply to the app role for one command (they OR together and are each evaluated)", "merge them, or make the extra conditions RESTRICTIVE"),
+    check("policy.context-per-row", W, "the context function is called per row, not wrapped as an InitPlan", "wrap it: gym_id = (SELECT <context function>())"),
+    check("config.default-context", E, "a database or role default sets the tenant context (a missing context would not fail closed)", "ALTER DATABASE/ROLE ... RESET <context setting>"),
+    check("perf.tenant-index", W, "no index on a tenant table is led by the tenant column (every tenant query scans the table)", "CREATE INDEX ON ... (<tenant column>, ...); declared tables get one from their tenant key"),
+    check("probe.foreign-rows", E, "a tenant saw rows of another tenant", "find the policy that lets them through (`drift.policy`, `policy.*` findings say which)"),
+    check("probe.count", E, "a tenant's visible row count differs from the admin's count for that tenant", "check the policies: the app role must see exactly its own rows"),
+    check("probe.cross-lookup", E, "another tenant's row was visible when looked up by id", "check the table's policies and RLS"),
+    check("probe.cross-update", E, "an UPDATE of another tenant's row affected it", "check the table's policies (USING)"),
+    check("probe.cross-delete", E, "a DELETE of another tenant's row affected it", "check the table's policies (USING)"),
+    check("probe.cross-insert", E, "an INSERT carrying another tenant's id was not rejected by row-level security", "give the table's app-role policies WITH CHECK (the tenant condition)"),
+    check("probe.tenant-id-change", E, "a row's tenant id could be changed", "restore the immutability trigger and revoke UPDATE of the tenant column"),
+    check("probe.no-context", E, "with no tenant context set, the app role saw rows", "policies must fail closed: no `IS NULL OR`, no default context"),
+    check("probe.empty-context", E, "with an empty tenant context, the app role saw rows", "the context function must map '' to NULL (NULLIF)"),
+    check("probe.garbage-context", E, "with a malformed tenant context, the app role saw rows", "the context function must cast to uuid and fail"),
+    check("probe.context-leak", E, "a tenant context set in one transaction was still set in the next on the same connection", "set the context with set_config(<setting>, $1, true), never session-level SET"),
+    check("probe.view", E, "a view the app role can read returned another tenant's rows", "make the view security_invoker, or revoke it"),
+    check("probe.function", E, "a function the app role can call returned another tenant's rows", "make the function SECURITY INVOKER, or revoke EXECUTE"),
+    check("probe.admin-sees-all", E, "the platform admin does not see the sum of every tenant's rows", "restore the admin bypass (BYPASSRLS or the USING (true) policy)"),
+];
+
+pub fn check_def(id: &str) -> &'static CheckDef {
+    CHECKS
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("unknown check id {id}"))
+}
+
+/// One failed check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub severity: Severity,
+    /// The object it concerns: `table public.members`, `policy members_x on public.members`, `role gym_app`.
+    pub object: String,
+    /// The tenant id, for probe findings.
+    pub tenant: Option<String>,
+    pub message: String,
+    pub hint: String,
+}
+
+impl Finding {
+    pub fn new(id: &'static str, object: impl Into<String>, message: impl Into<String>) -> Finding {
+        let def = check_def(id);
+        Finding {
+            id: def.id,
+            severity: def.severity,
+            object: object.into(),
+            tenant: None,
+            message: message.into(),
+            hint: def.hint.to_string(),
+        }
+    }
+
+    pub fn tenant(mut self, tenant: impl ToString) -> Finding {
+        self.tenant = Some(tenant.to_string());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Finding {
+        self.hint = hint.into();
+        self
+    }
+}
+
+/// Findings and how many checks ran, per check id.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub findings: Vec<Finding>,
+    pub runs: BTreeMap<&'static str, usize>,
+}
+
+impl Tally {
+    /// Count one run of check `id`; record `finding` when it failed.
+    pub fn record(&mut self, id: &'static str, finding: Option<Finding>) {
+        debug_assert!(finding.as_ref().is_none_or(|f| f.id == id));
+        *self.runs.entry(check_def(id).id).or_default() += 1;
+        if let Some(f) = finding {
+            self.findings.push(f);
+        }
+    }
+
+    pub fn fail(&mut self, f: Finding) {
+        let id = f.id;
+        self.record(id, Some(f));
+    }
+
+    pub fn pass(&mut self, id: &'static str) {
+        self.record(id, None);
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        for (id, n) in other.runs {
+            *self.runs.entry(id).or_default() += n;
+        }
+        self.findings.extend(other.findings);
+    }
+
+    pub fn checks(&self) -> usize {
+        self.runs.values().sum()
+    }
+}
+
+/// Which tenants to probe.
+#[derive(Debug, Clone, Default)]
+pub enum TenantSelection {
+    #[default]
+    All,
+    /// A random sample of this many tenants.
+    Sample(u64),
+    /// Tenants named by id or slug.
+    Named(Vec<String>),
+}
+
+/// What a verify run does (plain values; the command parses flags into this).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub tenants: TenantSelection,
+    /// Connections probing tenants in parallel.
+    pub connections: usize,
+    /// Skip the dynamic probes (static checks only).
+    pub static_only: bool,
+    /// Show a progress bar over tenants (the caller decides: stderr must be a terminal).
+    pub progress: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            tenants: TenantSelection::All,
+            connections: 4,
+            static_only: false,
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub tenants_probed: u64,
+    pub synthetic_tenants: bool,
+    pub checks: usize,
+    pub errors: usize,
+    pub warnings: usize,
+    pub seconds: f64,
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Report {
+    pub database: String,
+    pub tally: Tally,
+    pub tenants_probed: u64,
+    pub synthetic_tenants: bool,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub fn stats(&self) -> Stats {
+        Stats {
+            tenants_probed: self.tenants_probed,
+            synthetic_tenants: self.synthetic_tenants,
+            checks: self.tally.checks(),
+            errors: self.count(Severity::Error),
+            warnings: self.count(Severity::Warning),
+            seconds: (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        }
+    }
+
+    pub fn count(&self, severity: Severity) -> usize {
+        self.tally
+            .findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
+
+    /// The gate: no finding at or above `fail_on`.
+    pub fn passed(&self, fail_on: Severity) -> bool {
+        self.tally.findings.iter().all(|f| f.severity < fail_on)
+    }
+}
+
+/// Run the whole gate against `url`. Any error (no connection, a connection lost mid-run, a
+/// role it cannot switch to) is an `Err`: never a pass.
+pub async fn run(url: &str, schema: &Schema, settings: &Settings) -> Result<Report> {
+    let started = Instant::now();
+    let client = db::connect(url).await?;
+    check_set_role(&client, schema).await?;
+
+    let mut tally = catalog::check(&client, schema)
+        .await
+        .context("static checks failed to run")?;
+    let (tenants_probed, synthetic_tenants) = if settings.static_only {
+        (0, false)
+    } else {
+        let outcome = probe::run(url, &client, schema, settings)
+            .await
+            .context("probes failed to run")?;
+        tally.merge(outcome.tally);
+        (outcome.tenants_probed, outcome.synthetic)
+    };
+    // Sorted so that runs over the same database give the same report.
+    tally.findings.sort_by(|a, b| {
+        let order = |id: &str| CHECKS.iter().position(|c| c.id == id);
+        (order(a.id), &a.object, &a.tenant, &a.message).cmp(&(
+            order(b.id),
+            &b.object,
+            &b.tenant,
+            &b.message,
+        ))
+    });
+    Ok(Report {
+        database: db::redact(url),
+        tally,
+        tenants_probed,
+        synthetic_tenants,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// verify impersonates the app and admin roles with SET ROLE. On Postgres 16 and later a role
+/// that created another (Neon's owner role) may not SET ROLE to it unless granted: say exactly
+/// what to grant rather than report a misleading result.
+async fn check_set_role(client: &Client, schema: &Schema) -> Result<()> {
+    let t = &schema.tenancy;
+    let row = client
+        .query_one(
+            "SELECT current_user::text, current_setting('server_version_num')::int",
+            &[],
+        )
+        .await
+        .context("cannot read the current user")?;
+    let user: String = row.get(0);
+    let version: i32 = row.get(1);
+    let mut missing = Vec::new();
+    for role in [&t.app_role, &t.admin_role] {
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1)",
+                &[role],
+            )
+            .await
+            .context("cannot read pg_roles")?
+            .get(0);
+        if !exists {
+            bail!(
+                "role {role} does not exist, so verify cannot impersonate it\n  hint: run `tenantctl migrate` first (it creates the roles)"
+            );
+        }
+        client
+            .batch_execute("BEGIN")
+            .await
+            .context("cannot begin")?;
+        let result = client
+            .execute("SELECT pg_catalog.set_config('role', $1, true)", &[role])
+            .await;
+        client
+            .batch_execute("ROLLBACK")
+            .await
+            .context("cannot roll back")?;
+        match result {
+            Ok(_) => {}
+            Err(e) if e.as_db_error().is_some() => missing.push(role.clone()),
+            Err(e) => return Err(e).context("cannot switch role"),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let roles = missing
+        .iter()
+        .map(|r| postgres_protocol::escape::escape_identifier(r))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let user_q = postgres_protocol::escape::escape_identifier(&user);
+    let grant = if version >= 160000 {
+        format!("GRANT {roles} TO {user_q} WITH INHERIT FALSE, SET TRUE;")
+    } else {
+        format!("GRANT {roles} TO {user_q};")
+    };
+    bail!(
+        "{user} cannot SET ROLE to {}: verify probes as those roles\n  hint: run, as a role that can grant them (on Neon, the project owner):\n    {grant}\n  (on Postgres 16 and later a role that creates another does not get SET on it by default)",
+        missing.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CHECKS;
+
+    #[test]
+    fn every_check_id_is_unique_and_documented() {
+        let doc = include_str!("../../docs/verify.md");
+        for (i, c) in CHECKS.iter().enumerate() {
+            assert!(
+                !CHECKS[..i].iter().any(|d| d.id == c.id),
+                "duplicate id {}",
+                c.id
+            );
+            assert!(
+                doc.contains(&format!("| `{}` |", c.id)),
+                "{} is missing from docs/verify.md",
+                c.id
+            );
+        }
+    }
+}

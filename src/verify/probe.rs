@@ -1,0 +1,1435 @@
+//! Dynamic probes: impersonate each tenant as the app role (and the admin role for reference)
+//! inside transactions that are always rolled back, pipelined over a small pool of connections.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use postgres_protocol::escape::escape_identifier as q;
+use postgres_types::ToSql;
+use tokio::sync::{mpsc, Mutex};
+use tokio_postgres::{Client, Row, Statement};
+use uuid::Uuid;
+
+use super::{Finding, Settings, Tally, TenantSelection};
+use crate::db;
+use crate::model::{Constraint, Schema};
+
+/// What `tenant create` needs: the probes for one tenant, their count and their failures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeSummary {
+    pub checks: usize,
+    pub failures: Vec<Finding>,
+}
+
+/// Run every probe for one tenant (the context probes too) on one connection, inside a single
+/// transaction that is rolled back. Two synthetic tenants are created inside it, so there is
+/// always another tenant's row to attack, even in a database with one tenant.
+pub async fn probe_single_tenant(url: &str, schema: &Schema, gym_id: Uuid) -> Result<ProbeSummary> {
+    let client = db::connect(url).await?;
+    super::check_set_role(&client, schema).await?;
+    let plan = Arc::new(Plan::build(&client, schema).await?);
+    let conn = Conn::new(client, plan.clone()).await?;
+    let mut tally = Tally::default();
+    conn.simple("BEGIN").await?;
+    let result = async {
+        let synthetic = create_synthetic(&conn, schema, &mut tally).await?;
+        if synthetic.is_none() && tally.findings.is_empty() {
+            // Probing stays meaningful as long as other tenants' rows exist; say nothing more.
+        }
+        let (t, _) = probe_tenant(&conn, gym_id, true).await?;
+        tally.merge(t);
+        tally.merge(context_probes(&conn, true).await?);
+        anyhow::Ok(())
+    }
+    .await;
+    let rollback = conn.simple("ROLLBACK").await;
+    result?;
+    rollback?;
+    Ok(ProbeSummary {
+        checks: tally.checks(),
+        failures: tally.findings,
+    })
+}
+
+/// Result of the probe phase of a verify run.
+pub(super) struct Outcome {
+    pub tally: Tally,
+    pub tenants_probed: u64,
+    pub synthetic: bool,
+}
+
+/// One table (or view, or function) to probe, with the SQL texts built once.
+#[derive(Debug)]
+struct Target {
+    name: String,
+    /// The app role's visible rows, those of other tenants, and the looked-up row ($1 tenant, $2 pk text).
+    count: String,
+    /// The admin's count for the tenant, another tenant's row and tenant, one own row ($1 tenant).
+    admin: Option<String>,
+    admin_total: Option<String>,
+    update: Option<String>,
+    delete: Option<String>,
+    insert: Option<String>,
+    change: String,
+}
+
+#[derive(Debug)]
+struct Readable {
+    name: String,
+    kind: &'static str,
+    sql: String,
+}
+
+/// Everything a connection needs to probe, built once from the catalog.
+#[derive(Debug)]
+struct Plan {
+    app: String,
+    admin: String,
+    setting: String,
+    tenant_table: String,
+    targets: Vec<Target>,
+    readables: Vec<Readable>,
+    /// Synthetic-tenant inserts, parents first: (table, column list SQL, column types).
+    synthetic: Vec<SyntheticTable>,
+    tenant_query: String,
+    tenant_count: String,
+    tenant_sample: String,
+    tenant_by_slug: Option<String>,
+}
+
+#[derive(Debug)]
+struct SyntheticTable {
+    table: String,
+    sql: String,
+    /// How each parameter gets its value.
+    values: Vec<SynValue>,
+    pk_uuid: bool,
+}
+
+#[derive(Debug, Clone)]
+enum SynValue {
+    Tenant,
+    /// This row's own key.
+    OwnKey,
+    /// The synthetic row's key in that table.
+    Parent(String),
+    /// A fresh value of this declared type (unique, for unique columns).
+    Fresh(String),
+}
+
+const TARGETS: &str = "
+SELECT pg_catalog.has_table_privilege($1, $3::text::regclass, 'SELECT'),
+       pg_catalog.has_table_privilege($1, $3::text::regclass, 'INSERT'),
+       pg_catalog.has_table_privilege($1, $3::text::regclass, 'DELETE'),
+       pg_catalog.has_table_privilege($2, $3::text::regclass, 'SELECT'),
+       (SELECT a.attname::text FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = $3::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+          AND a.attname <> ALL ($4) AND pg_catalog.has_column_privilege($1, $3::text::regclass, a.attname, 'UPDATE')
+        ORDER BY a.attnum LIMIT 1)";
+
+const READABLES: &str = "
+SELECT n.nspname::text, c.relname::text
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_catalog.has_schema_privilege($1, n.oid, 'USAGE')
+  AND pg_catalog.has_table_privilege($1, c.oid, 'SELECT')
+  AND EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped)
+ORDER BY 1, 2";
+
+/// Functions the app role can call without arguments that return rows with the tenant column.
+const FUNCTIONS: &str = "
+SELECT n.nspname::text, p.proname::text
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prokind = 'f' AND p.pronargs = 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema', $3)
+  AND pg_catalog.has_schema_privilege($1, n.oid, 'USAGE')
+  AND pg_catalog.has_function_privilege($1, p.oid, 'EXECUTE')
+  AND ($2 = ANY (p.proargnames)
+       OR EXISTS (SELECT FROM pg_catalog.pg_type t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid
+                  WHERE t.oid = p.prorettype AND a.attname = $2 AND NOT a.attisdropped))
+ORDER BY 1, 2";
+
+impl Plan {
+    async fn build(client: &Client, schema: &Schema) -> Result<Plan> {
+        let t = &schema.tenancy;
+        let rel = |name: &str| format!("{}.{}", q(&t.table_schema), q(name));
+        let mut targets = Vec::new();
+        for (name, table) in &schema.tables {
+            let exists: Option<String> = client
+                .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&rel(name)])
+                .await
+                .context("cannot look up tables")?
+                .get(0);
+            let has_tc = exists.is_some()
+                && client
+                    .query_one(
+                        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped)",
+                        &[&rel(name), &table.tenant_column],
+                    )
+                    .await?
+                    .get::<_, bool>(0);
+            if !has_tc {
+                continue; // reported by drift.table / drift.column
+            }
+            let pk = table
+                .constraints
+                .values()
+                .find_map(|c| match c {
+                    Constraint::PrimaryKey { columns } => columns.first().cloned(),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "id".to_string());
+            let skip: Vec<String> = vec![table.tenant_column.clone(), pk.clone()];
+            let r = client
+                .query_one(TARGETS, &[&t.app_role, &t.admin_role, &rel(name), &skip])
+                .await
+                .context("cannot read privileges")?;
+            let (app_select, app_insert, app_delete, admin_select, upd): (
+                bool,
+                bool,
+                bool,
+                bool,
+                Option<String>,
+            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            if !app_select {
+                continue; // nothing for the app role to see
+            }
+            let (r_, tc, pk) = (rel(name), q(&table.tenant_column), q(&pk));
+            targets.push(Target {
+                name: format!("{}.{name}", t.table_schema),
+                count: format!(
+                    "SELECT count(*), count(*) FILTER (WHERE {tc} IS DISTINCT FROM $1), count(*) FILTER (WHERE {pk}::text = $2) FROM {r_}"
+                ),
+                admin: admin_select.then(|| {
+                    format!(
+                        "SELECT (SELECT count(*) FROM {r_} WHERE {tc} = $1), o.pk, o.tenant, (SELECT {pk}::text FROM {r_} WHERE {tc} = $1 LIMIT 1) \
+                         FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT {pk}::text, {tc} FROM {r_} WHERE {tc} <> $1 LIMIT 1) AS o(pk, tenant) ON true"
+                    )
+                }),
+                admin_total: admin_select.then(|| format!("SELECT count(*) FROM {r_}")),
+                update: upd.map(|c| {
+                    let c = q(&c);
+                    format!("UPDATE {r_} SET {c} = {c} WHERE {pk}::text = $1 RETURNING 1")
+                }),
+                delete: app_delete.then(|| format!("DELETE FROM {r_} WHERE {pk}::text = $1 RETURNING 1")),
+                insert: app_insert.then(|| format!("INSERT INTO {r_} ({tc}) VALUES ($1) RETURNING 1")),
+                change: format!("UPDATE {r_} SET {tc} = $1 WHERE {pk}::text = $2 RETURNING 1"),
+            });
+        }
+        let tc = q(&t.tenant_column);
+        let mut readables = Vec::new();
+        for r in client
+            .query(READABLES, &[&t.app_role, &t.tenant_column])
+            .await
+            .context("cannot list views")?
+        {
+            let (n, v): (String, String) = (r.get(0), r.get(1));
+            readables.push(Readable {
+                name: format!("{n}.{v}"),
+                kind: "view",
+                sql: format!(
+                    "SELECT count(*) FILTER (WHERE {tc}::text IS DISTINCT FROM $1) FROM {}.{}",
+                    q(&n),
+                    q(&v)
+                ),
+            });
+        }
+        for r in client
+            .query(
+                FUNCTIONS,
+                &[&t.app_role, &t.tenant_column, &t.helper_schema],
+            )
+            .await
+            .context("cannot list functions")?
+        {
+            let (n, f): (String, String) = (r.get(0), r.get(1));
+            readables.push(Readable {
+                name: format!("{n}.{f}()"),
+                kind: "function",
+                sql: format!(
+                    "SELECT count(*) FILTER (WHERE {tc}::text IS DISTINCT FROM $1) FROM {}.{}()",
+                    q(&n),
+                    q(&f)
+                ),
+            });
+        }
+        let tt = rel(&t.tenant_table);
+        let key = q(&t.tenant_key);
+        let has_slug = schema
+            .tables
+            .get(&t.tenant_table)
+            .is_some_and(|tab| tab.column("slug").is_some());
+        Ok(Plan {
+            app: t.app_role.clone(),
+            admin: t.admin_role.clone(),
+            setting: t.context_setting.clone(),
+            tenant_table: t.tenant_table.clone(),
+            targets,
+            readables,
+            synthetic: synthetic_plan(schema),
+            tenant_query: format!("SELECT {key} FROM {tt}"),
+            tenant_count: format!("SELECT count(*) FROM {tt}"),
+            tenant_sample: format!("SELECT {key} FROM {tt} ORDER BY random() LIMIT $1"),
+            tenant_by_slug: has_slug.then(|| format!("SELECT {key} FROM {tt} WHERE slug = $1")),
+        })
+    }
+}
+
+/// Inserts that give two synthetic tenants one row in every table, parents before children.
+fn synthetic_plan(schema: &Schema) -> Vec<SyntheticTable> {
+    let t = &schema.tenancy;
+    let mut order: Vec<&String> = Vec::new();
+    let mut left: Vec<&String> = schema.tables.keys().collect();
+    while !left.is_empty() {
+        let before = left.len();
+        left.retain(|name| {
+            let table = &schema.tables[*name];
+            let ready = table.constraints.values().all(|c| match c {
+                Constraint::ForeignKey { table: parent, .. } => {
+                    parent == *name
+                        || order.contains(&parent)
+                        || !schema.tables.contains_key(parent)
+                }
+                _ => true,
+            });
+            if ready {
+                order.push(name);
+            }
+            !ready
+        });
+        if left.len() == before {
+            order.append(&mut left); // a cycle: let Postgres say what is wrong
+        }
+    }
+    let mut out = Vec::new();
+    for name in order {
+        let table = &schema.tables[name];
+        let pk = table
+            .constraints
+            .values()
+            .find_map(|c| match c {
+                Constraint::PrimaryKey { columns } => columns.first().cloned(),
+                _ => None,
+            })
+            .unwrap_or_else(|| "id".into());
+        let mut parents: std::collections::BTreeMap<&String, String> = Default::default();
+        for c in table.constraints.values() {
+            if let Constraint::ForeignKey {
+                columns,
+                table: parent,
+                ..
+            } = c
+            {
+                for col in columns.iter().filter(|c| **c != table.tenant_column) {
+                    parents.insert(col, parent.clone());
+                }
+            }
+        }
+        let mut cols = Vec::new();
+        let mut values = Vec::new();
+        let mut pk_uuid = false;
+        for c in &table.columns {
+            let ty = c.ty.to_ascii_lowercase();
+            let v = if c.name == table.tenant_column {
+                SynValue::Tenant
+            } else if c.name == pk {
+                pk_uuid = ty == "uuid";
+                if pk_uuid {
+                    SynValue::OwnKey
+                } else {
+                    continue;
+                }
+            } else if let Some(p) = parents.get(&c.name) {
+                SynValue::Parent(p.clone())
+            } else if c.nullable || c.default.is_some() {
+                continue;
+            } else {
+                SynValue::Fresh(ty.clone())
+            };
+            cols.push((c.name.clone(), c.ty.clone()));
+            values.push(v);
+        }
+        let sql = format!(
+            "INSERT INTO {}.{} ({}) VALUES ({})",
+            q(&t.table_schema),
+            q(name),
+            cols.iter()
+                .map(|(c, _)| q(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+            // The declared type comes from the policy files, like every type in the migrations.
+            cols.iter()
+                .enumerate()
+                .map(|(i, (_, ty))| format!("${}::text::{ty}", i + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        out.push(SyntheticTable {
+            table: name.clone(),
+            sql,
+            values,
+            pk_uuid,
+        });
+    }
+    out
+}
+
+/// A value of the declared type, in its text form, for a synthetic row.
+fn synthetic_value(ty: &str) -> String {
+    let base = ty.split('(').next().unwrap_or(ty).trim();
+    if ty.ends_with("[]") {
+        "{}".into()
+    } else if matches!(
+        base,
+        "smallint"
+            | "integer"
+            | "int"
+            | "int2"
+            | "int4"
+            | "int8"
+            | "bigint"
+            | "numeric"
+            | "decimal"
+            | "real"
+            | "double precision"
+            | "float4"
+            | "float8"
+    ) {
+        "1".into()
+    } else if matches!(base, "boolean" | "bool") {
+        "false".into()
+    } else if base == "date" {
+        "2000-01-01".into()
+    } else if base.starts_with("timestamp") {
+        "2000-01-01 00:00:00+00".into()
+    } else if base.starts_with("time") {
+        "00:00".into()
+    } else if base == "interval" {
+        "1 hour".into()
+    } else if matches!(base, "json" | "jsonb") {
+        "{}".into()
+    } else if matches!(base, "inet" | "cidr") {
+        "127.0.0.1".into()
+    } else if base == "uuid" {
+        Uuid::new_v4().to_string()
+    } else {
+        format!("tc-probe-{}", &Uuid::new_v4().simple().to_string()[..8])
+    }
+}
+
+/// One connection with the plan's statements prepared.
+struct Conn {
+    client: Client,
+    plan: Arc<Plan>,
+    set_role: Statement,
+    set_role_ctx: Statement,
+    savepoint: Statement,
+    rollback_to: Statement,
+    counts: Vec<Statement>,
+    admins: Vec<Option<Statement>>,
+    updates: Vec<Option<Statement>>,
+    deletes: Vec<Option<Statement>>,
+    inserts: Vec<Option<Statement>>,
+    changes: Vec<Statement>,
+    readables: Vec<Statement>,
+}
+
+impl Conn {
+    async fn new(client: Client, plan: Arc<Plan>) -> Result<Conn> {
+        let prep = |sql: &str| {
+            let sql = sql.to_string();
+            let c = &client;
+            async move {
+                c.prepare(&sql)
+                    .await
+                    .with_context(|| format!("cannot prepare probe: {sql}"))
+            }
+        };
+        let mut counts = Vec::new();
+        let mut admins = Vec::new();
+        let mut updates = Vec::new();
+        let mut deletes = Vec::new();
+        let mut inserts = Vec::new();
+        let mut changes = Vec::new();
+        for t in &plan.targets {
+            counts.push(prep(&t.count).await?);
+            admins.push(match &t.admin {
+                Some(s) => Some(prep(s).await?),
+                None => None,
+            });
+            updates.push(match &t.update {
+                Some(s) => Some(prep(s).await?),
+                None => None,
+            });
+            deletes.push(match &t.delete {
+                Some(s) => Some(prep(s).await?),
+                None => None,
+            });
+            inserts.push(match &t.insert {
+                Some(s) => Some(prep(s).await?),
+                None => None,
+            });
+            changes.push(prep(&t.change).await?);
+        }
+        let mut readables = Vec::new();
+        for r in &plan.readables {
+            readables.push(prep(&r.sql).await?);
+        }
+        Ok(Conn {
+            set_role: prep("SELECT pg_catalog.set_config('role', $1, true)").await?,
+            set_role_ctx: prep("SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)").await?,
+            savepoint: prep("SAVEPOINT tc_probe").await?,
+            rollback_to: prep("ROLLBACK TO SAVEPOINT tc_probe").await?,
+            counts,
+            admins,
+            updates,
+            deletes,
+            inserts,
+            changes,
+            readables,
+            client,
+            plan,
+        })
+    }
+
+    async fn simple(&self, sql: &str) -> Result<()> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| anyhow!(db::redact_text(&e.to_string())))
+            .with_context(|| format!("{sql} failed"))
+    }
+}
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+type QueryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Statements to send back to back on one connection; results come back in the same order.
+struct Pipeline<'a> {
+    client: &'a Client,
+    futures: Vec<QueryFuture<'a>>,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(client: &'a Client) -> Self {
+        Pipeline {
+            client,
+            futures: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, stmt: &'a Statement, params: Vec<Param<'a>>) -> usize {
+        let client = self.client;
+        self.futures
+            .push(Box::pin(async move { client.query(stmt, &params).await }));
+        self.futures.len() - 1
+    }
+
+    /// Run a statement, then roll back to the savepoint `tc_probe` (set once after the role and
+    /// context, and kept by ROLLBACK TO), so that its error or its write does not touch what follows.
+    fn isolated(&mut self, conn: &'a Conn, stmt: &'a Statement, params: Vec<Param<'a>>) -> usize {
+        let i = self.push(stmt, params);
+        self.push(&conn.rollback_to, vec![]);
+        i
+    }
+
+    /// tokio-postgres sends a request when its future is first polled: poll them in order, so
+    /// that they reach the server in order, then wait for all.
+    async fn run(self) -> Vec<Result<Vec<Row>, tokio_postgres::Error>> {
+        let mut futures: Vec<Option<QueryFuture<'a>>> =
+            self.futures.into_iter().map(Some).collect();
+        let mut out: Vec<Option<Result<Vec<Row>, tokio_postgres::Error>>> =
+            futures.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (slot, result) in futures.iter_mut().zip(out.iter_mut()) {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        Poll::Ready(r) => {
+                            *result = Some(r);
+                            *slot = None;
+                        }
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        out.into_iter()
+            .map(|r| r.expect("every future completed"))
+            .collect()
+    }
+}
+
+/// A statement that must succeed: its error stops the run (a lost connection is never a pass).
+fn must(r: &Result<Vec<Row>, tokio_postgres::Error>, what: &str) -> Result<Vec<Row>> {
+    match r {
+        Ok(rows) => Ok(rows.clone()),
+        Err(e) => Err(anyhow!(db::redact_text(&describe(e)))).with_context(|| what.to_string()),
+    }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} (SQLSTATE {})", d.message(), d.code().code()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(x) = src {
+                s.push_str(&format!(": {x}"));
+                src = x.source();
+            }
+            s
+        }
+    }
+}
+
+/// A probe's own outcome: rows, or a clean database error. A connection error stops the run.
+fn probe_result<'r>(
+    r: &'r Result<Vec<Row>, tokio_postgres::Error>,
+    what: &str,
+) -> Result<std::result::Result<&'r [Row], String>> {
+    match r {
+        Ok(rows) => Ok(Ok(rows)),
+        Err(e)
+            if e.as_db_error().is_some()
+                && e.code()
+                    != Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) =>
+        {
+            Ok(Err(e
+                .code()
+                .map(|c| c.code().to_string())
+                .unwrap_or_default()))
+        }
+        Err(e) => Err(anyhow!(db::redact_text(&describe(e))))
+            .with_context(|| format!("probe failed: {what}")),
+    }
+}
+
+/// Per table: the app role's visible rows that belong to the tenant.
+type OwnCounts = Vec<i64>;
+
+/// Probe one tenant. `nested`: inside an outer transaction (synthetic tenants), so use a
+/// savepoint instead of a transaction of its own.
+async fn probe_tenant(conn: &Conn, tenant: Uuid, nested: bool) -> Result<(Tally, OwnCounts)> {
+    let plan = &conn.plan;
+    let mut tally = Tally::default();
+    let (begin, end) = if nested {
+        (
+            "SAVEPOINT tc_tenant",
+            "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant",
+        )
+    } else {
+        ("BEGIN ISOLATION LEVEL REPEATABLE READ", "ROLLBACK")
+    };
+    conn.simple(begin).await?;
+    let result = probe_tenant_inner(conn, plan, tenant, &mut tally).await;
+    // Always undo, even after a failed probe: nothing a probe wrote may survive.
+    let undone = conn.simple(end).await;
+    let own = result?;
+    undone?;
+    Ok((tally, own))
+}
+
+async fn probe_tenant_inner(
+    conn: &Conn,
+    plan: &Plan,
+    tenant: Uuid,
+    tally: &mut Tally,
+) -> Result<OwnCounts> {
+    let tid = tenant.to_string();
+
+    // 1. As the admin: the tenant's count, another tenant's row, one of the tenant's rows.
+    let mut p = Pipeline::new(&conn.client);
+    p.push(&conn.set_role, vec![&plan.admin]);
+    let admin_idx: Vec<Option<usize>> = conn
+        .admins
+        .iter()
+        .map(|s| s.as_ref().map(|s| p.push(s, vec![&tenant])))
+        .collect();
+    let results = p.run().await;
+    must(&results[0], &format!("cannot SET ROLE {}", plan.admin))?;
+    struct Ref {
+        count: Option<i64>,
+        other_pk: Option<String>,
+        other_tenant: Option<Uuid>,
+        own_pk: Option<String>,
+    }
+    let mut refs = Vec::new();
+    for (i, idx) in admin_idx.iter().enumerate() {
+        refs.push(match idx {
+            None => Ref {
+                count: None,
+                other_pk: None,
+                other_tenant: None,
+                own_pk: None,
+            },
+            Some(j) => {
+                let rows = must(
+                    &results[*j],
+                    &format!("the admin cannot read {}", plan.targets[i].name),
+                )?;
+                let r = &rows[0];
+                Ref {
+                    count: Some(r.get(0)),
+                    other_pk: r.get(1),
+                    other_tenant: r.get(2),
+                    own_pk: r.get(3),
+                }
+            }
+        });
+    }
+    // Another tenant's id, for inserts and tenant-id changes: from any table that has one.
+    let other_tenant = refs.iter().find_map(|r| r.other_tenant);
+
+    // 2. As the app role with the tenant's context: everything else, in one pipeline.
+    let setting = plan.setting.as_str();
+    let mut p = Pipeline::new(&conn.client);
+    p.push(&conn.set_role_ctx, vec![&plan.app, &setting, &tid]);
+    p.push(&conn.savepoint, vec![]);
+    let mut idx = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let count = p.push(&conn.counts[i], vec![&tenant, &r.other_pk]);
+        let upd = match (&conn.updates[i], &r.other_pk) {
+            (Some(s), Some(pk)) => Some(p.isolated(conn, s, vec![pk])),
+            _ => None,
+        };
+        let del = match (&conn.deletes[i], &r.other_pk) {
+            (Some(s), Some(pk)) => Some(p.isolated(conn, s, vec![pk])),
+            _ => None,
+        };
+        let ins = match (&conn.inserts[i], &other_tenant) {
+            (Some(s), Some(o)) => Some(p.isolated(conn, s, vec![o])),
+            _ => None,
+        };
+        let chg = match (&r.own_pk, &other_tenant) {
+            (Some(pk), Some(o)) => Some(p.isolated(conn, &conn.changes[i], vec![o, pk])),
+            _ => None,
+        };
+        idx.push((count, upd, del, ins, chg));
+    }
+    let readable_idx: Vec<usize> = conn
+        .readables
+        .iter()
+        .map(|s| p.isolated(conn, s, vec![&tid]))
+        .collect();
+    let results = p.run().await;
+    must(
+        &results[0],
+        &format!("cannot SET ROLE {} with the tenant context", plan.app),
+    )?;
+
+    let mut own_counts = Vec::new();
+    for (i, (count, upd, del, ins, chg)) in idx.into_iter().enumerate() {
+        let target = &plan.targets[i];
+        let obj = format!("table {}", target.name);
+        let rows = must(
+            &results[count],
+            &format!("the app role cannot read {}", target.name),
+        )?;
+        let (visible, foreign, looked_up): (i64, i64, i64) =
+            (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+        own_counts.push(visible - foreign);
+        tally.record(
+            "probe.foreign-rows",
+            (foreign > 0).then(|| {
+                Finding::new(
+                    "probe.foreign-rows",
+                    &obj,
+                    format!(
+                        "tenant {tenant} sees {foreign} row(s) of other tenants in {}",
+                        target.name
+                    ),
+                )
+                .tenant(tenant)
+            }),
+        );
+        if let Some(admin) = refs[i].count {
+            tally.record(
+                "probe.count",
+                (visible - foreign != admin).then(|| {
+                    Finding::new(
+                        "probe.count",
+                        &obj,
+                        format!(
+                            "tenant {tenant} sees {} of its row(s) in {}; the admin counts {admin}",
+                            visible - foreign,
+                            target.name
+                        ),
+                    )
+                    .tenant(tenant)
+                }),
+            );
+        }
+        if refs[i].other_pk.is_some() {
+            tally.record(
+                "probe.cross-lookup",
+                (looked_up > 0).then(|| {
+                    Finding::new(
+                        "probe.cross-lookup",
+                        &obj,
+                        format!(
+                            "tenant {tenant} found another tenant's row of {} by its id",
+                            target.name
+                        ),
+                    )
+                    .tenant(tenant)
+                }),
+            );
+        }
+        for (id, at, verb) in [
+            ("probe.cross-update", upd, "updated"),
+            ("probe.cross-delete", del, "deleted"),
+        ] {
+            let Some(j) = at else { continue };
+            let hit = match probe_result(&results[j], id)? {
+                Ok(rows) => !rows.is_empty(),
+                // An error means the statement reached the row (a key or trigger objected).
+                Err(code) => code != "42501",
+            };
+            tally.record(
+                id,
+                hit.then(|| {
+                    Finding::new(
+                        id,
+                        &obj,
+                        format!(
+                            "tenant {tenant} {verb} another tenant's row of {}",
+                            target.name
+                        ),
+                    )
+                    .tenant(tenant)
+                }),
+            );
+        }
+        if let Some(j) = ins {
+            // Row-level security's WITH CHECK runs before NOT NULL and key checks: anything
+            // but its refusal (42501) means the row got past it.
+            let outcome = probe_result(&results[j], "insert")?;
+            let bad = match outcome {
+                Ok(_) => Some("was accepted".to_string()),
+                Err(code) if code == "42501" => None,
+                Err(code) => Some(format!(
+                    "got past row-level security (then failed with SQLSTATE {code})"
+                )),
+            };
+            tally.record(
+                "probe.cross-insert",
+                bad.map(|b| {
+                    Finding::new(
+                        "probe.cross-insert",
+                        &obj,
+                        format!(
+                            "tenant {tenant}: an INSERT into {} with another tenant's id {b}",
+                            target.name
+                        ),
+                    )
+                    .tenant(tenant)
+                }),
+            );
+        }
+        if let Some(j) = chg {
+            let moved = matches!(probe_result(&results[j], "tenant id change")?, Ok(rows) if !rows.is_empty());
+            tally.record(
+                "probe.tenant-id-change",
+                moved.then(|| {
+                    Finding::new(
+                        "probe.tenant-id-change",
+                        &obj,
+                        format!(
+                            "tenant {tenant} moved one of its rows of {} to another tenant",
+                            target.name
+                        ),
+                    )
+                    .tenant(tenant)
+                }),
+            );
+        }
+    }
+    for (k, j) in readable_idx.into_iter().enumerate() {
+        let r = &plan.readables[k];
+        let id = if r.kind == "view" {
+            "probe.view"
+        } else {
+            "probe.function"
+        };
+        let leaked = match probe_result(&results[j], id)? {
+            Ok(rows) => rows[0].get::<_, i64>(0),
+            Err(_) => 0, // refusing is fine
+        };
+        tally.record(
+            id,
+            (leaked > 0).then(|| {
+                Finding::new(
+                    id,
+                    format!("{} {}", r.kind, r.name),
+                    format!(
+                        "{} {} returned {leaked} row(s) of other tenants to tenant {tenant}",
+                        r.kind, r.name
+                    ),
+                )
+                .tenant(tenant)
+            }),
+        );
+    }
+    Ok(own_counts)
+}
+
+/// No context, an empty one and a malformed one: 0 rows or an error, never rows.
+async fn context_probes(conn: &Conn, nested: bool) -> Result<Tally> {
+    let plan = &conn.plan;
+    let mut tally = Tally::default();
+    let (begin, end) = if nested {
+        (
+            "SAVEPOINT tc_tenant",
+            "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant",
+        )
+    } else {
+        ("BEGIN", "ROLLBACK")
+    };
+    for (id, value) in [
+        ("probe.no-context", None),
+        ("probe.empty-context", Some("")),
+        ("probe.garbage-context", Some("not-a-tenant-id")),
+    ] {
+        conn.simple(begin).await?;
+        let setting = plan.setting.as_str();
+        let value = value.unwrap_or_default();
+        let nil = Uuid::nil();
+        let none: Option<String> = None;
+        let mut p = Pipeline::new(&conn.client);
+        if id == "probe.no-context" {
+            p.push(&conn.set_role, vec![&plan.app]);
+        } else {
+            p.push(&conn.set_role_ctx, vec![&plan.app, &setting, &value]);
+        }
+        p.push(&conn.savepoint, vec![]);
+        let idx: Vec<usize> = conn
+            .counts
+            .iter()
+            .map(|s| p.isolated(conn, s, vec![&nil, &none]))
+            .collect();
+        let results = p.run().await;
+        let undone = conn.simple(end).await;
+        must(&results[0], &format!("cannot SET ROLE {}", plan.app))?;
+        for (i, j) in idx.into_iter().enumerate() {
+            let name = &plan.targets[i].name;
+            let seen = match probe_result(&results[j], id)? {
+                Ok(rows) => rows[0].get::<_, i64>(0),
+                Err(_) => 0,
+            };
+            tally.record(
+                id,
+                (seen > 0).then(|| {
+                    Finding::new(
+                        id,
+                        format!("table {name}"),
+                        match id {
+                            "probe.no-context" => format!(
+                                "with no context set, the app role sees {seen} row(s) of {name}"
+                            ),
+                            _ => format!(
+                                "with context {value:?} the app role sees {seen} row(s) of {name}"
+                            ),
+                        },
+                    )
+                }),
+            );
+        }
+        undone?;
+    }
+    Ok(tally)
+}
+
+/// A context set with set_config(..., true) must be gone in the next transaction.
+async fn context_leak(client: &Client, plan: &Plan) -> Result<Tally> {
+    let mut tally = Tally::default();
+    let t = Uuid::new_v4().to_string();
+    client
+        .batch_execute("BEGIN")
+        .await
+        .context("cannot begin")?;
+    client
+        .execute(
+            "SELECT pg_catalog.set_config($1, $2, true)",
+            &[&plan.setting, &t],
+        )
+        .await
+        .context("cannot set the tenant context")?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .context("cannot commit")?;
+    let left: Option<String> = client
+        .query_one(
+            "SELECT pg_catalog.current_setting($1, true)",
+            &[&plan.setting],
+        )
+        .await
+        .context("cannot read the tenant context")?
+        .get(0);
+    tally.record(
+        "probe.context-leak",
+        left.filter(|v| !v.is_empty()).map(|v| {
+            Finding::new(
+                "probe.context-leak",
+                format!("setting {}", plan.setting),
+                format!(
+                    "{} is still {v:?} after the transaction that set it",
+                    plan.setting
+                ),
+            )
+        }),
+    );
+    Ok(tally)
+}
+
+/// Create two synthetic tenants (a row in every table each) inside the caller's transaction.
+/// `Ok(None)` when the admin role may not create them (reported as a finding): the admin
+/// bypass is broken, which the static checks explain.
+async fn create_synthetic(
+    conn: &Conn,
+    schema: &Schema,
+    tally: &mut Tally,
+) -> Result<Option<Vec<Uuid>>> {
+    let plan = &conn.plan;
+    conn.simple("SAVEPOINT tc_synthetic").await?;
+    let result = async {
+        conn.client
+            .execute(
+                "SELECT pg_catalog.set_config('role', $1, true)",
+                &[&plan.admin],
+            )
+            .await?;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let tenant = Uuid::new_v4();
+            let mut keys: std::collections::BTreeMap<String, String> = Default::default();
+            for st in &plan.synthetic {
+                let own = if st.table == plan.tenant_table {
+                    tenant
+                } else {
+                    Uuid::new_v4()
+                };
+                let values: Vec<String> = st
+                    .values
+                    .iter()
+                    .map(|v| match v {
+                        SynValue::Tenant => tenant.to_string(),
+                        SynValue::OwnKey => own.to_string(),
+                        SynValue::Parent(p) => keys.get(p).cloned().unwrap_or_default(),
+                        SynValue::Fresh(ty) => synthetic_value(ty),
+                    })
+                    .collect();
+                let params: Vec<Param> = values.iter().map(|v| v as Param).collect();
+                conn.client.execute(&st.sql, &params).await?;
+                if st.pk_uuid {
+                    keys.insert(st.table.clone(), own.to_string());
+                }
+            }
+            ids.push(tenant);
+        }
+        Ok::<_, tokio_postgres::Error>(ids)
+    }
+    .await;
+    match result {
+        Ok(ids) => {
+            // Back to the connecting role; the rows stay until the outer rollback.
+            conn.client
+                .execute("SELECT pg_catalog.set_config('role', 'none', true)", &[])
+                .await
+                .context("cannot reset the role")?;
+            conn.simple("RELEASE SAVEPOINT tc_synthetic").await?;
+            Ok(Some(ids))
+        }
+        Err(e) if e.as_db_error().is_some() => {
+            conn.simple("ROLLBACK TO SAVEPOINT tc_synthetic").await?;
+            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                tally.fail(Finding::new(
+                    "probe.admin-sees-all",
+                    format!("role {}", schema.tenancy.admin_role),
+                    format!(
+                        "the admin role {} cannot create probe tenants: {}",
+                        schema.tenancy.admin_role,
+                        describe(&e)
+                    ),
+                ));
+                Ok(None)
+            } else {
+                bail!(
+                    "cannot create synthetic probe tenants: {}\n  hint: seed at least two tenants with a row in each table, then run verify again",
+                    describe(&e)
+                )
+            }
+        }
+        Err(e) => Err(anyhow!(db::redact_text(&describe(&e))))
+            .context("cannot create synthetic probe tenants"),
+    }
+}
+
+/// The admin's total per table, compared with the sum of what each tenant sees of its own.
+async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Result<Tally> {
+    let plan = &conn.plan;
+    let mut tally = Tally::default();
+    let (begin, end) = if nested {
+        (
+            "SAVEPOINT tc_tenant",
+            "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant",
+        )
+    } else {
+        ("BEGIN", "ROLLBACK")
+    };
+    conn.simple(begin).await?;
+    let result = async {
+        conn.client
+            .execute(
+                "SELECT pg_catalog.set_config('role', $1, true)",
+                &[&plan.admin],
+            )
+            .await?;
+        let mut totals = Vec::new();
+        for t in &plan.targets {
+            totals.push(match &t.admin_total {
+                Some(sql) => Some(
+                    conn.client
+                        .query_one(sql.as_str(), &[])
+                        .await?
+                        .get::<_, i64>(0),
+                ),
+                None => None,
+            });
+        }
+        Ok::<_, tokio_postgres::Error>(totals)
+    }
+    .await;
+    conn.simple(end).await?;
+    let totals = result
+        .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+        .context("cannot count as the admin")?;
+    for (i, total) in totals.into_iter().enumerate() {
+        let name = &plan.targets[i].name;
+        let sum = sums[i];
+        tally.record(
+            "probe.admin-sees-all",
+            match total {
+                Some(total) if total >= sum => None,
+                Some(total) => Some(format!(
+                    "the admin sees {total} row(s) of {name}; the tenants see {sum} of their own"
+                )),
+                None => Some(format!("the admin cannot read {name}")),
+            }
+            .map(|m| Finding::new("probe.admin-sees-all", format!("table {name}"), m)),
+        );
+    }
+    Ok(tally)
+}
+
+pub(super) async fn run(
+    url: &str,
+    client: &Client,
+    schema: &Schema,
+    settings: &Settings,
+) -> Result<Outcome> {
+    let plan = Arc::new(Plan::build(client, schema).await?);
+    let mut tally = context_leak(client, &plan).await?;
+
+    // How many tenants the admin sees decides between probing real tenants in parallel, and
+    // synthetic ones inside one transaction.
+    client
+        .batch_execute("BEGIN")
+        .await
+        .context("cannot begin")?;
+    let counted = async {
+        client
+            .execute(
+                "SELECT pg_catalog.set_config('role', $1, true)",
+                &[&plan.admin],
+            )
+            .await?;
+        client
+            .query_one(plan.tenant_count.as_str(), &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+    }
+    .await;
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .context("cannot roll back")?;
+    let total = counted.context("cannot count tenants as the admin")? as u64;
+
+    let named: Option<Vec<Uuid>> = match &settings.tenants {
+        TenantSelection::Named(names) => Some(resolve(client, &plan, names).await?),
+        _ => None,
+    };
+    if total < 2 {
+        let all = matches!(settings.tenants, TenantSelection::All);
+        return run_synthetic(url, plan, schema, named, tally, all).await;
+    }
+    let expected = match (&settings.tenants, &named) {
+        (_, Some(n)) => n.len() as u64,
+        (TenantSelection::Sample(n), _) => (*n).min(total),
+        _ => total,
+    };
+    let bar = if settings.progress {
+        crate::output::progress(expected, "probing tenants")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    // Workers: each its own connection and prepared statements, taking tenants from a queue.
+    let (tx, rx) = mpsc::channel::<Uuid>(256);
+    let rx = Arc::new(Mutex::new(rx));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = settings
+        .connections
+        .clamp(1, 16)
+        .min(expected.max(1) as usize);
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (url, plan, rx, stop, bar) = (
+            url.to_string(),
+            plan.clone(),
+            rx.clone(),
+            stop.clone(),
+            bar.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let result = async {
+                let client = db::connect(&url).await?;
+                let conn = Conn::new(client, plan.clone()).await?;
+                let mut tally = Tally::default();
+                let mut sums = vec![0i64; plan.targets.len()];
+                let mut probed = 0u64;
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let next = rx.lock().await.recv().await;
+                    let Some(tenant) = next else { break };
+                    let (t, own) = probe_tenant(&conn, tenant, false).await?;
+                    tally.merge(t);
+                    for (s, o) in sums.iter_mut().zip(own) {
+                        *s += o;
+                    }
+                    probed += 1;
+                    bar.inc(1);
+                }
+                anyhow::Ok((tally, sums, probed))
+            }
+            .await;
+            if result.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            result
+        }));
+    }
+
+    // Only the workers hold the queue now: when they all stop, sending fails and the feed ends.
+    drop(rx);
+
+    // Stream the tenant ids to the workers: memory stays flat whatever the number of tenants.
+    let feed = async {
+        match named {
+            Some(ids) => {
+                for id in ids {
+                    if tx.send(id).await.is_err() {
+                        break;
+                    }
+                }
+                anyhow::Ok(())
+            }
+            None => {
+                client.batch_execute("BEGIN").await?;
+                let streamed = async {
+                    client
+                        .execute(
+                            "SELECT pg_catalog.set_config('role', $1, true)",
+                            &[&plan.admin],
+                        )
+                        .await?;
+                    let limit = match settings.tenants {
+                        TenantSelection::Sample(n) => Some(n as i64),
+                        _ => None,
+                    };
+                    let rows = match &limit {
+                        Some(n) => {
+                            client
+                                .query_raw(plan.tenant_sample.as_str(), [n as Param])
+                                .await?
+                        }
+                        None => {
+                            client
+                                .query_raw(plan.tenant_query.as_str(), std::iter::empty::<Param>())
+                                .await?
+                        }
+                    };
+                    let mut rows = std::pin::pin!(rows);
+                    while let Some(row) = rows.next().await {
+                        let row = row?;
+                        if stop.load(Ordering::Relaxed)
+                            || tx.send(row.get::<_, Uuid>(0)).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                }
+                .await;
+                client.batch_execute("ROLLBACK").await?;
+                streamed
+                    .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+                    .context("cannot list tenants")
+            }
+        }
+    };
+    let fed = feed.await;
+    drop(tx);
+    let mut sums = vec![0i64; plan.targets.len()];
+    let mut probed = 0;
+    let mut first_error = None;
+    for h in handles {
+        match h
+            .await
+            .map_err(|e| anyhow!("a probe worker failed: {e}"))
+            .and_then(|r| r)
+        {
+            Ok((t, s, n)) => {
+                tally.merge(t);
+                for (a, b) in sums.iter_mut().zip(s) {
+                    *a += b;
+                }
+                probed += n;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    fed?;
+
+    let conn = Conn::new(db::connect(url).await?, plan.clone()).await?;
+    tally.merge(context_probes(&conn, false).await?);
+    if matches!(settings.tenants, TenantSelection::All) {
+        tally.merge(admin_totals(&conn, &sums, false).await?);
+    }
+    Ok(Outcome {
+        tally,
+        tenants_probed: probed,
+        synthetic: false,
+    })
+}
+
+/// Fewer than two tenants: create two synthetic ones in one transaction, probe every tenant in
+/// it on one connection (nothing uncommitted is visible to another), and roll it all back.
+async fn run_synthetic(
+    url: &str,
+    plan: Arc<Plan>,
+    schema: &Schema,
+    named: Option<Vec<Uuid>>,
+    mut tally: Tally,
+    all: bool,
+) -> Result<Outcome> {
+    let conn = Conn::new(db::connect(url).await?, plan.clone()).await?;
+    conn.simple("BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+    let result = async {
+        let mut tenants: Vec<Uuid> = match &named {
+            Some(n) => n.clone(),
+            None => {
+                conn.simple("SAVEPOINT tc_list").await?;
+                let listed = async {
+                    conn.client
+                        .execute(
+                            "SELECT pg_catalog.set_config('role', $1, true)",
+                            &[&plan.admin],
+                        )
+                        .await?;
+                    conn.client.query(plan.tenant_query.as_str(), &[]).await
+                }
+                .await;
+                conn.simple("ROLLBACK TO SAVEPOINT tc_list; RELEASE SAVEPOINT tc_list")
+                    .await?;
+                listed
+                    .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+                    .context("cannot list tenants")?
+                    .iter()
+                    .map(|r| r.get::<_, Uuid>(0))
+                    .collect()
+            }
+        };
+        let synthetic = create_synthetic(&conn, schema, &mut tally).await?;
+        if named.is_none() {
+            tenants.extend(synthetic.unwrap_or_default());
+        }
+        let mut sums = vec![0i64; plan.targets.len()];
+        for t in &tenants {
+            let (t, own) = probe_tenant(&conn, *t, true).await?;
+            tally.merge(t);
+            for (s, o) in sums.iter_mut().zip(own) {
+                *s += o;
+            }
+        }
+        tally.merge(context_probes(&conn, true).await?);
+        if all {
+            tally.merge(admin_totals(&conn, &sums, true).await?);
+        }
+        anyhow::Ok(tenants.len() as u64)
+    }
+    .await;
+    let undone = conn.simple("ROLLBACK").await;
+    let probed = result?;
+    undone?;
+    Ok(Outcome {
+        tally,
+        tenants_probed: probed,
+        synthetic: true,
+    })
+}
+
+/// Tenant ids from `--tenant` values: a uuid, or a slug when the tenant table has one.
+async fn resolve(client: &Client, plan: &Plan, names: &[String]) -> Result<Vec<Uuid>> {
+    let mut out = Vec::new();
+    for n in names {
+        if let Ok(id) = n.parse::<Uuid>() {
+            out.push(id);
+            continue;
+        }
+        let Some(sql) = &plan.tenant_by_slug else {
+            bail!(
+                "{n:?} is not a tenant id (uuid), and {} has no slug column",
+                plan.tenant_table
+            );
+        };
+        client.batch_execute("BEGIN").await?;
+        let found = async {
+            client
+                .execute(
+                    "SELECT pg_catalog.set_config('role', $1, true)",
+                    &[&plan.admin],
+                )
+                .await?;
+            client.query_opt(sql.as_str(), &[n]).await
+        }
+        .await;
+        client.batch_execute("ROLLBACK").await?;
+        match found.context("cannot look up the tenant")? {
+            Some(r) => out.push(r.get(0)),
+            None => bail!("no tenant with slug {n:?} in {}", plan.tenant_table),
+        }
+    }
+    Ok(out)
+}
