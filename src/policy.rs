@@ -265,6 +265,11 @@ fn check_expression(expr: &str) -> Result<(), String> {
     if expr.contains('\0') {
         return Err("it contains a NUL byte".into());
     }
+    // In E'...' strings (and with standard_conforming_strings off) a backslash escapes the
+    // quote, so the string would end where the scan below thinks it goes on.
+    if expr.contains('\\') {
+        return Err("it contains a backslash (escape strings are not allowed)".into());
+    }
     let mut chars = expr.chars().peekable();
     let mut depth = 0i32;
     while let Some(c) = chars.next() {
@@ -291,6 +296,7 @@ fn check_expression(expr: &str) -> Result<(), String> {
             '$' if chars.peek().is_some_and(|d| *d == '$' || d.is_alphabetic()) => {
                 return Err("dollar quoting is not allowed in an expression".into())
             }
+
             '(' => depth += 1,
             ')' => {
                 depth -= 1;
@@ -307,21 +313,67 @@ fn check_expression(expr: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A column type: a type name with optional modifiers and array brackets, nothing else.
+/// Multi-word type names Postgres knows; any other type is a single word.
+const MULTI_WORD_TYPES: &[&str] = &[
+    "double precision",
+    "character varying",
+    "bit varying",
+    "timestamp with time zone",
+    "timestamp without time zone",
+    "time with time zone",
+    "time without time zone",
+];
+
+/// A column type, and nothing else: one type name (or a known multi-word one), an optional
+/// `(n)` or `(n, m)` modifier, and optional `[]`. Anything more (`uuid references gyms(id)`,
+/// `text default ...`, `int generated always as ...`) would smuggle a column constraint past the
+/// compiler, so it is refused rather than quoted.
 fn check_type(ty: &str) -> Result<String, String> {
-    let t = ty.trim().to_ascii_lowercase();
-    let ok = !t.is_empty()
-        && t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || " _(),[].".contains(c));
-    if !ok {
-        return Err(format!("{ty:?} is not a type name"));
+    let refuse = || format!("{ty:?} is not a type name");
+    let mut t = ty.trim().to_ascii_lowercase();
+    let mut arrays = String::new();
+    while let Some(rest) = t.strip_suffix("[]") {
+        arrays.push_str("[]");
+        t = rest.trim_end().to_string();
     }
-    let open = t.matches('(').count();
-    if open != t.matches(')').count() || open > 1 {
-        return Err(format!("{ty:?} has unbalanced parentheses"));
+    // The modifier may sit after the first word (`timestamp(3) with time zone`) or at the end.
+    let mut modifier = String::new();
+    if let Some(open) = t.find('(') {
+        let close = t[open..].find(')').map(|c| open + c).ok_or_else(refuse)?;
+        let inner: Vec<&str> = t[open + 1..close].split(',').map(str::trim).collect();
+        let numeric =
+            |p: &&str| !p.is_empty() && p.len() <= 6 && p.chars().all(|c| c.is_ascii_digit());
+        if inner.is_empty() || inner.len() > 2 || !inner.iter().all(numeric) {
+            return Err(refuse());
+        }
+        modifier = format!("({})", inner.join(","));
+        t = format!("{} {}", &t[..open], &t[close + 1..]);
     }
-    Ok(t.split_whitespace().collect::<Vec<_>>().join(" "))
+    let words: Vec<&str> = t.split_whitespace().collect();
+    let name = words.join(" ");
+    let word_ok = |w: &str| {
+        w.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && w.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let known = match words.len() {
+        0 => false,
+        1 => word_ok(words[0]),
+        _ => MULTI_WORD_TYPES.contains(&name.as_str()),
+    };
+    if !known || t.contains('(') || t.contains(')') {
+        return Err(refuse());
+    }
+    Ok(match (words.first(), modifier.is_empty()) {
+        (_, true) => format!("{name}{arrays}"),
+        // `timestamp(3) with time zone`: the modifier goes after the first word.
+        (Some(first), false) if words.len() > 1 && name.starts_with("time") => {
+            format!("{first}{modifier}{}{arrays}", &name[first.len()..])
+        }
+        _ => format!("{name}{modifier}{arrays}"),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1510,17 +1562,51 @@ mod tests {
         ] {
             assert!(check_expression(bad).is_err(), "{bad}");
         }
+        // In E'' strings `\'` does not end the string, so a scan that thinks it does would let
+        // `;` through (found in review): backslashes are refused outright.
+        for bad in [
+            r#"E'\' ' IS NOT NULL); GRANT "platform_admin" TO "gym_app"; --'"#,
+            r#"'\' ' IS NOT NULL); SELECT 1; --'"#,
+            r#"name = E'a\nb'"#,
+        ] {
+            let err = check_expression(bad).unwrap_err();
+            assert!(err.contains("backslash"), "{bad}: {err}");
+        }
     }
 
     #[test]
     fn types() {
-        assert_eq!(check_type("NUMERIC(10, 2)").unwrap(), "numeric(10, 2)");
+        assert_eq!(check_type("NUMERIC(10, 2)").unwrap(), "numeric(10,2)");
+        assert_eq!(
+            check_type("character varying(20)").unwrap(),
+            "character varying(20)"
+        );
+        assert_eq!(
+            check_type("timestamp(3) with time zone").unwrap(),
+            "timestamp(3) with time zone"
+        );
+        assert_eq!(check_type("int[][]").unwrap(), "int[][]");
         assert_eq!(
             check_type("timestamp  with time zone").unwrap(),
             "timestamp with time zone"
         );
         assert_eq!(check_type("text[]").unwrap(), "text[]");
-        for bad in ["text; drop", "1x", "text)", "int4 -- x", ""] {
+        for bad in [
+            "text; drop",
+            "1x",
+            "text)",
+            "int4 -- x",
+            "",
+            "uuid references coaches(id) on delete cascade",
+            "uuid references coaches",
+            "text default 'x'",
+            "int generated always as (1) stored",
+            "text check (true)",
+            "numeric(a)",
+            "numeric(1,2,3)",
+            "text collate \"C\"",
+            "public.text",
+        ] {
             assert!(check_type(bad).is_err(), "{bad}");
         }
     }

@@ -146,10 +146,12 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
         match old.roles.get(name) {
             None => create_role(&mut out, &prov, name, role),
             Some(o) if o.login != role.login || o.bypassrls != role.bypassrls => {
-                out.push(
-                    &prov,
-                    format!("ALTER ROLE {} {};", q(name), role_attributes(role)),
-                );
+                // Dropping BYPASSRLS must be said: ALTER ROLE leaves unnamed attributes as they are.
+                let mut attrs = role_attributes(role);
+                if o.bypassrls && !role.bypassrls {
+                    attrs.push_str(" NOBYPASSRLS");
+                }
+                out.push(&prov, format!("ALTER ROLE {} {attrs};", q(name)));
             }
             Some(_) => {}
         }

@@ -254,6 +254,28 @@ fn bad_input_exits_2_with_position_and_hint_and_writes_nothing() {
             "has no tenant column gym_id".into(),
         ),
         (
+            "column constraint smuggled in a type",
+            Box::new(|t: &str| {
+                t.replacen(
+                    "{ name = \"phone\", type = \"text\"",
+                    "{ name = \"phone\", type = \"text references gyms(id)\"",
+                    1,
+                )
+            }),
+            "is not a type name".into(),
+        ),
+        (
+            "escape string that would end early",
+            Box::new(|t: &str| {
+                t.replacen(
+                    "default = \"'active'\"",
+                    "default = \"E'\\\\' '; DROP TABLE gyms; --'\"",
+                    1,
+                )
+            }),
+            "backslash".into(),
+        ),
+        (
             "semicolon in an expression",
             Box::new(|t: &str| {
                 t.replacen(
@@ -351,4 +373,35 @@ fn init_scaffolds_a_project_that_generates() {
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = run(&proj, &["status", "--check", "--database-url", &db.url]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn switching_the_admin_bypass_to_policies_removes_bypassrls() {
+    let dir = project(false);
+    assert_eq!(run(dir.path(), &["generate"]).0, 0);
+    let tenancy = dir.path().join("policies/tenancy.toml");
+    let text = std::fs::read_to_string(&tenancy).unwrap();
+    std::fs::write(
+        &tenancy,
+        text.replacen(
+            "admin_bypass = \"bypassrls\"",
+            "admin_bypass = \"policy\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, sql, err) = run(dir.path(), &["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        sql.contains("ALTER ROLE \"platform_admin\" NOLOGIN NOBYPASSRLS;"),
+        "{sql}"
+    );
+    for table in ["gyms", "coaches", "members"] {
+        assert!(
+            sql.contains(&format!(
+                "CREATE POLICY \"{table}_platform_admin\" ON \"public\".\"{table}\"\n    AS PERMISSIVE FOR ALL\n    TO \"platform_admin\"\n    USING (true)\n    WITH CHECK (true);"
+            )),
+            "{table}: {sql}"
+        );
+    }
 }
