@@ -322,6 +322,13 @@ fn parse_url(body: &str) -> Result<Vec<(String, String)>> {
 
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (hostspec, rest) = rest.split_at(end);
+    // A second '@' means a password with an unencoded '@': the "host" would hold its tail,
+    // and error messages name the host. Refuse without echoing any of it.
+    if hostspec.contains('@') {
+        bail!(
+            "the connection URL has more than one '@' before the host\n  hint: percent-encode '@' in the user name or password as %40"
+        );
+    }
     let mut hosts = Vec::new();
     let mut ports = Vec::new();
     if !hostspec.is_empty() {
@@ -1234,5 +1241,14 @@ mod tests {
             let r = redact_text(&tricky[..i]);
             assert!(!r.contains("pässwörd"), "{r}");
         }
+    }
+
+    #[test]
+    fn an_unencoded_at_in_the_password_is_refused_without_echoing_it() {
+        let err = parse_url("u:S3cret@PW@127.0.0.1:1/db")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("%40"), "{err}");
+        assert!(!err.contains("S3cret") && !err.contains("PW"), "{err}");
     }
 }

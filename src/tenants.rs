@@ -462,9 +462,10 @@ pub struct ExecResult {
 /// Run ONE statement as the tenant (app role, the tenant's context) or as the platform admin,
 /// inside a transaction. Without `write` the transaction is READ ONLY and always rolled back.
 ///
-/// Not a sandbox against the operator, who holds the URL; but a statement that leaves the role
-/// or the context (SET ROLE, RESET ROLE, COMMIT) is detected and refused, so what is shown is
-/// exactly what the tenant would see.
+/// Not a sandbox against the operator, who holds the URL (a function of theirs that switches the
+/// context is not seen); but a statement that calls set_config or names the context setting is
+/// refused before it runs, and one that leaves the role or the context (SET ROLE, RESET ROLE,
+/// COMMIT) is detected after it, so for ordinary statements what is shown is what the tenant sees.
 pub async fn exec(
     url: &str,
     schema: &Schema,
@@ -494,6 +495,17 @@ pub async fn exec(
         .map(|g| g.id.to_string())
         .unwrap_or_default();
 
+    // A statement that calls set_config (or names the context setting) could switch the tenant
+    // mid-statement and switch it back, so its rows would be shown under the wrong gym. Refuse
+    // it outright; the check after the statement cannot see a context that was restored.
+    let lower = sql.to_ascii_lowercase();
+    let setting = schema.tenancy.context_setting.to_ascii_lowercase();
+    if lower.contains("set_config") || lower.contains(&setting) {
+        bail!(
+            "exec refuses statements that call set_config or name {setting}: they could change the tenant mid-statement\n  \
+             hint: exec sets the context itself; pick the tenant with --tenant"
+        );
+    }
     // The extended protocol refuses several statements in one string: one statement, one role.
     tx.prepare(sql).await.map_err(|e| {
         let multi = e

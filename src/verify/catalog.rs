@@ -606,9 +606,12 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
             let scratch = format!("tenantctl_verify_{i}");
             let mut n = Normalised::default();
             client.batch_execute("SAVEPOINT tc_scratch").await?;
+            // The extended protocol (`execute`, not `batch_execute`) refuses more than one
+            // statement: declared expressions can never run anything of their own here.
             match client
-                .batch_execute(&sql::scratch_table(&scratch, table))
+                .execute(sql::scratch_table(&scratch, table).as_str(), &[])
                 .await
+                .map(|_| ())
             {
                 Err(e) if e.as_db_error().is_some() => {
                     n.error = Some(db_message(&e));
@@ -634,8 +637,9 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
             for (pname, p) in &table.policies {
                 client.batch_execute("SAVEPOINT tc_policy").await?;
                 let created = client
-                    .batch_execute(&sql::scratch_policy(&scratch, pname, p))
-                    .await;
+                    .execute(sql::scratch_policy(&scratch, pname, p).as_str(), &[])
+                    .await
+                    .map(|_| ());
                 let value = match created {
                     Err(e) if e.as_db_error().is_some() => {
                         client

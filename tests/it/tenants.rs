@@ -471,6 +471,23 @@ fn exec_as_gym_a_never_shows_gym_b() {
         assert_eq!(code, 2, "{sql}: {err}");
         assert!(err.contains(message), "{sql}: {err}");
     }
+    // Switching the context mid-statement and back (found in review) is refused before it runs.
+    let switch = format!(
+        "SELECT m.gym_id, count(*), max(set_config('tenantctl.gym_id', '{a}', true)) \
+         FROM (SELECT set_config('tenantctl.gym_id', '{b}', true) AS v) s \
+         CROSS JOIN LATERAL (SELECT gym_id FROM members WHERE s.v IS NOT NULL) m GROUP BY 1"
+    );
+    for (sql, message) in [
+        (switch.as_str(), "set_config"),
+        (
+            "SELECT current_setting('tenantctl.gym_id')",
+            "tenantctl.gym_id",
+        ),
+    ] {
+        let (code, _, err) = json(&dir, &["exec", "--tenant", "gym-a", sql]);
+        assert_eq!(code, 2, "{sql}: {err}");
+        assert!(err.contains(message), "{sql}: {err}");
+    }
     // Table output.
     let out = tenantctl(&dir)
         .args([
