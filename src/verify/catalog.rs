@@ -773,18 +773,20 @@ async fn default_context(client: &Client, schema: &Schema, tally: &mut Tally) ->
         .await
         .context("cannot read database and role settings")?
     {
-        let (db, role): (String, String) = (r.get(0), r.get(1));
+        let (db, role): (String, String) = (col(&r, 0)?, col(&r, 1)?);
         tally.fail(Finding::new(
             "config.default-context",
             format!("setting {setting}"),
             format!("{setting} has a default for database {db}, role {role}"),
         ));
     }
-    let now: Option<String> = client
-        .query_one("SELECT pg_catalog.current_setting($1, true)", &[setting])
-        .await
-        .context("cannot read the context setting")?
-        .get(0);
+    let now: Option<String> = col(
+        &client
+            .query_one("SELECT pg_catalog.current_setting($1, true)", &[setting])
+            .await
+            .context("cannot read the context setting")?,
+        0,
+    )?;
     if let Some(v) = now.filter(|v| !v.is_empty()) {
         tally.fail(Finding::new(
             "config.default-context",
@@ -996,15 +998,18 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
                 Err(e) => return Err(e.into()),
                 Ok(()) => {}
             }
-            let oid: u32 = client
-                .query_one("SELECT ('pg_temp.' || $1)::regclass::oid", &[&scratch])
-                .await?
-                .get(0);
+            let oid: u32 = col(
+                &client
+                    .query_one("SELECT ('pg_temp.' || $1)::regclass::oid", &[&scratch])
+                    .await?,
+                0,
+            )?;
             for r in client.query(SCRATCH_COLUMNS, &[&oid]).await? {
-                n.columns.insert(r.get(0), (r.get(1), r.get(2), r.get(3)));
+                n.columns
+                    .insert(col(&r, 0)?, (col(&r, 1)?, col(&r, 2)?, col(&r, 3)?));
             }
             for r in client.query(SCRATCH_CHECKS, &[&oid]).await? {
-                n.checks.insert(r.get(0), r.get(1));
+                n.checks.insert(col(&r, 0)?, col(&r, 1)?);
             }
             for (pname, p) in &table.policies {
                 client.batch_execute("SAVEPOINT tc_policy").await?;
@@ -1022,7 +1027,7 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
                     Ok(()) => {
                         let r = client.query_one(SCRATCH_POLICY, &[&oid, pname]).await?;
                         client.batch_execute("RELEASE SAVEPOINT tc_policy").await?;
-                        Ok((r.get(0), r.get(1)))
+                        Ok((col(&r, 0)?, col(&r, 1)?))
                     }
                 };
                 n.policies.insert(pname.clone(), value);
@@ -1055,20 +1060,22 @@ struct LivePolicy {
 }
 
 async fn read_policies(client: &Client, oid: u32) -> Result<Vec<LivePolicy>> {
-    Ok(client
+    client
         .query(POLICIES, &[&oid])
         .await
         .context("cannot read policies")?
         .iter()
-        .map(|r: &Row| LivePolicy {
-            name: r.get(0),
-            cmd: r.get(1),
-            permissive: r.get(2),
-            roles: r.get(3),
-            using: r.get(4),
-            with_check: r.get(5),
+        .map(|r: &Row| {
+            Ok(LivePolicy {
+                name: col(r, 0)?,
+                cmd: col(r, 1)?,
+                permissive: col(r, 2)?,
+                roles: col(r, 3)?,
+                using: col(r, 4)?,
+                with_check: col(r, 5)?,
+            })
         })
-        .collect())
+        .collect::<Result<_>>()
 }
 
 fn cmd_code(c: Command) -> &'static str {
@@ -1136,8 +1143,8 @@ async fn declared_table(
         .await
         .context("cannot read columns")?
         .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-        .collect();
+        .map(|r| Ok((col(r, 0)?, (col(r, 1)?, col(r, 2)?, col(r, 3)?))))
+        .collect::<Result<_>>()?;
     if let Some(e) = norm.and_then(|n| n.error.as_ref()) {
         tally.fail(Finding::new(
             "drift.column",
@@ -1178,14 +1185,17 @@ async fn declared_table(
         .query(CONSTRAINTS, &[&rel.oid])
         .await
         .context("cannot read constraints")?;
-    let live_cons: BTreeMap<String, &Row> =
-        rows.iter().map(|r| (r.get::<_, String>(0), r)).collect();
+    let live_cons: BTreeMap<String, &Row> = rows
+        .iter()
+        .map(|r| Ok((col::<String>(r, 0)?, r)))
+        .collect::<Result<_>>()?;
     for (cname, c) in &table.constraints {
         let problem = match live_cons.get(cname) {
             None => Some("is missing".to_string()),
             Some(r) => {
-                let kind: String = r.get(1);
-                let cols: Vec<String> = r.get(3);
+                let kind: String = col(r, 1)?;
+                let def: String = col(r, 2)?;
+                let cols: Vec<String> = col(r, 3)?;
                 match c {
                     Constraint::PrimaryKey { columns } | Constraint::Unique { columns } => {
                         let want = if matches!(c, Constraint::PrimaryKey { .. }) {
@@ -1193,11 +1203,10 @@ async fn declared_table(
                         } else {
                             "u"
                         };
-                        (kind != want || &cols != columns)
-                            .then(|| format!("is {}", r.get::<_, String>(2)))
+                        (kind != want || &cols != columns).then(|| format!("is {def}"))
                     }
                     Constraint::Check { .. } => {
-                        let live_def: String = r.get(2);
+                        let live_def = def.clone();
                         let decl = norm.and_then(|n| n.checks.get(cname));
                         (kind != "c" || decl.is_some_and(|d| d != &live_def)).then(|| {
                             format!(
@@ -1213,7 +1222,7 @@ async fn declared_table(
                         on_delete,
                     } => {
                         let (rtab, rnsp, rcols, del): (String, String, Vec<String>, String) =
-                            (r.get(4), r.get(5), r.get(6), r.get(7));
+                            (col(r, 4)?, col(r, 5)?, col(r, 6)?, col(r, 7)?);
                         let want_del = match on_delete {
                             OnDelete::NoAction => "a",
                             OnDelete::Restrict => "r",
@@ -1225,7 +1234,7 @@ async fn declared_table(
                             || rnsp != t.table_schema
                             || &rcols != ref_columns
                             || del != want_del)
-                            .then(|| format!("is {}", r.get::<_, String>(2)))
+                            .then(|| format!("is {def}"))
                     }
                 }
             }
@@ -1248,12 +1257,17 @@ async fn declared_table(
         .await
         .context("cannot read indexes")?;
     for (iname, ix) in &table.indexes {
-        let live = idx.iter().find(|r| r.get::<_, String>(0) == *iname);
+        let mut live = None;
+        for r in &idx {
+            if col::<String>(r, 0)? == *iname {
+                live = Some(r);
+            }
+        }
         let problem = match live {
             None => Some("is missing".to_string()),
             Some(r) => {
                 let (unique, cols, partial): (bool, Vec<String>, bool) =
-                    (r.get(1), r.get(2), r.get(3));
+                    (col(r, 1)?, col(r, 2)?, col(r, 3)?);
                 (unique != ix.unique || cols != ix.columns || partial).then(|| {
                     format!(
                         "is on ({}){}",
@@ -1287,8 +1301,13 @@ async fn declared_table(
     let problem = match trig {
         None => Some("is missing".to_string()),
         Some(r) => {
-            let (enabled, tgtype, nsp, func, args): (String, i32, String, String, Vec<u8>) =
-                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let (enabled, tgtype, nsp, func, args): (String, i32, String, String, Vec<u8>) = (
+                col(&r, 0)?,
+                col(&r, 1)?,
+                col(&r, 2)?,
+                col(&r, 3)?,
+                col(&r, 4)?,
+            );
             let mut want_args = table.tenant_column.as_bytes().to_vec();
             want_args.push(0);
             // tgtype bits: 1 = ROW, 2 = BEFORE, 16 = UPDATE.
@@ -1522,10 +1541,15 @@ async fn tenant_index(
         .await
         .context("cannot read indexes")?
         .iter()
-        .any(|r| {
-            r.get::<_, Vec<String>>(2).first().map(String::as_str) == Some(tc)
-                && !r.get::<_, bool>(3)
-        });
+        .map(|r| {
+            Ok(
+                col::<Vec<String>>(r, 2)?.first().map(String::as_str) == Some(tc)
+                    && !col::<bool>(r, 3)?,
+            )
+        })
+        .collect::<Result<Vec<bool>>>()?
+        .into_iter()
+        .any(|b| b);
     tally.record(
         "perf.tenant-index",
         (!led).then(|| {
@@ -1559,7 +1583,7 @@ async fn grants(
         .await
         .context("cannot read grants")?
     {
-        live.entry(r.get(0)).or_default().insert(r.get(1));
+        live.entry(col(&r, 0)?).or_default().insert(col(&r, 1)?);
     }
     let mut live_cols: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in client
@@ -1567,11 +1591,11 @@ async fn grants(
         .await
         .context("cannot read column grants")?
     {
-        let (who, p, col): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let (who, p, column): (String, String, String) = (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?);
         live_cols
             .entry(who)
             .or_default()
-            .insert(format!("{p} ({col})"));
+            .insert(format!("{p} ({column})"));
     }
     let mut grantees: BTreeSet<&String> = live.keys().chain(live_cols.keys()).collect();
     grantees.extend(table.grants.keys());
@@ -1627,7 +1651,7 @@ async fn grants(
         .await
         .context("cannot read privileges")?
     {
-        let (p, app, public): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
+        let (p, app, public): (String, bool, bool) = (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?);
         let who = match (app, public) {
             (_, true) => Some("PUBLIC".to_string()),
             (true, false) => Some(t.app_role.clone()),
@@ -1638,14 +1662,16 @@ async fn grants(
             who.map(|w| Finding::new("grant.dangerous", &obj, format!("{w} holds {p} on {disp}"))),
         );
     }
-    let can: bool = client
-        .query_one(
-            "SELECT pg_catalog.has_column_privilege($1, $2::oid, $3, 'UPDATE')",
-            &[&t.app_role, &rel.oid, &table.tenant_column],
-        )
-        .await
-        .context("cannot read column privileges")?
-        .get(0);
+    let can: bool = col(
+        &client
+            .query_one(
+                "SELECT pg_catalog.has_column_privilege($1, $2::oid, $3, 'UPDATE')",
+                &[&t.app_role, &rel.oid, &table.tenant_column],
+            )
+            .await
+            .context("cannot read column privileges")?,
+        0,
+    )?;
     tally.record(
         "grant.tenant-column-update",
         can.then(|| {

@@ -329,8 +329,8 @@ async fn check_set_role(client: &Client, schema: &Schema) -> Result<()> {
         )
         .await
         .context("cannot read the current user")?;
-    let user: String = row.get(0);
-    let version: i32 = row.get(1);
+    let user: String = row.try_get(0).context("unexpected current_user")?;
+    let version: i32 = row.try_get(1).context("unexpected server_version_num")?;
     let mut missing = Vec::new();
     for role in [&t.app_role, &t.admin_role] {
         let exists: bool = client
@@ -340,7 +340,8 @@ async fn check_set_role(client: &Client, schema: &Schema) -> Result<()> {
             )
             .await
             .context("cannot read pg_roles")?
-            .get(0);
+            .try_get(0)
+            .context("unexpected value from pg_roles")?;
         if !exists {
             bail!(
                 "role {role} does not exist, so verify cannot impersonate it\n  hint: run `tenantctl migrate` first (it creates the roles)"
