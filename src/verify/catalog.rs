@@ -79,7 +79,7 @@ WITH RECURSIVE deps(rel) AS (
 SELECT DISTINCT rel FROM deps";
 
 const ROLES: &str = "
-SELECT rolname::text, rolsuper, rolbypassrls, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = ANY($1)";
+SELECT rolname::text, rolsuper, rolbypassrls, rolcanlogin, rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = ANY($1)";
 
 /// Every role the app role is a member of, directly or through other roles.
 const APP_MEMBERSHIPS: &str = "
@@ -89,7 +89,33 @@ WITH RECURSIVE up(roleid) AS (
   UNION
     SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN up ON m.member = up.roleid
 )
-SELECT r.rolname::text, r.rolsuper, r.rolbypassrls FROM up JOIN pg_catalog.pg_roles r ON r.oid = up.roleid
+SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, r.rolcreaterole FROM up JOIN pg_catalog.pg_roles r ON r.oid = up.roleid
+ORDER BY 1";
+
+/// Predefined roles that reach past row-level security or out to the server's files and programs.
+const PREDEFINED: &[&str] = &[
+    "pg_execute_server_program",
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_read_all_data",
+    "pg_write_all_data",
+];
+
+/// Every role granted the app role, directly or through other roles (the application's login
+/// roles), except the role verify runs as (the migrator) and the owner and admin roles ($2):
+/// its attributes and which of $2 it is also a member of.
+const APP_GRANTEES: &str = "
+WITH RECURSIVE down(member) AS (
+    SELECT m.member FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+    WHERE r.rolname = $1
+  UNION
+    SELECT m.member FROM pg_catalog.pg_auth_members m JOIN down ON m.roleid = down.member
+)
+SELECT r.rolname::text, r.rolsuper, r.rolbypassrls,
+       ARRAY(SELECT o.rolname::text FROM pg_catalog.pg_roles o
+             WHERE o.rolname = ANY($2) AND pg_catalog.pg_has_role(r.oid, o.oid, 'MEMBER') ORDER BY 1)
+FROM down JOIN pg_catalog.pg_roles r ON r.oid = down.member
+WHERE r.rolname <> ALL($2) AND r.rolname <> current_user AND r.rolname <> session_user
 ORDER BY 1";
 
 const OWNED: &str = "
@@ -169,18 +195,44 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE t.tgrelid = $1 AND t.tgname = $2";
 
 const FUNCTION: &str = "
-SELECT p.prosrc, p.provolatile::text, p.prosecdef
+SELECT p.prosrc, p.provolatile::text, p.prosecdef, pg_catalog.pg_get_userbyid(p.proowner)::text
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = $1 AND p.proname = $2 AND p.pronargs = 0";
 
+const SCHEMA_OWNER: &str = "
+SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text FROM pg_catalog.pg_namespace n WHERE n.nspname = $1";
+
+/// SECURITY DEFINER functions the app role ($1) can execute, with their owner's attributes and
+/// which of the roles $2 (owner, admin) the owner is a member of.
 const DEFINER_FUNCTIONS: &str = "
 SELECT n.nspname::text, p.proname::text, pg_catalog.pg_get_function_identity_arguments(p.oid), p.prosrc,
-       coalesce(p.proconfig, '{}')::text[]
+       coalesce(p.proconfig, '{}')::text[], o.rolname::text, o.rolsuper, o.rolbypassrls,
+       ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
+             WHERE r.rolname = ANY($2) AND pg_catalog.pg_has_role(p.proowner, r.oid, 'MEMBER') ORDER BY 1)
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
 WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND pg_catalog.has_function_privilege($1, p.oid, 'EXECUTE')
   AND pg_catalog.has_schema_privilege($1, n.oid, 'USAGE')
 ORDER BY 1, 2, 3";
+
+/// Rules on tenant tables (a table has no `_RETURN` rule; a view that was a table might).
+const RULES: &str = "
+SELECT r.ev_class, r.rulename::text, r.ev_type::text, r.ev_enabled::text
+FROM pg_catalog.pg_rewrite r WHERE r.ev_class = ANY($1) AND r.rulename <> '_RETURN'
+ORDER BY 1, 2";
+
+/// User triggers on a table other than the immutability trigger ($2); foreign-key triggers are internal.
+const OTHER_TRIGGERS: &str = "
+SELECT t.tgname::text, t.tgtype::int4, t.tgenabled::text FROM pg_catalog.pg_trigger t
+WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname <> $2
+ORDER BY 1";
+
+/// Whether a table references a tenant table ($2) by foreign key or inherits from one.
+const TABLE_DERIVED: &str = "
+SELECT EXISTS (SELECT FROM pg_catalog.pg_constraint c
+               WHERE c.conrelid = $1 AND c.contype = 'f' AND c.confrelid = ANY($2))
+    OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = $1 AND i.inhparent = ANY($2))";
 
 /// Scratch copies of the declared tables and policies, read back after Postgres normalised them.
 const SCRATCH_COLUMNS: &str = COLUMNS;
@@ -210,44 +262,55 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     let t = &schema.tenancy;
     roles(client, schema, &mut tally).await?;
     default_context(client, schema, &mut tally).await?;
-    functions(client, schema, &mut tally).await?;
 
-    let rels: Vec<(Rel, bool)> = client
+    let mut rels: Vec<(Rel, bool)> = Vec::new();
+    for r in client
         .query(RELATIONS, &[&t.tenant_column, &t.app_role])
         .await
         .context("cannot list relations")?
-        .iter()
-        .map(|r| {
-            (
-                Rel {
-                    oid: r.get(0),
-                    schema: r.get(1),
-                    name: r.get(2),
-                    kind: r.get(3),
-                    rls: r.get(4),
-                    forced: r.get(5),
-                    owner: r.get(6),
-                    has_tc: r.get(7),
-                    options: r.get(8),
-                },
-                r.get::<_, bool>(9),
-            )
-        })
-        .collect();
-    let declared = |r: &Rel| r.schema == t.table_schema && schema.tables.contains_key(&r.name);
+    {
+        rels.push((
+            Rel {
+                oid: col(&r, 0)?,
+                schema: col(&r, 1)?,
+                name: col(&r, 2)?,
+                kind: col(&r, 3)?,
+                rls: col(&r, 4)?,
+                forced: col(&r, 5)?,
+                owner: col(&r, 6)?,
+                has_tc: col(&r, 7)?,
+                options: col(&r, 8)?,
+            },
+            col(&r, 9)?,
+        ));
+    }
+    // Declared tables count only in the declared schema, and only as tables.
+    let declared = |r: &Rel| {
+        r.schema == t.table_schema
+            && schema.tables.contains_key(&r.name)
+            && matches!(r.kind.as_str(), "r" | "p")
+    };
     // Tenant data: every declared table, and every other table that carries the tenant column.
     let tenant_oids: HashSet<u32> = rels
         .iter()
         .filter(|(r, _)| matches!(r.kind.as_str(), "r" | "p" | "f") && (declared(r) || r.has_tc))
         .map(|(r, _)| r.oid)
         .collect();
+    let tenant_owners: BTreeSet<&str> = rels
+        .iter()
+        .filter(|(r, _)| tenant_oids.contains(&r.oid))
+        .map(|(r, _)| r.owner.as_str())
+        .collect();
+    functions(client, schema, &tenant_owners, &mut tally).await?;
+    rules(client, &rels, &tenant_oids, &mut tally).await?;
 
     // Declared tables: drift, RLS, grants, trigger, policies, index.
     let norm = normalise(client, schema).await?;
     for (name, table) in &schema.tables {
-        let rel = rels.iter().map(|(r, _)| r).find(|r| {
-            r.schema == t.table_schema && &r.name == name && matches!(r.kind.as_str(), "r" | "p")
-        });
+        let rel = rels
+            .iter()
+            .map(|(r, _)| r)
+            .find(|r| &r.name == name && declared(r));
         let Some(rel) = rel else {
             tally.fail(Finding::new(
                 "drift.table",
@@ -265,21 +328,46 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     }
 
     // Everything else the app role can reach.
+    let tenant_oid_list: Vec<u32> = tenant_oids.iter().copied().collect();
     for (rel, reachable) in &rels {
         if declared(rel) || !reachable {
             continue;
         }
-        let reads_tenant = if matches!(rel.kind.as_str(), "v" | "m") {
-            client
+        let reads: Vec<u32> = if matches!(rel.kind.as_str(), "v" | "m") {
+            let mut v = Vec::new();
+            for r in client
                 .query(VIEW_READS, &[&rel.oid])
                 .await
                 .context("cannot read view dependencies")?
-                .iter()
-                .any(|r| tenant_oids.contains(&r.get::<_, u32>(0)))
+            {
+                v.push(col(&r, 0)?);
+            }
+            v
         } else {
-            false
+            Vec::new()
         };
+        let reads_tenant = reads.iter().any(|o| tenant_oids.contains(o));
         let tenant_data = rel.has_tc || reads_tenant;
+        let derived = tenant_data
+            || (matches!(rel.kind.as_str(), "r" | "p" | "f")
+                && col::<bool>(
+                    &client
+                        .query_one(TABLE_DERIVED, &[&rel.oid, &tenant_oid_list])
+                        .await
+                        .context("cannot read table dependencies")?,
+                    0,
+                )?);
+        // A security_invoker view, over security_invoker views only, reads with the app role's
+        // own rights: row-level security and the app role's grants apply beneath it, and every
+        // relation it can reach that way is checked on its own.
+        let invoker_only = rel.kind == "v"
+            && rel.security_invoker()
+            && reads.iter().all(|o| {
+                rels.iter()
+                    .find(|(r, _)| r.oid == *o)
+                    .is_none_or(|(r, _)| r.kind != "v" || r.security_invoker())
+            });
+        undeclared(schema, rel, derived, invoker_only, &mut tally);
         match rel.kind.as_str() {
             "r" | "p" if rel.has_tc => {
                 if !rel.rls {
@@ -348,6 +436,120 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     Ok(tally)
 }
 
+/// A relation the app role can reach that policies/ does not declare.
+fn undeclared(schema: &Schema, rel: &Rel, derived: bool, invoker_only: bool, tally: &mut Tally) {
+    let t = &schema.tenancy;
+    let app = qi(&t.app_role);
+    let revoke = format!(
+        "REVOKE ALL ON {} FROM {app}, PUBLIC (and from the roles {app} is a member of), or declare it in policies/",
+        qualified(&rel.schema, &rel.name)
+    );
+    if invoker_only {
+        tally.pass("exposure.undeclared");
+        tally.pass("exposure.undeclared-other");
+    } else if derived {
+        tally.fail(
+            Finding::new(
+                "exposure.undeclared",
+                rel.object(),
+                format!(
+                    "{} is not declared in policies/, the app role can reach it, and it carries {} or is derived from tenant tables",
+                    rel.object(),
+                    t.tenant_column
+                ),
+            )
+            .hint(revoke),
+        );
+    } else {
+        tally.pass("exposure.undeclared");
+        tally.fail(
+            Finding::new(
+                "exposure.undeclared-other",
+                rel.object(),
+                format!(
+                    "{} is not declared in policies/ and the app role can reach it",
+                    rel.object()
+                ),
+            )
+            .hint(revoke),
+        );
+    }
+}
+
+/// Any rule on a tenant table: its actions run with the table owner's rights and can write
+/// other tenants' rows that the policies would have hidden.
+async fn rules(
+    client: &Client,
+    rels: &[(Rel, bool)],
+    tenant_oids: &HashSet<u32>,
+    tally: &mut Tally,
+) -> Result<()> {
+    let oids: Vec<u32> = tenant_oids.iter().copied().collect();
+    let mut found = Vec::new();
+    for r in client
+        .query(RULES, &[&oids])
+        .await
+        .context("cannot read rules")?
+    {
+        let (oid, name, ev, enabled): (u32, String, String, String) =
+            (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?, col(&r, 3)?);
+        found.push((oid, name, ev, enabled));
+    }
+    for (rel, _) in rels.iter().filter(|(r, _)| tenant_oids.contains(&r.oid)) {
+        let mine: Vec<_> = found.iter().filter(|f| f.0 == rel.oid).collect();
+        if mine.is_empty() {
+            tally.pass("drift.rule");
+        }
+        for (_, name, ev, enabled) in mine {
+            let on = match ev.as_str() {
+                "1" => "SELECT",
+                "2" => "UPDATE",
+                "3" => "INSERT",
+                "4" => "DELETE",
+                _ => "?",
+            };
+            tally.fail(
+                Finding::new(
+                    "drift.rule",
+                    format!("rule {name} on {}", rel.display()),
+                    format!(
+                        "rule {name} ON {on} on tenant table {}{} rewrites statements with the rights of its owner {}",
+                        rel.display(),
+                        if enabled == "D" { " (disabled)" } else { "" },
+                        rel.owner
+                    ),
+                )
+                .hint(format!(
+                    "DROP RULE {} ON {}",
+                    qi(name),
+                    qualified(&rel.schema, &rel.name)
+                )),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A quoted identifier, for fixes that name hostile objects.
+fn qi(name: &str) -> String {
+    postgres_protocol::escape::escape_identifier(name)
+}
+
+fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", qi(schema), qi(name))
+}
+
+/// A column of a catalog row. A value of an unexpected type is an error (verify exits 2), never
+/// a panic.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T> {
+    r.try_get(i).with_context(|| {
+        format!(
+            "unexpected catalog value in column {i} ({})",
+            r.columns().get(i).map_or("?", |c| c.name())
+        )
+    })
+}
+
 async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()> {
     let t = &schema.tenancy;
     let mut names: Vec<&String> = schema.roles.keys().collect();
@@ -356,14 +558,17 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
             names.push(r);
         }
     }
-    let rows = client
+    let mut live: BTreeMap<String, (bool, bool, bool, bool)> = BTreeMap::new();
+    for r in client
         .query(ROLES, &[&names])
         .await
-        .context("cannot read roles")?;
-    let live: BTreeMap<String, (bool, bool, bool)> = rows
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-        .collect();
+        .context("cannot read roles")?
+    {
+        live.insert(
+            col(&r, 0)?,
+            (col(&r, 1)?, col(&r, 2)?, col(&r, 3)?, col(&r, 4)?),
+        );
+    }
     for (name, role) in &schema.roles {
         let obj = format!("role {name}");
         let finding = match live.get(name) {
@@ -372,7 +577,7 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
                 &obj,
                 format!("role {name} is declared but does not exist"),
             )),
-            Some((_, bypass, login)) if *bypass != role.bypassrls || *login != role.login => {
+            Some((_, bypass, login, _)) if *bypass != role.bypassrls || *login != role.login => {
                 Some(Finding::new(
                     "drift.role",
                     &obj,
@@ -405,13 +610,14 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
         "role.app-bypassrls",
         bypass.then(|| Finding::new("role.app-bypassrls", &obj, format!("{app} has BYPASSRLS"))),
     );
-    let owned: Vec<String> = client
+    let mut owned: Vec<String> = Vec::new();
+    for r in client
         .query(OWNED, &[app])
         .await
         .context("cannot read object owners")?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    {
+        owned.push(col(&r, 0)?);
+    }
     tally.pass("role.app-owns");
     for o in owned {
         tally.fail(Finding::new(
@@ -421,7 +627,41 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
         ));
     }
     tally.pass("role.app-membership");
-    for (role, sup, byp) in app_memberships(client, schema).await? {
+    let memberships = app_memberships(client, schema).await?;
+    // CREATEROLE lets a role grant itself (on Postgres 15) any non-superuser role: the admin role.
+    let app_createrole = live.get(app).is_some_and(|l| l.3);
+    let creators: Vec<&str> = (app_createrole.then_some(app.as_str()).into_iter())
+        .chain(memberships.iter().filter(|m| m.3).map(|m| m.0.as_str()))
+        .collect();
+    tally.pass("role.app-createrole");
+    for c in creators {
+        let via = if c == app {
+            String::new()
+        } else {
+            format!(", which {app} is a member of")
+        };
+        tally.fail(
+            Finding::new(
+                "role.app-createrole",
+                format!("role {c}"),
+                format!(
+                    "{c}{via} has CREATEROLE: {app} can grant itself {} or {}",
+                    t.admin_role, t.owner_role
+                ),
+            )
+            .hint(if c == app {
+                format!("ALTER ROLE {} NOCREATEROLE", qi(c))
+            } else {
+                format!(
+                    "ALTER ROLE {} NOCREATEROLE, or REVOKE {} FROM {}",
+                    qi(c),
+                    qi(c),
+                    qi(app)
+                )
+            }),
+        );
+    }
+    for (role, sup, byp, _) in memberships {
         let why = if role == t.owner_role {
             Some("the owner role (owners bypass RLS unless forced, and can disable it)")
         } else if role == t.admin_role {
@@ -430,6 +670,8 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
             Some("a superuser role")
         } else if byp {
             Some("a BYPASSRLS role")
+        } else if PREDEFINED.contains(&role.as_str()) {
+            Some("a predefined role that reaches every table or the server's files and programs")
         } else {
             None
         };
@@ -441,6 +683,7 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
             ));
         }
     }
+    app_grantees(client, schema, tally).await?;
     if t.admin_bypass == AdminBypass::Bypassrls {
         let has = live.get(&t.admin_role).is_some_and(|l| l.1 || l.0);
         tally.record(
@@ -460,14 +703,66 @@ async fn roles(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()
     Ok(())
 }
 
-async fn app_memberships(client: &Client, schema: &Schema) -> Result<Vec<(String, bool, bool)>> {
-    Ok(client
+/// A role the app role is a member of: name, superuser, BYPASSRLS, CREATEROLE.
+type Membership = (String, bool, bool, bool);
+
+async fn app_memberships(client: &Client, schema: &Schema) -> Result<Vec<Membership>> {
+    let mut out = Vec::new();
+    for r in client
         .query(APP_MEMBERSHIPS, &[&schema.tenancy.app_role])
         .await
         .context("cannot read role memberships")?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    {
+        out.push((col(&r, 0)?, col(&r, 1)?, col(&r, 2)?, col(&r, 3)?));
+    }
+    Ok(out)
+}
+
+/// The roles granted the app role (the application's login roles) must not carry more than it:
+/// a superuser or BYPASSRLS login, or one that is also admin or owner, skips the policies.
+async fn app_grantees(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()> {
+    let t = &schema.tenancy;
+    let app = &t.app_role;
+    let others = vec![t.owner_role.clone(), t.admin_role.clone()];
+    tally.pass("role.app-grantee");
+    for r in client
+        .query(APP_GRANTEES, &[app, &others])
+        .await
+        .context("cannot read the roles granted the app role")?
+    {
+        let (role, sup, byp, also): (String, bool, bool, Vec<String>) =
+            (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?, col(&r, 3)?);
+        let mut why = Vec::new();
+        let mut fix = Vec::new();
+        if sup {
+            why.push("is a superuser".to_string());
+            fix.push(format!("ALTER ROLE {} NOSUPERUSER", qi(&role)));
+        }
+        if byp {
+            why.push("has BYPASSRLS".to_string());
+            fix.push(format!("ALTER ROLE {} NOBYPASSRLS", qi(&role)));
+        }
+        if !sup && !also.is_empty() {
+            why.push(format!("is also a member of {}", also.join(" and ")));
+            let list: Vec<String> = also.iter().map(|a| qi(a)).collect();
+            fix.push(format!("REVOKE {} FROM {}", list.join(", "), qi(&role)));
+        }
+        if why.is_empty() {
+            continue;
+        }
+        tally.fail(
+            Finding::new(
+                "role.app-grantee",
+                format!("role {role}"),
+                format!(
+                    "{role} is granted {app} and {}: its sessions skip {app}'s policies",
+                    why.join(", ")
+                ),
+            )
+            .hint(fix.join("; ")),
+        );
+    }
+    Ok(())
 }
 
 async fn default_context(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()> {
@@ -478,18 +773,20 @@ async fn default_context(client: &Client, schema: &Schema, tally: &mut Tally) ->
         .await
         .context("cannot read database and role settings")?
     {
-        let (db, role): (String, String) = (r.get(0), r.get(1));
+        let (db, role): (String, String) = (col(&r, 0)?, col(&r, 1)?);
         tally.fail(Finding::new(
             "config.default-context",
             format!("setting {setting}"),
             format!("{setting} has a default for database {db}, role {role}"),
         ));
     }
-    let now: Option<String> = client
-        .query_one("SELECT pg_catalog.current_setting($1, true)", &[setting])
-        .await
-        .context("cannot read the context setting")?
-        .get(0);
+    let now: Option<String> = col(
+        &client
+            .query_one("SELECT pg_catalog.current_setting($1, true)", &[setting])
+            .await
+            .context("cannot read the context setting")?,
+        0,
+    )?;
     if let Some(v) = now.filter(|v| !v.is_empty()) {
         tally.fail(Finding::new(
             "config.default-context",
@@ -500,19 +797,25 @@ async fn default_context(client: &Client, schema: &Schema, tally: &mut Tally) ->
     Ok(())
 }
 
-async fn functions(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()> {
+async fn functions(
+    client: &Client,
+    schema: &Schema,
+    tenant_owners: &BTreeSet<&str>,
+    tally: &mut Tally,
+) -> Result<()> {
     let t = &schema.tenancy;
+    let owner = &t.owner_role;
+    let helper_functions = [
+        t.context_function.clone(),
+        "forbid_tenant_change".to_string(),
+    ];
     for (name, body, volatility) in [
         (
-            &t.context_function,
+            &helper_functions[0],
             sql::context_function_body(t),
             Some("s"),
         ),
-        (
-            &"forbid_tenant_change".to_string(),
-            sql::trigger_function_body(),
-            None,
-        ),
+        (&helper_functions[1], sql::trigger_function_body(), None),
     ] {
         let obj = format!("function {}.{name}()", t.helper_schema);
         let row = client
@@ -522,7 +825,19 @@ async fn functions(client: &Client, schema: &Schema, tally: &mut Tally) -> Resul
         let problem = match row {
             None => Some("does not exist".to_string()),
             Some(r) => {
-                let (src, vol, definer): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+                let (src, vol, definer, fowner): (String, String, bool, String) =
+                    (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?, col(&r, 3)?);
+                owned_by(
+                    &obj,
+                    &fowner,
+                    format!(
+                        "ALTER FUNCTION {}() OWNER TO {}",
+                        qualified(&t.helper_schema, name),
+                        qi(owner)
+                    ),
+                    owner,
+                    tally,
+                );
                 if src != body {
                     Some(format!("has another body: {}", src.trim()))
                 } else if volatility.is_some_and(|v| v != vol) {
@@ -539,30 +854,77 @@ async fn functions(client: &Client, schema: &Schema, tally: &mut Tally) -> Resul
             problem.map(|p| Finding::new("drift.function", &obj, format!("{obj} {p}"))),
         );
     }
+    if let Some(r) = client
+        .query_opt(SCHEMA_OWNER, &[&t.helper_schema])
+        .await
+        .context("cannot read the helper schema")?
+    {
+        owned_by(
+            &format!("schema {}", t.helper_schema),
+            &col::<String>(&r, 0)?,
+            format!(
+                "ALTER SCHEMA {} OWNER TO {}",
+                qi(&t.helper_schema),
+                qi(owner)
+            ),
+            owner,
+            tally,
+        );
+    }
+
     let tables: Vec<String> = schema.tables.keys().cloned().collect();
+    let owner_admin = vec![t.owner_role.clone(), t.admin_role.clone()];
     for r in client
-        .query(DEFINER_FUNCTIONS, &[&t.app_role])
+        .query(DEFINER_FUNCTIONS, &[&t.app_role, &owner_admin])
         .await
         .context("cannot read SECURITY DEFINER functions")?
     {
-        let (nsp, name, args, src, config): (String, String, String, String, Vec<String>) =
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let (nsp, name, args, src, config): (String, String, String, String, Vec<String>) = (
+            col(&r, 0)?,
+            col(&r, 1)?,
+            col(&r, 2)?,
+            col(&r, 3)?,
+            col(&r, 4)?,
+        );
+        let (fowner, sup, byp, member_of): (String, bool, bool, Vec<String>) =
+            (col(&r, 5)?, col(&r, 6)?, col(&r, 7)?, col(&r, 8)?);
+        // tenantctl's own helpers are SECURITY INVOKER; drift.function reports them otherwise.
+        if nsp == t.helper_schema && args.is_empty() && helper_functions.contains(&name) {
+            continue;
+        }
         let obj = format!("function {nsp}.{name}({args})");
         let reads: Vec<&String> = tables.iter().filter(|t| mentions(&src, t)).collect();
+        // Whatever the body says (EXECUTE hides what it reads), these owners reach tenant rows.
+        let runs_as = if sup {
+            Some(format!("the superuser {fowner}"))
+        } else if byp {
+            Some(format!("{fowner}, which has BYPASSRLS"))
+        } else if tenant_owners.contains(fowner.as_str()) {
+            Some(format!("{fowner}, which owns tenant tables"))
+        } else if !member_of.is_empty() {
+            Some(format!("{fowner}, a member of {}", member_of.join(" and ")))
+        } else {
+            None
+        };
+        let why = match (reads.is_empty(), runs_as) {
+            (true, None) => None,
+            (false, None) => Some(format!(
+                "reads {}",
+                reads
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            (_, Some(who)) => Some(format!("runs as {who}")),
+        };
         tally.record(
             "exposure.function",
-            (!reads.is_empty()).then(|| {
+            why.map(|why| {
                 Finding::new(
                     "exposure.function",
                     &obj,
-                    format!(
-                        "SECURITY DEFINER {obj} reads {} and the app role can execute it",
-                        reads
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    format!("SECURITY DEFINER {obj} {why} and the app role can execute it"),
                 )
             }),
         );
@@ -579,6 +941,21 @@ async fn functions(client: &Client, schema: &Schema, tally: &mut Tally) -> Resul
         );
     }
     Ok(())
+}
+
+/// drift.owner for one object: it must be owned by the owner role.
+fn owned_by(obj: &str, actual: &str, fix: String, owner: &str, tally: &mut Tally) {
+    tally.record(
+        "drift.owner",
+        (actual != owner).then(|| {
+            Finding::new(
+                "drift.owner",
+                obj,
+                format!("{obj} is owned by {actual}, not {owner}"),
+            )
+            .hint(fix)
+        }),
+    );
 }
 
 /// Whether `name` occurs in `text` as a whole word (an identifier), case-insensitively.
@@ -624,15 +1001,18 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
                 Err(e) => return Err(e.into()),
                 Ok(()) => {}
             }
-            let oid: u32 = client
-                .query_one("SELECT ('pg_temp.' || $1)::regclass::oid", &[&scratch])
-                .await?
-                .get(0);
+            let oid: u32 = col(
+                &client
+                    .query_one("SELECT ('pg_temp.' || $1)::regclass::oid", &[&scratch])
+                    .await?,
+                0,
+            )?;
             for r in client.query(SCRATCH_COLUMNS, &[&oid]).await? {
-                n.columns.insert(r.get(0), (r.get(1), r.get(2), r.get(3)));
+                n.columns
+                    .insert(col(&r, 0)?, (col(&r, 1)?, col(&r, 2)?, col(&r, 3)?));
             }
             for r in client.query(SCRATCH_CHECKS, &[&oid]).await? {
-                n.checks.insert(r.get(0), r.get(1));
+                n.checks.insert(col(&r, 0)?, col(&r, 1)?);
             }
             for (pname, p) in &table.policies {
                 client.batch_execute("SAVEPOINT tc_policy").await?;
@@ -651,7 +1031,7 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
                     Ok(()) => {
                         let r = client.query_one(SCRATCH_POLICY, &[&oid, pname]).await?;
                         client.batch_execute("RELEASE SAVEPOINT tc_policy").await?;
-                        Ok((r.get(0), r.get(1)))
+                        Ok((col(&r, 0)?, col(&r, 1)?))
                     }
                 };
                 n.policies.insert(pname.clone(), value);
@@ -684,20 +1064,22 @@ struct LivePolicy {
 }
 
 async fn read_policies(client: &Client, oid: u32) -> Result<Vec<LivePolicy>> {
-    Ok(client
+    client
         .query(POLICIES, &[&oid])
         .await
         .context("cannot read policies")?
         .iter()
-        .map(|r: &Row| LivePolicy {
-            name: r.get(0),
-            cmd: r.get(1),
-            permissive: r.get(2),
-            roles: r.get(3),
-            using: r.get(4),
-            with_check: r.get(5),
+        .map(|r: &Row| {
+            Ok(LivePolicy {
+                name: col(r, 0)?,
+                cmd: col(r, 1)?,
+                permissive: col(r, 2)?,
+                roles: col(r, 3)?,
+                using: col(r, 4)?,
+                with_check: col(r, 5)?,
+            })
         })
-        .collect())
+        .collect::<Result<_>>()
 }
 
 fn cmd_code(c: Command) -> &'static str {
@@ -721,6 +1103,18 @@ async fn declared_table(
     let t = &schema.tenancy;
     let obj = rel.object();
     let disp = rel.display();
+
+    owned_by(
+        &obj,
+        &rel.owner,
+        format!(
+            "ALTER TABLE {} OWNER TO {}",
+            qualified(&rel.schema, &rel.name),
+            qi(&t.owner_role)
+        ),
+        &t.owner_role,
+        tally,
+    );
 
     // Row-level security, enabled and forced.
     tally.record(
@@ -753,8 +1147,8 @@ async fn declared_table(
         .await
         .context("cannot read columns")?
         .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-        .collect();
+        .map(|r| Ok((col(r, 0)?, (col(r, 1)?, col(r, 2)?, col(r, 3)?))))
+        .collect::<Result<_>>()?;
     if let Some(e) = norm.and_then(|n| n.error.as_ref()) {
         tally.fail(Finding::new(
             "drift.column",
@@ -795,14 +1189,17 @@ async fn declared_table(
         .query(CONSTRAINTS, &[&rel.oid])
         .await
         .context("cannot read constraints")?;
-    let live_cons: BTreeMap<String, &Row> =
-        rows.iter().map(|r| (r.get::<_, String>(0), r)).collect();
+    let live_cons: BTreeMap<String, &Row> = rows
+        .iter()
+        .map(|r| Ok((col::<String>(r, 0)?, r)))
+        .collect::<Result<_>>()?;
     for (cname, c) in &table.constraints {
         let problem = match live_cons.get(cname) {
             None => Some("is missing".to_string()),
             Some(r) => {
-                let kind: String = r.get(1);
-                let cols: Vec<String> = r.get(3);
+                let kind: String = col(r, 1)?;
+                let def: String = col(r, 2)?;
+                let cols: Vec<String> = col(r, 3)?;
                 match c {
                     Constraint::PrimaryKey { columns } | Constraint::Unique { columns } => {
                         let want = if matches!(c, Constraint::PrimaryKey { .. }) {
@@ -810,11 +1207,10 @@ async fn declared_table(
                         } else {
                             "u"
                         };
-                        (kind != want || &cols != columns)
-                            .then(|| format!("is {}", r.get::<_, String>(2)))
+                        (kind != want || &cols != columns).then(|| format!("is {def}"))
                     }
                     Constraint::Check { .. } => {
-                        let live_def: String = r.get(2);
+                        let live_def = def.clone();
                         let decl = norm.and_then(|n| n.checks.get(cname));
                         (kind != "c" || decl.is_some_and(|d| d != &live_def)).then(|| {
                             format!(
@@ -830,7 +1226,7 @@ async fn declared_table(
                         on_delete,
                     } => {
                         let (rtab, rnsp, rcols, del): (String, String, Vec<String>, String) =
-                            (r.get(4), r.get(5), r.get(6), r.get(7));
+                            (col(r, 4)?, col(r, 5)?, col(r, 6)?, col(r, 7)?);
                         let want_del = match on_delete {
                             OnDelete::NoAction => "a",
                             OnDelete::Restrict => "r",
@@ -842,7 +1238,7 @@ async fn declared_table(
                             || rnsp != t.table_schema
                             || &rcols != ref_columns
                             || del != want_del)
-                            .then(|| format!("is {}", r.get::<_, String>(2)))
+                            .then(|| format!("is {def}"))
                     }
                 }
             }
@@ -865,12 +1261,17 @@ async fn declared_table(
         .await
         .context("cannot read indexes")?;
     for (iname, ix) in &table.indexes {
-        let live = idx.iter().find(|r| r.get::<_, String>(0) == *iname);
+        let mut live = None;
+        for r in &idx {
+            if col::<String>(r, 0)? == *iname {
+                live = Some(r);
+            }
+        }
         let problem = match live {
             None => Some("is missing".to_string()),
             Some(r) => {
                 let (unique, cols, partial): (bool, Vec<String>, bool) =
-                    (r.get(1), r.get(2), r.get(3));
+                    (col(r, 1)?, col(r, 2)?, col(r, 3)?);
                 (unique != ix.unique || cols != ix.columns || partial).then(|| {
                     format!(
                         "is on ({}){}",
@@ -904,8 +1305,13 @@ async fn declared_table(
     let problem = match trig {
         None => Some("is missing".to_string()),
         Some(r) => {
-            let (enabled, tgtype, nsp, func, args): (String, i32, String, String, Vec<u8>) =
-                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let (enabled, tgtype, nsp, func, args): (String, i32, String, String, Vec<u8>) = (
+                col(&r, 0)?,
+                col(&r, 1)?,
+                col(&r, 2)?,
+                col(&r, 3)?,
+                col(&r, 4)?,
+            );
             let mut want_args = table.tenant_column.as_bytes().to_vec();
             want_args.push(0);
             // tgtype bits: 1 = ROW, 2 = BEFORE, 16 = UPDATE.
@@ -931,6 +1337,8 @@ async fn declared_table(
             )
         }),
     );
+
+    other_triggers(client, rel, tally).await?;
 
     // Policies: declared ones present and equal; no undeclared one; shape.
     let live = read_policies(client, rel.oid).await?;
@@ -1045,6 +1453,67 @@ async fn declared_table(
     Ok(())
 }
 
+/// Triggers that tenantctl does not generate. Row triggers fire in name order (byte order), so a
+/// BEFORE INSERT/UPDATE row trigger named after the immutability trigger can change the tenant id
+/// once the check has passed.
+async fn other_triggers(client: &Client, rel: &Rel, tally: &mut Tally) -> Result<()> {
+    let disp = rel.display();
+    let mut late = false;
+    let mut other = false;
+    for r in client
+        .query(OTHER_TRIGGERS, &[&rel.oid, &sql::IMMUTABILITY_TRIGGER])
+        .await
+        .context("cannot read triggers")?
+    {
+        let (name, tgtype, enabled): (String, i32, String) =
+            (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?);
+        // tgtype bits: 1 = ROW, 2 = BEFORE, 4 = INSERT, 16 = UPDATE, 64 = INSTEAD.
+        let row_before = tgtype & 0b100_0011 == 0b11;
+        let writes = tgtype & (4 | 16) != 0;
+        let after_check = name.as_bytes() > sql::IMMUTABILITY_TRIGGER.as_bytes();
+        let fix = format!(
+            "DROP TRIGGER {} ON {}",
+            qi(&name),
+            qualified(&rel.schema, &rel.name)
+        );
+        let obj = format!("trigger {name} on {disp}");
+        if row_before && writes && after_check && enabled != "D" {
+            late = true;
+            tally.fail(
+                Finding::new(
+                    "drift.trigger-late",
+                    &obj,
+                    format!(
+                        "trigger {name} on {disp} fires BEFORE INSERT/UPDATE FOR EACH ROW after {} (names sort after it): it can change the tenant id once the check has passed",
+                        sql::IMMUTABILITY_TRIGGER
+                    ),
+                )
+                .hint(fix),
+            );
+        } else {
+            other = true;
+            tally.fail(
+                Finding::new(
+                    "drift.trigger-undeclared",
+                    &obj,
+                    format!(
+                        "trigger {name} on {disp}{} is not generated by tenantctl",
+                        if enabled == "D" { " (disabled)" } else { "" }
+                    ),
+                )
+                .hint(fix),
+            );
+        }
+    }
+    if !late {
+        tally.pass("drift.trigger-late");
+    }
+    if !other {
+        tally.pass("drift.trigger-undeclared");
+    }
+    Ok(())
+}
+
 fn show(e: &Option<String>) -> String {
     e.clone().unwrap_or_else(|| "(none)".into())
 }
@@ -1076,10 +1545,15 @@ async fn tenant_index(
         .await
         .context("cannot read indexes")?
         .iter()
-        .any(|r| {
-            r.get::<_, Vec<String>>(2).first().map(String::as_str) == Some(tc)
-                && !r.get::<_, bool>(3)
-        });
+        .map(|r| {
+            Ok(
+                col::<Vec<String>>(r, 2)?.first().map(String::as_str) == Some(tc)
+                    && !col::<bool>(r, 3)?,
+            )
+        })
+        .collect::<Result<Vec<bool>>>()?
+        .into_iter()
+        .any(|b| b);
     tally.record(
         "perf.tenant-index",
         (!led).then(|| {
@@ -1113,7 +1587,7 @@ async fn grants(
         .await
         .context("cannot read grants")?
     {
-        live.entry(r.get(0)).or_default().insert(r.get(1));
+        live.entry(col(&r, 0)?).or_default().insert(col(&r, 1)?);
     }
     let mut live_cols: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in client
@@ -1121,11 +1595,11 @@ async fn grants(
         .await
         .context("cannot read column grants")?
     {
-        let (who, p, col): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let (who, p, column): (String, String, String) = (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?);
         live_cols
             .entry(who)
             .or_default()
-            .insert(format!("{p} ({col})"));
+            .insert(format!("{p} ({column})"));
     }
     let mut grantees: BTreeSet<&String> = live.keys().chain(live_cols.keys()).collect();
     grantees.extend(table.grants.keys());
@@ -1181,7 +1655,7 @@ async fn grants(
         .await
         .context("cannot read privileges")?
     {
-        let (p, app, public): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
+        let (p, app, public): (String, bool, bool) = (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?);
         let who = match (app, public) {
             (_, true) => Some("PUBLIC".to_string()),
             (true, false) => Some(t.app_role.clone()),
@@ -1192,14 +1666,16 @@ async fn grants(
             who.map(|w| Finding::new("grant.dangerous", &obj, format!("{w} holds {p} on {disp}"))),
         );
     }
-    let can: bool = client
-        .query_one(
-            "SELECT pg_catalog.has_column_privilege($1, $2::oid, $3, 'UPDATE')",
-            &[&t.app_role, &rel.oid, &table.tenant_column],
-        )
-        .await
-        .context("cannot read column privileges")?
-        .get(0);
+    let can: bool = col(
+        &client
+            .query_one(
+                "SELECT pg_catalog.has_column_privilege($1, $2::oid, $3, 'UPDATE')",
+                &[&t.app_role, &rel.oid, &table.tenant_column],
+            )
+            .await
+            .context("cannot read column privileges")?,
+        0,
+    )?;
     tally.record(
         "grant.tenant-column-update",
         can.then(|| {
@@ -1218,7 +1694,7 @@ fn policy_shape(
     schema: &Schema,
     rel: &Rel,
     live: &[LivePolicy],
-    memberships: &[(String, bool, bool)],
+    memberships: &[Membership],
     tally: &mut Tally,
 ) {
     let t = &schema.tenancy;

@@ -70,18 +70,26 @@ pub const CHECKS: &[CheckDef] = &[
     check("drift.grant", E, "a role's privileges on a tenant table differ from the declaration", "REVOKE the extra privileges / GRANT the missing ones, as declared"),
     check("drift.trigger", E, "the tenant-id immutability trigger is missing, disabled or changed", "recreate the trigger as in the first migration; without it a tenant id can change"),
     check("drift.function", E, "the context or trigger function is missing or differs from the generated one", "recreate the function as generated (fail closed: NULLIF(current_setting(..., true), '')::uuid)"),
+    check("drift.owner", E, "a declared table, the helper schema or a helper function is not owned by the owner role", "ALTER TABLE/SCHEMA/FUNCTION ... OWNER TO <owner>"),
+    check("drift.rule", E, "a tenant table carries a rule (its actions run with the table owner's rights, outside the policies)", "DROP RULE <rule> ON <table>"),
+    check("drift.trigger-late", E, "an undeclared enabled BEFORE INSERT/UPDATE row trigger on a tenant table fires after the immutability trigger (it can change the tenant id after the check)", "DROP TRIGGER <trigger> ON <table>"),
+    check("drift.trigger-undeclared", W, "a tenant table carries a trigger that tenantctl does not generate", "DROP TRIGGER <trigger> ON <table>, or review what it writes"),
     check("rls.disabled", E, "row-level security is not enabled on a tenant table", "ALTER TABLE ... ENABLE ROW LEVEL SECURITY"),
     check("rls.not-forced", E, "row-level security is not forced on a tenant table (its owner bypasses it)", "ALTER TABLE ... FORCE ROW LEVEL SECURITY"),
     check("exposure.table", E, "a table the app role can reach carries the tenant column but row-level security is off", "declare the table in policies/ (it gets RLS), or enable and force RLS with a tenant policy, or revoke the app role's access"),
     check("exposure.materialized-view", E, "a materialized view the app role can read holds tenant data (RLS never applies to it)", "revoke the app role's SELECT, or replace it with a security_invoker view or a tenant table"),
     check("exposure.foreign-table", E, "a foreign table the app role can reach carries tenant data without row-level security", "revoke the app role's access, or enable RLS with a tenant policy on it"),
     check("exposure.view", E, "a view the app role can read reads tenant data with its owner's rights (no security_invoker)", "ALTER VIEW ... SET (security_invoker = true), or revoke the app role's SELECT"),
-    check("exposure.function", E, "a SECURITY DEFINER function the app role (or PUBLIC) can execute reads tenant tables", "make it SECURITY INVOKER, or REVOKE EXECUTE ... FROM PUBLIC and from the app role"),
+    check("exposure.function", E, "a SECURITY DEFINER function the app role (or PUBLIC) can execute reads tenant tables, or runs as a superuser, a BYPASSRLS role, a tenant-table owner, the owner or the admin role (whatever its body: dynamic SQL hides what it reads)", "make it SECURITY INVOKER, or REVOKE EXECUTE ... FROM PUBLIC and from the app role"),
     check("exposure.function-search-path", E, "a SECURITY DEFINER function the app role can execute has no pinned search_path", "ALTER FUNCTION ... SET search_path = pg_catalog, pg_temp (and qualify names), or revoke EXECUTE"),
+    check("exposure.undeclared", E, "a table, view, materialized view or foreign table the app role can reach is not declared in policies/ and carries the tenant column or is derived from tenant tables (security_invoker views over security_invoker views only are exempt)", "declare the table in policies/, or revoke the app role's access (and PUBLIC's)"),
+    check("exposure.undeclared-other", W, "a table, view, materialized view or foreign table the app role can reach is not declared in policies/ (no tenant column or tenant dependency seen)", "declare it, or revoke the app role's access (and PUBLIC's); a renamed copy of tenant data looks like this"),
     check("role.app-superuser", E, "the app role is a superuser (RLS never applies)", "ALTER ROLE <app> NOSUPERUSER"),
     check("role.app-bypassrls", E, "the app role has BYPASSRLS", "ALTER ROLE <app> NOBYPASSRLS"),
     check("role.app-owns", E, "the app role owns a database object (owners can disable RLS, drop policies)", "ALTER ... OWNER TO the owner role"),
-    check("role.app-membership", E, "the app role is a member (directly or transitively) of the owner, admin, a superuser or a BYPASSRLS role", "REVOKE <role> FROM <app>"),
+    check("role.app-membership", E, "the app role is a member (directly or transitively) of the owner, admin, a superuser or a BYPASSRLS role, or of pg_read_all_data, pg_write_all_data, pg_read_server_files, pg_write_server_files or pg_execute_server_program", "REVOKE <role> FROM <app>"),
+    check("role.app-createrole", E, "the app role, or a role it is a member of, has CREATEROLE (it can grant itself the admin role)", "ALTER ROLE <role> NOCREATEROLE, or REVOKE <role> FROM <app>"),
+    check("role.app-grantee", E, "a role granted the app role (the application's login roles) is a superuser, has BYPASSRLS, or is also a member of the admin or owner role", "ALTER ROLE <role> NOSUPERUSER NOBYPASSRLS, and REVOKE <admin/owner> FROM <role>"),
     check("role.admin-bypass", E, "the platform admin's bypass is missing (BYPASSRLS, or the USING (true) policy)", "ALTER ROLE <admin> BYPASSRLS, or use admin_bypass = \"policy\""),
     check("grant.dangerous", E, "TRUNCATE, REFERENCES or TRIGGER on a tenant table is granted to the app role or PUBLIC (RLS does not cover them)", "REVOKE TRUNCATE, REFERENCES, TRIGGER ON ... FROM <app>, PUBLIC"),
     check("grant.tenant-column-update", E, "the app role may UPDATE the tenant column", "REVOKE UPDATE (<tenant column>) ON ... FROM <app>; grant UPDATE per column instead"),
@@ -321,8 +329,8 @@ async fn check_set_role(client: &Client, schema: &Schema) -> Result<()> {
         )
         .await
         .context("cannot read the current user")?;
-    let user: String = row.get(0);
-    let version: i32 = row.get(1);
+    let user: String = row.try_get(0).context("unexpected current_user")?;
+    let version: i32 = row.try_get(1).context("unexpected server_version_num")?;
     let mut missing = Vec::new();
     for role in [&t.app_role, &t.admin_role] {
         let exists: bool = client
@@ -332,7 +340,8 @@ async fn check_set_role(client: &Client, schema: &Schema) -> Result<()> {
             )
             .await
             .context("cannot read pg_roles")?
-            .get(0);
+            .try_get(0)
+            .context("unexpected value from pg_roles")?;
         if !exists {
             bail!(
                 "role {role} does not exist, so verify cannot impersonate it\n  hint: run `tenantctl migrate` first (it creates the roles)"

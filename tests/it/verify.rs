@@ -286,6 +286,106 @@ const CORPUS: &[Case] = &[
             &["perf.tenant-index"],
         )
     },
+    // Owners: a tenant table owned by a superuser (RLS never applies to it, FORCE or not) or by
+    // the admin; the helper schema and context function owned by someone else.
+    case("owner_superuser", "ALTER TABLE public.members OWNER TO CURRENT_USER", &["drift.owner"]),
+    case(
+        "owner_admin_and_helpers",
+        "ALTER TABLE public.coaches OWNER TO {admin};
+         ALTER SCHEMA tenantctl OWNER TO {admin};
+         ALTER FUNCTION tenantctl.current_gym_id() OWNER TO {admin}",
+        &["drift.owner"],
+    ),
+    case(
+        "rule_on_tenant_table",
+        "CREATE RULE wipe AS ON INSERT TO public.members
+           DO ALSO DELETE FROM public.members WHERE gym_id <> NEW.gym_id",
+        &["drift.rule"],
+    ),
+    case(
+        "trigger_after_immutability",
+        "CREATE FUNCTION public.mv() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN NEW.gym_id := (SELECT id FROM public.gyms WHERE slug = 'gym-b'); RETURN NEW; END$$;
+         CREATE TRIGGER zzzz_move BEFORE UPDATE ON public.members FOR EACH ROW EXECUTE FUNCTION public.mv()",
+        &["drift.trigger-late"],
+    ),
+    Case {
+        fail_on_warning: true,
+        ..case(
+            "undeclared_trigger",
+            "CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+             CREATE TRIGGER audit AFTER INSERT ON public.coaches FOR EACH ROW EXECUTE FUNCTION public.audit()",
+            &["drift.trigger-undeclared"],
+        )
+    },
+    case(
+        "definer_function_dynamic_sql",
+        "CREATE FUNCTION public.count_all(t text) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+           SET search_path = pg_catalog AS
+           $$DECLARE n bigint; BEGIN EXECUTE 'select count(*) from public.' || t INTO n; RETURN n; END$$",
+        &["exposure.function"],
+    ),
+    // A declared table's name in another schema, RLS forced, with a policy that fails open in a
+    // way the text heuristics miss.
+    case(
+        "undeclared_table_other_schema",
+        "CREATE SCHEMA shadow;
+         CREATE TABLE shadow.members (id uuid PRIMARY KEY, gym_id uuid NOT NULL, email text);
+         CREATE INDEX ON shadow.members (gym_id);
+         INSERT INTO shadow.members SELECT id, gym_id, email FROM public.members;
+         ALTER TABLE shadow.members ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE shadow.members FORCE ROW LEVEL SECURITY;
+         CREATE POLICY leak ON shadow.members TO {app}
+           USING (gym_id = (SELECT tenantctl.current_gym_id()) OR gym_id IS NOT NULL)
+           WITH CHECK (gym_id = (SELECT tenantctl.current_gym_id()));
+         GRANT USAGE ON SCHEMA shadow TO {app};
+         GRANT SELECT ON shadow.members TO {app}",
+        &["exposure.undeclared"],
+    ),
+    // A copy with the tenant column renamed: nothing in the catalog ties it to tenant data.
+    Case {
+        fail_on_warning: true,
+        ..case(
+            "renamed_tenant_copy",
+            "CREATE SCHEMA shadow;
+             CREATE TABLE shadow.people AS SELECT full_name, email, gym_id AS tenant FROM public.members;
+             GRANT USAGE ON SCHEMA shadow TO {app};
+             GRANT SELECT ON shadow.people TO {app}",
+            &["exposure.undeclared-other"],
+        )
+    },
+    Case {
+        undo: "ALTER ROLE {app} NOCREATEROLE",
+        ..case("app_createrole", "ALTER ROLE {app} CREATEROLE", &["role.app-createrole"])
+    },
+    Case {
+        undo: "DROP ROLE \"{prefix}creator\"",
+        ..case(
+            "app_createrole_via_membership",
+            "CREATE ROLE \"{prefix}creator\" NOLOGIN CREATEROLE; GRANT \"{prefix}creator\" TO {app}",
+            &["role.app-createrole"],
+        )
+    },
+    Case {
+        undo: "REVOKE pg_read_server_files FROM {app}",
+        ..case("app_member_of_predefined", "GRANT pg_read_server_files TO {app}", &["role.app-membership"])
+    },
+    Case {
+        undo: "DROP ROLE \"{prefix}applogin2\"",
+        ..case(
+            "login_role_bypassrls",
+            "CREATE ROLE \"{prefix}applogin2\" LOGIN BYPASSRLS IN ROLE {app}",
+            &["role.app-grantee"],
+        )
+    },
+    Case {
+        undo: "DROP ROLE \"{prefix}applogin3\"",
+        ..case(
+            "login_role_also_admin",
+            "CREATE ROLE \"{prefix}applogin3\" LOGIN IN ROLE {app}, {admin}",
+            &["role.app-grantee"],
+        )
+    },
 ];
 
 fn fill(sql: &str, db: &str) -> String {
@@ -298,6 +398,7 @@ fn fill_for(t: &Template, sql: &str, db: &str) -> String {
         .replace("{admin}", &format!("\"{}\"", r.admin))
         .replace("{owner}", &format!("\"{}\"", r.owner))
         .replace("{db}", &format!("\"{db}\""))
+        .replace("{prefix}", &t.db.role_prefix)
 }
 
 #[test]
@@ -336,6 +437,36 @@ fn every_broken_database_is_caught_with_its_check_id() {
         missed.is_empty(),
         "broken databases not caught:\n{}",
         missed.join("\n")
+    );
+}
+
+/// Undeclared relations are findings, except a security_invoker view (over security_invoker
+/// views only): the app role's own rights and the policies apply beneath it.
+#[test]
+fn security_invoker_view_over_tenant_tables_passes() {
+    let (url, name) = clone("invoker_view");
+    psql_exec(
+        &url,
+        &fill(
+            "CREATE VIEW public.member_emails WITH (security_invoker = true) AS
+               SELECT m.gym_id, m.email, c.full_name AS coach FROM public.members m
+               LEFT JOIN public.coaches c ON c.id = m.home_coach_id;
+             GRANT SELECT ON public.member_emails TO {app}",
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify(&url, &["--fail-on", "warning"]);
+    assert_eq!(code, 0, "{json:#}\n{stderr}");
+    psql_exec(
+        &url,
+        "ALTER VIEW public.member_emails SET (security_invoker = false)",
+    );
+    let (code, json, _) = verify(&url, &[]);
+    assert_eq!(code, 1);
+    let ids = failing_ids(&json);
+    assert!(
+        ids.iter().any(|i| i == "exposure.undeclared") && ids.iter().any(|i| i == "exposure.view"),
+        "{ids:?}"
     );
 }
 
