@@ -76,6 +76,25 @@ struct Target {
     delete: Option<String>,
     insert: Option<String>,
     change: String,
+    /// Fast path: the app role's tenant-id change of one of its own rows, found by itself ($1
+    /// other tenant, $2 the tenant).
+    change_own: String,
+    /// Admin-side pieces for the feed and the victims (None: the admin cannot read the table).
+    admin_side: Option<AdminSide>,
+    /// Fast-path SQL fragments over this table, combined in [`Plan::build`].
+    tc: String,
+    rel: String,
+    pk_cast: String,
+    update_col: Option<String>,
+}
+
+/// What the admin reads of one table once per run.
+#[derive(Debug)]
+struct AdminSide {
+    /// One row of the table: (pk text, tenant).
+    first: String,
+    /// One row of another tenant than $1: (pk text, tenant).
+    other: String,
 }
 
 #[derive(Debug)]
@@ -98,8 +117,18 @@ struct Plan {
     synthetic: Vec<SyntheticTable>,
     tenant_query: String,
     tenant_count: String,
-    tenant_sample: String,
     tenant_by_slug: Option<String>,
+    /// Fast path, per tenant: every table's visible count, foreign count and a lookup of
+    /// another tenant's row by key, in one statement ($1 tenant, $2.. victims' keys as text).
+    fast_reads: String,
+    /// Fast path: UPDATE and DELETE of another tenant's row in every table, one statement of
+    /// data-modifying CTEs ($1.. victims' keys as text); None when the app role may do neither.
+    fast_writes: Option<String>,
+    /// The admin's per-tenant counts, streamed with the tenant ids: every tenant (one GROUP BY
+    /// per table), a sample ($1 limit) or named tenants ($1 uuid[]).
+    feed_all: String,
+    feed_sample: String,
+    feed_named: String,
 }
 
 #[derive(Debug)]
@@ -130,7 +159,9 @@ SELECT pg_catalog.has_table_privilege($1, $3::text::regclass, 'SELECT'),
        (SELECT a.attname::text FROM pg_catalog.pg_attribute a
         WHERE a.attrelid = $3::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
           AND a.attname <> ALL ($4) AND pg_catalog.has_column_privilege($1, $3::text::regclass, a.attname, 'UPDATE')
-        ORDER BY a.attnum LIMIT 1)";
+        ORDER BY a.attnum LIMIT 1),
+       (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = $3::text::regclass AND a.attname = $5 AND NOT a.attisdropped)";
 
 const READABLES: &str = "
 SELECT n.nspname::text, c.relname::text
@@ -185,21 +216,40 @@ impl Plan {
                 .unwrap_or_else(|| "id".to_string());
             let skip: Vec<String> = vec![table.tenant_column.clone(), pk.clone()];
             let r = client
-                .query_one(TARGETS, &[&t.app_role, &t.admin_role, &rel(name), &skip])
+                .query_one(
+                    TARGETS,
+                    &[&t.app_role, &t.admin_role, &rel(name), &skip, &pk],
+                )
                 .await
                 .context("cannot read privileges")?;
-            let (app_select, app_insert, app_delete, admin_select, upd): (
+            let (app_select, app_insert, app_delete, admin_select, upd, pk_type): (
                 bool,
                 bool,
                 bool,
                 bool,
                 Option<String>,
-            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+                Option<String>,
+            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
             if !app_select {
                 continue; // nothing for the app role to see
             }
             let (r_, tc, pk) = (rel(name), q(&table.tenant_column), q(&pk));
+            // The key's own type (format_type quotes what needs quoting), so that a lookup by
+            // key uses its index; text when the column is missing (the statement then fails
+            // to prepare, as the generic probes do).
+            let pk_cast = format!("{pk} = $%::text::{}", pk_type.as_deref().unwrap_or("text"));
             targets.push(Target {
+                change_own: format!(
+                    "UPDATE {r_} SET {tc} = $1 WHERE {pk} = (SELECT {pk} FROM {r_} WHERE {tc} = $2 LIMIT 1) RETURNING 1"
+                ),
+                admin_side: admin_select.then(|| AdminSide {
+                    first: format!("SELECT {pk}::text, {tc} FROM {r_} LIMIT 1"),
+                    other: format!("SELECT {pk}::text, {tc} FROM {r_} WHERE {tc} <> $1 LIMIT 1"),
+                }),
+                tc: tc.clone(),
+                rel: r_.clone(),
+                pk_cast,
+                update_col: upd.as_ref().map(|c| q(c)),
                 name: format!("{}.{name}", t.table_schema),
                 count: format!(
                     "SELECT count(*), count(*) FILTER (WHERE {tc} IS DISTINCT FROM $1), count(*) FILTER (WHERE {pk}::text = $2) FROM {r_}"
@@ -263,7 +313,13 @@ impl Plan {
             .tables
             .get(&t.tenant_table)
             .is_some_and(|tab| tab.column("slug").is_some());
+        let fast = FastSql::build(&targets, &tt, &key);
         Ok(Plan {
+            fast_reads: fast.reads,
+            fast_writes: fast.writes,
+            feed_all: fast.feed_all,
+            feed_sample: fast.feed_sample,
+            feed_named: fast.feed_named,
             app: t.app_role.clone(),
             admin: t.admin_role.clone(),
             setting: t.context_setting.clone(),
@@ -273,9 +329,126 @@ impl Plan {
             synthetic: synthetic_plan(schema),
             tenant_query: format!("SELECT {key} FROM {tt}"),
             tenant_count: format!("SELECT count(*) FROM {tt}"),
-            tenant_sample: format!("SELECT {key} FROM {tt} ORDER BY random() LIMIT $1"),
             tenant_by_slug: has_slug.then(|| format!("SELECT {key} FROM {tt} WHERE slug = $1")),
         })
+    }
+}
+
+/// The fast path's statements, built once from the targets.
+struct FastSql {
+    reads: String,
+    writes: Option<String>,
+    feed_all: String,
+    feed_sample: String,
+    feed_named: String,
+}
+
+impl FastSql {
+    fn build(targets: &[Target], tenant_table: &str, key: &str) -> FastSql {
+        let lookup = |t: &Target, n: usize| {
+            format!(
+                "(SELECT count(*) FROM {} WHERE {})",
+                t.rel,
+                t.pk_cast.replace("$%", &format!("${n}"))
+            )
+        };
+        let mut cols = Vec::new();
+        let mut from = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            cols.push(format!("a{i}.n, a{i}.f, {}", lookup(t, i + 2)));
+            from.push(format!(
+                "(SELECT count(*) AS n, count(*) FILTER (WHERE {} IS DISTINCT FROM $1) AS f FROM {}) AS a{i}",
+                t.tc, t.rel
+            ));
+        }
+        let reads = if targets.is_empty() {
+            "SELECT $1::uuid IS NULL".to_string()
+        } else {
+            format!(
+                "SELECT {} FROM {}",
+                cols.join(", "),
+                from.join(" CROSS JOIN ")
+            )
+        };
+
+        // Every victim key is a parameter ($1 for the first target, ...), used or not, so that
+        // each is typed: an unused one is compared with NULL.
+        let mut ctes = Vec::new();
+        let mut out = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let cond = t.pk_cast.replace("$%", &format!("${}", i + 1));
+            let mut used = false;
+            match &t.update_col {
+                Some(c) => {
+                    ctes.push(format!(
+                        "u{i} AS (UPDATE {} SET {c} = {c} WHERE {cond} RETURNING 1)",
+                        t.rel
+                    ));
+                    out.push(format!("(SELECT count(*) FROM u{i})"));
+                    used = true;
+                }
+                None => out.push("NULL::bigint".into()),
+            }
+            match &t.delete {
+                Some(_) => {
+                    ctes.push(format!(
+                        "d{i} AS (DELETE FROM {} WHERE {cond} RETURNING 1)",
+                        t.rel
+                    ));
+                    out.push(format!("(SELECT count(*) FROM d{i})"));
+                }
+                // Still typed (and so the statement prepared) when nothing uses it.
+                None if used => out.push("NULL::bigint".into()),
+                None => out.push(format!(
+                    "CASE WHEN ${}::text IS NULL THEN NULL::bigint END",
+                    i + 1
+                )),
+            }
+        }
+        let writes = (!ctes.is_empty())
+            .then(|| format!("WITH {} SELECT {}", ctes.join(", "), out.join(", ")));
+
+        let mut counts = Vec::new();
+        let mut joins = Vec::new();
+        let mut correlated = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            if t.admin_side.is_some() {
+                counts.push(format!("COALESCE(c{i}.n, 0)"));
+                joins.push(format!(
+                    " LEFT JOIN (SELECT {tc} AS k, count(*) AS n FROM {r} GROUP BY 1) AS c{i} ON c{i}.k = g.k",
+                    tc = t.tc,
+                    r = t.rel
+                ));
+                correlated.push(format!(
+                    "(SELECT count(*) FROM {} WHERE {} = g.k)",
+                    t.rel, t.tc
+                ));
+            } else {
+                counts.push("NULL::bigint".into());
+                correlated.push("NULL::bigint".into());
+            }
+        }
+        let (counts, correlated) = (
+            counts.iter().map(|c| format!(", {c}")).collect::<String>(),
+            correlated
+                .iter()
+                .map(|c| format!(", {c}"))
+                .collect::<String>(),
+        );
+        FastSql {
+            reads,
+            writes,
+            feed_all: format!(
+                "SELECT g.k{counts} FROM (SELECT {key} AS k FROM {tenant_table}) AS g{}",
+                joins.concat()
+            ),
+            feed_sample: format!(
+                "SELECT g.k{correlated} FROM (SELECT {key} AS k FROM {tenant_table} ORDER BY random() LIMIT $1) AS g"
+            ),
+            feed_named: format!(
+                "SELECT g.k{correlated} FROM pg_catalog.unnest($1::uuid[]) AS g(k)"
+            ),
+        }
     }
 }
 
@@ -436,6 +609,9 @@ struct Conn {
     inserts: Vec<Option<Statement>>,
     changes: Vec<Statement>,
     readables: Vec<Statement>,
+    fast_reads: Statement,
+    fast_writes: Option<Statement>,
+    changes_own: Vec<Statement>,
 }
 
 impl Conn {
@@ -479,7 +655,17 @@ impl Conn {
         for r in &plan.readables {
             readables.push(prep(&r.sql).await?);
         }
+        let mut changes_own = Vec::new();
+        for t in &plan.targets {
+            changes_own.push(prep(&t.change_own).await?);
+        }
         Ok(Conn {
+            fast_reads: prep(&plan.fast_reads).await?,
+            fast_writes: match &plan.fast_writes {
+                Some(s) => Some(prep(s).await?),
+                None => None,
+            },
+            changes_own,
             set_role: prep("SELECT pg_catalog.set_config('role', $1, true)").await?,
             set_role_ctx: prep("SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)").await?,
             savepoint: prep("SAVEPOINT tc_probe").await?,
@@ -527,6 +713,15 @@ impl<'a> Pipeline<'a> {
         let client = self.client;
         self.futures
             .push(Box::pin(async move { client.query(stmt, &params).await }));
+        self.futures.len() - 1
+    }
+
+    /// A simple-protocol batch (BEGIN, ROLLBACK: no parameters); its result is no rows.
+    fn push_simple(&mut self, sql: &'a str) -> usize {
+        let client = self.client;
+        self.futures.push(Box::pin(async move {
+            client.batch_execute(sql).await.map(|_| Vec::new())
+        }));
         self.futures.len() - 1
     }
 
@@ -622,6 +817,22 @@ type OwnCounts = Vec<i64>;
 /// Probe one tenant. `nested`: inside an outer transaction (synthetic tenants), so use a
 /// savepoint instead of a transaction of its own.
 async fn probe_tenant(conn: &Conn, tenant: Uuid, nested: bool) -> Result<(Tally, OwnCounts)> {
+    probe_tenant_in(
+        conn,
+        tenant,
+        nested,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ",
+    )
+    .await
+}
+
+/// [`probe_tenant`], with `begin` starting the tenant's transaction when not nested.
+async fn probe_tenant_in(
+    conn: &Conn,
+    tenant: Uuid,
+    nested: bool,
+    begin: &str,
+) -> Result<(Tally, OwnCounts)> {
     let plan = &conn.plan;
     let mut tally = Tally::default();
     let (begin, end) = if nested {
@@ -630,7 +841,7 @@ async fn probe_tenant(conn: &Conn, tenant: Uuid, nested: bool) -> Result<(Tally,
             "ROLLBACK TO SAVEPOINT tc_tenant; RELEASE SAVEPOINT tc_tenant",
         )
     } else {
-        ("BEGIN ISOLATION LEVEL REPEATABLE READ", "ROLLBACK")
+        (begin, "ROLLBACK")
     };
     conn.simple(begin).await?;
     let result = probe_tenant_inner(conn, plan, tenant, &mut tally).await;
@@ -883,6 +1094,307 @@ async fn probe_tenant_inner(
         );
     }
     Ok(own_counts)
+}
+
+/// What every tenant's fast probe shares, read by the admin once per run.
+struct Shared {
+    /// Starts each tenant's transaction: REPEATABLE READ, in the snapshot the admin's counts
+    /// were taken in when it could be exported.
+    begin: String,
+    /// Per target: up to two rows (key as text, tenant) of different tenants, so that every
+    /// tenant has another tenant's row to attack when the table holds one.
+    victims: Vec<Vec<(String, Uuid)>>,
+}
+
+impl Shared {
+    fn victim(&self, target: usize, tenant: Uuid) -> Option<&(String, Uuid)> {
+        self.victims[target].iter().find(|(_, t)| *t != tenant)
+    }
+}
+
+/// One tenant to probe and the admin's count of its rows per target (None: the admin cannot read it).
+type Job = (Uuid, Vec<Option<i64>>);
+
+/// Probe a batch of tenants on one connection, every tenant in a transaction of its own, all
+/// their statements pipelined (one round trip for the batch). The fast path folds each
+/// tenant's reads into one statement and its UPDATE/DELETE attacks into another; a tenant whose
+/// attacks hit anything (or fail) is probed again statement by statement, which says which
+/// table and check.
+async fn probe_batch(
+    conn: &Conn,
+    shared: &Shared,
+    jobs: &[Job],
+) -> Result<Vec<(Tally, OwnCounts)>> {
+    let plan = &conn.plan;
+    let setting = plan.setting.as_str();
+    struct Own {
+        tenant: Uuid,
+        tid: String,
+        victims: Vec<Option<String>>,
+        other: Option<Uuid>,
+    }
+    let owns: Vec<Own> = jobs
+        .iter()
+        .map(|(tenant, _)| {
+            let victims: Vec<Option<String>> = (0..plan.targets.len())
+                .map(|i| shared.victim(i, *tenant).map(|v| v.0.clone()))
+                .collect();
+            let other =
+                (0..plan.targets.len()).find_map(|i| shared.victim(i, *tenant).map(|v| v.1));
+            Own {
+                tenant: *tenant,
+                tid: tenant.to_string(),
+                victims,
+                other,
+            }
+        })
+        .collect();
+    struct At {
+        begin: usize,
+        role: usize,
+        reads: usize,
+        writes: Option<usize>,
+        inserts: Vec<Option<usize>>,
+        changes: Vec<Option<usize>>,
+        readables: Vec<usize>,
+        end: usize,
+    }
+    let mut p = Pipeline::new(&conn.client);
+    let mut ats = Vec::new();
+    for (o, (_, admin)) in owns.iter().zip(jobs) {
+        let begin = p.push_simple(&shared.begin);
+        let role = p.push(&conn.set_role_ctx, vec![&plan.app, &setting, &o.tid]);
+        let mut params: Vec<Param> = vec![&o.tenant];
+        params.extend(o.victims.iter().map(|v| v as Param));
+        let reads = p.push(&conn.fast_reads, params);
+        let writes = conn
+            .fast_writes
+            .as_ref()
+            .map(|s| p.push(s, o.victims.iter().map(|v| v as Param).collect()));
+        p.push(&conn.savepoint, vec![]);
+        let mut inserts = Vec::new();
+        let mut changes = Vec::new();
+        for (i, own_rows) in admin.iter().enumerate() {
+            inserts.push(match (&conn.inserts[i], &o.other) {
+                (Some(s), Some(other)) => Some(p.isolated(conn, s, vec![other])),
+                _ => None,
+            });
+            changes.push(match (own_rows, &o.other) {
+                (Some(n), Some(other)) if *n > 0 => {
+                    Some(p.isolated(conn, &conn.changes_own[i], vec![other, &o.tenant]))
+                }
+                _ => None,
+            });
+        }
+        let readables = conn
+            .readables
+            .iter()
+            .map(|s| p.isolated(conn, s, vec![&o.tid]))
+            .collect();
+        let end = p.push_simple("ROLLBACK");
+        ats.push(At {
+            begin,
+            role,
+            reads,
+            writes,
+            inserts,
+            changes,
+            readables,
+            end,
+        });
+    }
+    let results = p.run().await;
+
+    let mut out = Vec::new();
+    for ((o, (_, admin)), at) in owns.iter().zip(jobs).zip(ats) {
+        let tenant = o.tenant;
+        must(&results[at.begin], "cannot begin a probe transaction")?;
+        must(&results[at.end], "cannot roll back a probe transaction")?;
+        must(
+            &results[at.role],
+            &format!("cannot SET ROLE {} with the tenant context", plan.app),
+        )?;
+        let reads = must(
+            &results[at.reads],
+            "the app role cannot read the tenant tables",
+        )?;
+        // Any UPDATE or DELETE that reached a row, or failed: probe again, table by table.
+        let clean = match at.writes {
+            None => true,
+            Some(j) => match &results[j] {
+                Ok(rows) => {
+                    (0..rows[0].len()).all(|c| rows[0].get::<_, Option<i64>>(c).unwrap_or(0) == 0)
+                }
+                Err(e) if e.as_db_error().is_some() => false,
+                Err(e) => {
+                    return Err(anyhow!(db::redact_text(&describe(e))))
+                        .context("probe failed: cross-tenant UPDATE and DELETE")
+                }
+            },
+        };
+        if !clean {
+            out.push(probe_tenant_in(conn, tenant, false, &shared.begin).await?);
+            continue;
+        }
+        let mut tally = Tally::default();
+        let mut own_counts = Vec::new();
+        for (i, target) in plan.targets.iter().enumerate() {
+            let obj = format!("table {}", target.name);
+            let row = &reads[0];
+            let (visible, foreign, looked_up): (i64, i64, i64) =
+                (row.get(3 * i), row.get(3 * i + 1), row.get(3 * i + 2));
+            own_counts.push(visible - foreign);
+            tally.record(
+                "probe.foreign-rows",
+                (foreign > 0).then(|| {
+                    Finding::new(
+                        "probe.foreign-rows",
+                        &obj,
+                        format!(
+                            "tenant {tenant} sees {foreign} row(s) of other tenants in {}",
+                            target.name
+                        ),
+                    )
+                    .tenant(tenant)
+                }),
+            );
+            if let Some(admin) = admin[i] {
+                tally.record(
+                    "probe.count",
+                    (visible - foreign != admin).then(|| {
+                        Finding::new(
+                            "probe.count",
+                            &obj,
+                            format!(
+                                "tenant {tenant} sees {} of its row(s) in {}; the admin counts {admin}",
+                                visible - foreign,
+                                target.name
+                            ),
+                        )
+                        .tenant(tenant)
+                    }),
+                );
+            }
+            if o.victims[i].is_some() {
+                tally.record(
+                    "probe.cross-lookup",
+                    (looked_up > 0).then(|| {
+                        Finding::new(
+                            "probe.cross-lookup",
+                            &obj,
+                            format!(
+                                "tenant {tenant} found another tenant's row of {} by its id",
+                                target.name
+                            ),
+                        )
+                        .tenant(tenant)
+                    }),
+                );
+                // The combined statement affected no row: each attack, on its own, neither.
+                if target.update.is_some() {
+                    tally.pass("probe.cross-update");
+                }
+                if target.delete.is_some() {
+                    tally.pass("probe.cross-delete");
+                }
+            }
+            if let Some(j) = at.inserts[i] {
+                record_insert(&mut tally, &results[j], tenant, &obj, &target.name)?;
+            }
+            if let Some(j) = at.changes[i] {
+                record_change(&mut tally, &results[j], tenant, &obj, &target.name)?;
+            }
+        }
+        for (k, j) in at.readables.into_iter().enumerate() {
+            record_readable(&mut tally, &plan.readables[k], &results[j], tenant)?;
+        }
+        out.push((tally, own_counts));
+    }
+    Ok(out)
+}
+
+fn record_insert(
+    tally: &mut Tally,
+    result: &Result<Vec<Row>, tokio_postgres::Error>,
+    tenant: Uuid,
+    obj: &str,
+    name: &str,
+) -> Result<()> {
+    // Row-level security's WITH CHECK runs before NOT NULL and key checks: anything
+    // but its refusal (42501) means the row got past it.
+    let bad = match probe_result(result, "insert")? {
+        Ok(_) => Some("was accepted".to_string()),
+        Err(code) if code == "42501" => None,
+        Err(code) => Some(format!(
+            "got past row-level security (then failed with SQLSTATE {code})"
+        )),
+    };
+    tally.record(
+        "probe.cross-insert",
+        bad.map(|b| {
+            Finding::new(
+                "probe.cross-insert",
+                obj,
+                format!("tenant {tenant}: an INSERT into {name} with another tenant's id {b}"),
+            )
+            .tenant(tenant)
+        }),
+    );
+    Ok(())
+}
+
+fn record_change(
+    tally: &mut Tally,
+    result: &Result<Vec<Row>, tokio_postgres::Error>,
+    tenant: Uuid,
+    obj: &str,
+    name: &str,
+) -> Result<()> {
+    let moved = matches!(probe_result(result, "tenant id change")?, Ok(rows) if !rows.is_empty());
+    tally.record(
+        "probe.tenant-id-change",
+        moved.then(|| {
+            Finding::new(
+                "probe.tenant-id-change",
+                obj,
+                format!("tenant {tenant} moved one of its rows of {name} to another tenant"),
+            )
+            .tenant(tenant)
+        }),
+    );
+    Ok(())
+}
+
+fn record_readable(
+    tally: &mut Tally,
+    r: &Readable,
+    result: &Result<Vec<Row>, tokio_postgres::Error>,
+    tenant: Uuid,
+) -> Result<()> {
+    let id = if r.kind == "view" {
+        "probe.view"
+    } else {
+        "probe.function"
+    };
+    let leaked = match probe_result(result, id)? {
+        Ok(rows) => rows[0].get::<_, i64>(0),
+        Err(_) => 0, // refusing is fine
+    };
+    tally.record(
+        id,
+        (leaked > 0).then(|| {
+            Finding::new(
+                id,
+                format!("{} {}", r.kind, r.name),
+                format!(
+                    "{} {} returned {leaked} row(s) of other tenants to tenant {tenant}",
+                    r.kind, r.name
+                ),
+            )
+            .tenant(tenant)
+        }),
+    );
+    Ok(())
 }
 
 /// No context, an empty one and a malformed one: 0 rows or an error, never rows.
@@ -1187,45 +1699,161 @@ pub(super) async fn run(
         indicatif::ProgressBar::hidden()
     };
 
+    // The feed: one REPEATABLE READ transaction as the admin that picks the victims, exports
+    // its snapshot for every tenant's transaction, and streams tenant ids with the admin's
+    // counts of their rows. It stays open until the workers are done (they import its snapshot).
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .context("cannot begin")?;
+    let result = probe_all(url, client, &plan, settings, named, expected, &bar).await;
+    let undone = client.batch_execute("ROLLBACK").await;
+    bar.finish_and_clear();
+    let (probe_tally, sums, probed) = result?;
+    undone.context("cannot roll back")?;
+    tally.merge(probe_tally);
+
+    let conn = Conn::new(db::connect(url).await?, plan.clone()).await?;
+    tally.merge(context_probes(&conn, false).await?);
+    if matches!(settings.tenants, TenantSelection::All) {
+        tally.merge(admin_sees_all(&plan, &sums));
+    }
+    Ok(Outcome {
+        tally,
+        tenants_probed: probed,
+        synthetic: false,
+    })
+}
+
+/// Tenants probed per pipelined batch on one connection.
+const BATCH: usize = 8;
+
+/// Sums over the probed tenants, per target: what each saw of its own rows, and the admin's counts.
+struct Sums {
+    own: Vec<i64>,
+    admin: Vec<Option<i64>>,
+}
+
+/// The probe phase proper, inside the feed transaction on `client`.
+async fn probe_all(
+    url: &str,
+    client: &Client,
+    plan: &Arc<Plan>,
+    settings: &Settings,
+    named: Option<Vec<Uuid>>,
+    expected: u64,
+    bar: &indicatif::ProgressBar,
+) -> Result<(Tally, Sums, u64)> {
+    // Unexportable (a standby, a pooler that refuses it): each tenant then reads its own snapshot.
+    let snapshot: Option<String> = match client
+        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+        .await
+    {
+        Ok(r) => Some(r.get(0)),
+        Err(e) if e.as_db_error().is_some() => {
+            client
+                .batch_execute("ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ")
+                .await
+                .context("cannot begin")?;
+            None
+        }
+        Err(e) => {
+            return Err(anyhow!(db::redact_text(&describe(&e)))).context("cannot export a snapshot")
+        }
+    };
+    let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ".to_string();
+    if let Some(id) = &snapshot {
+        // A snapshot id is hex digits and dashes; quoted all the same.
+        begin.push_str(&format!(
+            "; SET TRANSACTION SNAPSHOT {}",
+            postgres_protocol::escape::escape_literal(id)
+        ));
+    }
+    let setup = async {
+        // A plan over every tenant's subqueries would be JIT-compiled for nothing.
+        client.batch_execute("SET LOCAL jit = off").await?;
+        client
+            .execute(
+                "SELECT pg_catalog.set_config('role', $1, true)",
+                &[&plan.admin],
+            )
+            .await?;
+        let mut victims = Vec::new();
+        for t in &plan.targets {
+            let mut v: Vec<(String, Uuid)> = Vec::new();
+            if let Some(a) = &t.admin_side {
+                if let Some(r) = client.query_opt(a.first.as_str(), &[]).await? {
+                    let (pk, tenant): (String, Uuid) = (r.get(0), r.get(1));
+                    if let Some(r) = client.query_opt(a.other.as_str(), &[&tenant]).await? {
+                        v.push((r.get(0), r.get(1)));
+                    }
+                    v.push((pk, tenant));
+                }
+            }
+            victims.push(v);
+        }
+        Ok::<_, tokio_postgres::Error>(victims)
+    }
+    .await;
+    let victims = setup
+        .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+        .context("cannot read reference rows as the admin")?;
+    let shared = Arc::new(Shared { begin, victims });
+
     // Workers: each its own connection and prepared statements, taking tenants from a queue.
-    let (tx, rx) = mpsc::channel::<Uuid>(256);
+    let (tx, rx) = mpsc::channel::<Job>(256);
     let rx = Arc::new(Mutex::new(rx));
     let stop = Arc::new(AtomicBool::new(false));
     let workers = settings
         .connections
         .clamp(1, 16)
         .min(expected.max(1) as usize);
+    let n = plan.targets.len();
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let (url, plan, rx, stop, bar) = (
+        let (url, plan, rx, stop, bar, shared) = (
             url.to_string(),
             plan.clone(),
             rx.clone(),
             stop.clone(),
             bar.clone(),
+            shared.clone(),
         );
         handles.push(tokio::spawn(async move {
             let result = async {
                 let client = db::connect(&url).await?;
                 let conn = Conn::new(client, plan.clone()).await?;
                 let mut tally = Tally::default();
-                let mut sums = vec![0i64; plan.targets.len()];
+                let mut own = vec![0i64; n];
                 let mut probed = 0u64;
+                let mut batch = Vec::with_capacity(BATCH);
                 loop {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let next = rx.lock().await.recv().await;
-                    let Some(tenant) = next else { break };
-                    let (t, own) = probe_tenant(&conn, tenant, false).await?;
-                    tally.merge(t);
-                    for (s, o) in sums.iter_mut().zip(own) {
-                        *s += o;
+                    {
+                        // Wait for one tenant, then take what is already queued, up to a batch.
+                        let mut rx = rx.lock().await;
+                        let Some(job) = rx.recv().await else { break };
+                        batch.push(job);
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(job) => batch.push(job),
+                                Err(_) => break,
+                            }
+                        }
                     }
-                    probed += 1;
-                    bar.inc(1);
+                    for (t, counts) in probe_batch(&conn, &shared, &batch).await? {
+                        tally.merge(t);
+                        for (s, o) in own.iter_mut().zip(counts) {
+                            *s += o;
+                        }
+                    }
+                    probed += batch.len() as u64;
+                    bar.inc(batch.len() as u64);
+                    batch.clear();
                 }
-                anyhow::Ok((tally, sums, probed))
+                anyhow::Ok((tally, own, probed))
             }
             .await;
             if result.is_err() {
@@ -1238,64 +1866,57 @@ pub(super) async fn run(
     // Only the workers hold the queue now: when they all stop, sending fails and the feed ends.
     drop(rx);
 
-    // Stream the tenant ids to the workers: memory stays flat whatever the number of tenants.
+    // Stream the tenant ids with the admin's counts: memory stays flat whatever the number of
+    // tenants (the aggregation is the server's).
+    let mut admin_sums: Vec<Option<i64>> = plan
+        .targets
+        .iter()
+        .map(|t| t.admin_side.as_ref().map(|_| 0))
+        .collect();
     let feed = async {
-        match named {
-            Some(ids) => {
-                for id in ids {
-                    if tx.send(id).await.is_err() {
-                        break;
-                    }
-                }
-                anyhow::Ok(())
+        let limit;
+        let ids;
+        let rows = match (&settings.tenants, &named) {
+            (_, Some(n)) => {
+                ids = n.clone();
+                client
+                    .query_raw(plan.feed_named.as_str(), [&ids as Param])
+                    .await?
             }
-            None => {
-                client.batch_execute("BEGIN").await?;
-                let streamed = async {
-                    client
-                        .execute(
-                            "SELECT pg_catalog.set_config('role', $1, true)",
-                            &[&plan.admin],
-                        )
-                        .await?;
-                    let limit = match settings.tenants {
-                        TenantSelection::Sample(n) => Some(n as i64),
-                        _ => None,
-                    };
-                    let rows = match &limit {
-                        Some(n) => {
-                            client
-                                .query_raw(plan.tenant_sample.as_str(), [n as Param])
-                                .await?
-                        }
-                        None => {
-                            client
-                                .query_raw(plan.tenant_query.as_str(), std::iter::empty::<Param>())
-                                .await?
-                        }
-                    };
-                    let mut rows = std::pin::pin!(rows);
-                    while let Some(row) = rows.next().await {
-                        let row = row?;
-                        if stop.load(Ordering::Relaxed)
-                            || tx.send(row.get::<_, Uuid>(0)).await.is_err()
-                        {
-                            break;
-                        }
-                    }
-                    Ok::<_, tokio_postgres::Error>(())
+            (TenantSelection::Sample(n), _) => {
+                limit = *n as i64;
+                client
+                    .query_raw(plan.feed_sample.as_str(), [&limit as Param])
+                    .await?
+            }
+            _ => {
+                client
+                    .query_raw(plan.feed_all.as_str(), std::iter::empty::<Param>())
+                    .await?
+            }
+        };
+        let mut rows = std::pin::pin!(rows);
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            let counts: Vec<Option<i64>> = (0..n).map(|i| row.get(i + 1)).collect();
+            for (s, c) in admin_sums.iter_mut().zip(&counts) {
+                if let (Some(s), Some(c)) = (s.as_mut(), c) {
+                    *s += c;
                 }
-                .await;
-                client.batch_execute("ROLLBACK").await?;
-                streamed
-                    .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
-                    .context("cannot list tenants")
+            }
+            if stop.load(Ordering::Relaxed) || tx.send((row.get(0), counts)).await.is_err() {
+                break;
             }
         }
+        Ok::<_, tokio_postgres::Error>(())
     };
-    let fed = feed.await;
+    let fed = feed
+        .await
+        .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+        .context("cannot list tenants");
     drop(tx);
-    let mut sums = vec![0i64; plan.targets.len()];
+    let mut tally = Tally::default();
+    let mut own = vec![0i64; n];
     let mut probed = 0;
     let mut first_error = None;
     for h in handles {
@@ -1304,34 +1925,52 @@ pub(super) async fn run(
             .map_err(|e| anyhow!("a probe worker failed: {e}"))
             .and_then(|r| r)
         {
-            Ok((t, s, n)) => {
+            Ok((t, s, k)) => {
                 tally.merge(t);
-                for (a, b) in sums.iter_mut().zip(s) {
+                for (a, b) in own.iter_mut().zip(s) {
                     *a += b;
                 }
-                probed += n;
+                probed += k;
             }
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         }
     }
-    bar.finish_and_clear();
     if let Some(e) = first_error {
         return Err(e);
     }
     fed?;
-
-    let conn = Conn::new(db::connect(url).await?, plan.clone()).await?;
-    tally.merge(context_probes(&conn, false).await?);
-    if matches!(settings.tenants, TenantSelection::All) {
-        tally.merge(admin_totals(&conn, &sums, false).await?);
-    }
-    Ok(Outcome {
+    Ok((
         tally,
-        tenants_probed: probed,
-        synthetic: false,
-    })
+        Sums {
+            own,
+            admin: admin_sums,
+        },
+        probed,
+    ))
+}
+
+/// The admin sees at least every tenant's own rows: per table, the admin's counts of every
+/// tenant's rows (one snapshot with the probes) against the sum of what the tenants saw.
+fn admin_sees_all(plan: &Plan, sums: &Sums) -> Tally {
+    let mut tally = Tally::default();
+    for (i, t) in plan.targets.iter().enumerate() {
+        let name = &t.name;
+        let sum = sums.own[i];
+        tally.record(
+            "probe.admin-sees-all",
+            match sums.admin[i] {
+                Some(total) if total >= sum => None,
+                Some(total) => Some(format!(
+                    "the admin sees {total} of the tenants' row(s) of {name}; the tenants see {sum} of their own"
+                )),
+                None => Some(format!("the admin cannot read {name}")),
+            }
+            .map(|m| Finding::new("probe.admin-sees-all", format!("table {name}"), m)),
+        );
+    }
+    tally
 }
 
 /// Fewer than two tenants: create two synthetic ones in one transaction, probe every tenant in
