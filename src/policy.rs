@@ -222,6 +222,36 @@ impl Sink<'_> {
         });
     }
 
+    /// Record where `key` is first declared; a second declaration is reported with both places
+    /// and gives false.
+    fn first_declaration<K: Ord>(
+        &mut self,
+        seen: &mut BTreeMap<K, Seen>,
+        key: K,
+        span: Range<usize>,
+        what: &str,
+        hint: &str,
+    ) -> bool {
+        if let Some(prev) = seen.get(&key) {
+            let message = format!(
+                "{what} is declared twice (first at {}:{})",
+                prev.file.display(),
+                prev.line
+            );
+            self.err(span, message, hint);
+            return false;
+        }
+        let (line, _) = line_col(self.text, span.start);
+        seen.insert(
+            key,
+            Seen {
+                file: self.file.to_path_buf(),
+                line,
+            },
+        );
+        true
+    }
+
     /// Validate a name written in a policy file; on error, record it and return None.
     fn name(&mut self, name: &Spanned<String>, what: &str) -> Option<String> {
         match Ident::plain(name.get_ref()) {
@@ -571,26 +601,16 @@ fn compile(
                 );
                 continue;
             }
-            let (line, _) = line_col(&p.text, key.span().start);
-            if let Some(prev) = role_seen.get(&name) {
-                sink.err(
-                    key.span(),
-                    format!(
-                        "role {name} is declared twice (first at {}:{})",
-                        prev.file.display(),
-                        prev.line
-                    ),
-                    "declare each role once",
-                );
+            let what = format!("role {name}");
+            if !sink.first_declaration(
+                &mut role_seen,
+                name.clone(),
+                key.span(),
+                &what,
+                "declare each role once",
+            ) {
                 continue;
             }
-            role_seen.insert(
-                name.clone(),
-                Seen {
-                    file: p.path.clone(),
-                    line,
-                },
-            );
             if raw.get_ref().login
                 && (name == tenancy.app_role
                     || name == tenancy.admin_role
@@ -625,26 +645,16 @@ fn compile(
             let Some(name) = sink.name(key, "table") else {
                 continue;
             };
-            let (line, _) = line_col(&p.text, key.span().start);
-            if let Some(prev) = table_seen.get(&name) {
-                sink.err(
-                    key.span(),
-                    format!(
-                        "table {name} is declared twice (first at {}:{})",
-                        prev.file.display(),
-                        prev.line
-                    ),
-                    "declare each table once",
-                );
+            let what = format!("table {name}");
+            if !sink.first_declaration(
+                &mut table_seen,
+                name.clone(),
+                key.span(),
+                &what,
+                "declare each table once",
+            ) {
                 continue;
             }
-            table_seen.insert(
-                name.clone(),
-                Seen {
-                    file: p.path.clone(),
-                    line,
-                },
-            );
             raw_tables.push((p, key, raw, name));
         }
     }
@@ -737,18 +747,15 @@ fn compile(
                 );
                 continue;
             };
-            let (line, _) = line_col(&p.text, r.name.span().start);
+            let what = format!("policy {name} on {table_name}");
             let key = (table_name.clone(), name.clone());
-            if let Some(prev) = policy_seen.get(&key) {
-                sink.err(
-                    r.name.span(),
-                    format!(
-                        "policy {name} on {table_name} is declared twice (first at {}:{})",
-                        prev.file.display(),
-                        prev.line
-                    ),
-                    "policy names are unique per table",
-                );
+            if !sink.first_declaration(
+                &mut policy_seen,
+                key,
+                r.name.span(),
+                &what,
+                "policy names are unique per table",
+            ) {
                 continue;
             }
             if table.policies.contains_key(&name) {
@@ -761,13 +768,6 @@ fn compile(
                 );
                 continue;
             }
-            policy_seen.insert(
-                key,
-                Seen {
-                    file: p.path.clone(),
-                    line,
-                },
-            );
             if let Some(policy) = compile_policy(r, &p.source, &roles, &mut sink, &physical) {
                 table.policies.insert(name, policy);
             }

@@ -405,3 +405,26 @@ fn switching_the_admin_bypass_to_policies_removes_bypassrls() {
         );
     }
 }
+
+#[test]
+fn a_table_or_policy_declared_twice_names_both_places() {
+    let dir = project(false);
+    let extra = dir.path().join("policies/zz_extra.toml");
+    let coaches = std::fs::read_to_string(dir.path().join("policies/coaches.toml")).unwrap();
+    let gyms = std::fs::read_to_string(dir.path().join("policies/gyms.toml")).unwrap();
+    let policy = &gyms[gyms.find("[[policies]]").unwrap()..];
+    std::fs::write(&extra, format!("{coaches}\n{policy}")).unwrap();
+    let (code, _, err) = run(dir.path(), &["plan"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("table coaches is declared twice (first at policies/coaches.toml:"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "policy gyms_select_own on gyms is declared twice (first at policies/gyms.toml:"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("zz_extra.toml:"), "{err}");
+}
