@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{cluster, psql_exec, query_strings, tenantctl, test_db, TestDb};
-use crate::support::{generate_and_migrate, password_of, write_project, Roles};
+use crate::support::{generate_and_migrate, password_of, write_project, Pg, Roles};
 
 const GYM_A: &str = "00000000-0000-4000-8000-00000000000a";
 const GYM_B: &str = "00000000-0000-4000-8000-00000000000b";
@@ -689,12 +689,18 @@ fn missing_set_role_names_the_grant() {
 #[test]
 fn a_connection_lost_mid_run_exits_2() {
     let (url, name) = clone("killed");
-    // Enough tenants that the probes are still running when the backends go.
     psql_exec(
         &url,
-        "INSERT INTO gyms (id, slug, name) SELECT gen_random_uuid(), 'g-' || i, 'G' || i FROM generate_series(1, 3000) i;
+        "INSERT INTO gyms (id, slug, name) SELECT gen_random_uuid(), 'g-' || i, 'G' || i FROM generate_series(1, 300) i;
          INSERT INTO members (gym_id, full_name, email) SELECT id, 'M', slug || '@x' FROM gyms;",
     );
+    // Block writes to members (SHARE conflicts with the ROW EXCLUSIVE lock every INSERT,
+    // UPDATE and DELETE takes, even to prepare, not with reads): the probe workers wait on it,
+    // so the probes are still running (however fast they are) when the backends go.
+    let mut locker = Pg::connect(&url);
+    locker
+        .batch("BEGIN; LOCK TABLE public.members IN SHARE MODE")
+        .unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantctl"))
         .current_dir(&template().dir)
         .args(["--database-url", &url, "--format", "json", "verify"])
@@ -706,17 +712,20 @@ fn a_connection_lost_mid_run_exits_2() {
         .unwrap();
     let pid = child.id();
     let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    // Wait until verify is probing (several connections), then cut every one of them.
+    // Wait until verify is probing (several connections, one waiting on the lock), then cut
+    // every one of them (the locker's too).
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut killed = 0;
     while !waiter.is_finished() && Instant::now() < deadline {
         let n = query_strings(
             &cluster().url,
             &format!(
-                "SELECT count(*)::text FROM pg_stat_activity WHERE datname = '{name}' AND application_name = 'tenantctl'"
+                "SELECT count(*)::text, count(*) FILTER (WHERE wait_event_type = 'Lock')::text \
+                 FROM pg_stat_activity WHERE datname = '{name}' AND application_name = 'tenantctl'"
             ),
         );
-        if n[0][0].as_deref().unwrap_or("0").parse::<u32>().unwrap() >= 3 || killed > 0 {
+        let count = |k: usize| n[0][k].as_deref().unwrap_or("0").parse::<u32>().unwrap();
+        if (count(0) >= 3 && count(1) >= 1) || killed > 0 {
             query_strings(
                 &cluster().url,
                 &format!(
@@ -730,7 +739,9 @@ fn a_connection_lost_mid_run_exits_2() {
     let out = waiter.join().unwrap();
     assert!(
         killed > 0,
-        "verify (pid {pid}) finished before its connections could be cut"
+        "verify (pid {pid}) finished before its connections could be cut: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
         out.status.code(),
