@@ -34,6 +34,13 @@ fn role_template() -> &'static Template {
     T.get_or_init(|| make_template("verify_roles"))
 }
 
+/// A third, for the connecting role without the TEMP privilege (it is granted the app and admin
+/// roles, which other tests' role checks would see).
+fn notemp_template() -> &'static Template {
+    static T: OnceLock<Template> = OnceLock::new();
+    T.get_or_init(|| make_template("verify_notemp"))
+}
+
 fn make_template(label: &str) -> Template {
     {
         let db = test_db(label);
@@ -168,6 +175,19 @@ const CORPUS: &[Case] = &[
         "insert_without_isolation",
         "CREATE POLICY open_insert ON public.members FOR INSERT TO {app} WITH CHECK (true)",
         &["policy.always-true", "probe.cross-insert"],
+    ),
+    case(
+        "tenant_id_movable",
+        "DROP TRIGGER zzz_tenantctl_tenant_immutable ON public.bookings;
+         DO $$DECLARE c text; BEGIN
+           FOR c IN SELECT conname FROM pg_constraint WHERE conrelid = 'public.bookings'::regclass AND contype = 'f' LOOP
+             EXECUTE format('ALTER TABLE public.bookings DROP CONSTRAINT %I', c);
+           END LOOP; END$$;
+         CREATE POLICY see_all ON public.bookings FOR SELECT TO {app} USING (true);
+         CREATE POLICY move ON public.bookings FOR UPDATE TO {app}
+           USING (gym_id = (SELECT tenantctl.current_gym_id())) WITH CHECK (true);
+         GRANT UPDATE (gym_id) ON public.bookings TO {app}",
+        &["probe.tenant-id-change", "probe.foreign-rows"],
     ),
     case("app_owns_table", "ALTER TABLE public.coaches OWNER TO {app}", &["role.app-owns"]),
     Case {
@@ -683,6 +703,70 @@ fn missing_set_role_names_the_grant() {
         "{stderr}"
     );
     assert!(!stderr.contains(password), "{stderr}");
+}
+
+/// Without the TEMP privilege on the database the write probes cannot run in verify's
+/// session-temporary function: they are sent one statement each, and still pass on the clean
+/// schema and catch an INSERT policy that lets a tenant write another tenant's rows.
+#[test]
+fn write_probes_without_temp_privilege_fall_back_to_statements() {
+    let t = notemp_template();
+    let (url, name) = clone_of(t, "notemp");
+    let user = format!("{}verifier", t.db.role_prefix);
+    let password = "verify-test-password-2";
+    psql_exec(
+        &url,
+        &fill_for(
+            t,
+            &format!(
+                "CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}';
+                 GRANT {{app}}, {{admin}} TO \"{user}\";
+                 GRANT CONNECT ON DATABASE {{db}} TO \"{user}\";
+                 REVOKE TEMP ON DATABASE {{db}} FROM PUBLIC;
+                 REVOKE TEMP ON DATABASE {{db}} FROM {{app}}"
+            ),
+            &name,
+        ),
+    );
+    let mut u = url::Url::parse(&url).unwrap();
+    u.set_username(&user).unwrap();
+    u.set_password(Some(password)).unwrap();
+    let probe_failures = |json: &Value| -> Vec<String> {
+        failing_ids(json)
+            .into_iter()
+            .filter(|i| i.starts_with("probe."))
+            .collect()
+    };
+    let passed = |json: &Value, id: &str| {
+        json["checks"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["id"] == id && c["status"] == "pass"))
+    };
+    // The declared expressions are compared on scratch tables, which need TEMP as well:
+    // only the probes are asserted on here.
+    let (code, json, stderr) = verify_in(t, u.as_str(), &[]);
+    assert_ne!(code, 2, "{stderr}");
+    assert_eq!(json["stats"]["tenants_probed"], 2, "{json:#}");
+    assert!(probe_failures(&json).is_empty(), "{json:#}");
+    assert!(passed(&json, "probe.cross-insert"), "{json:#}");
+    assert!(passed(&json, "probe.tenant-id-change"), "{json:#}");
+
+    psql_exec(
+        &url,
+        &fill_for(
+            t,
+            "CREATE POLICY open_insert ON public.members FOR INSERT TO {app} WITH CHECK (true)",
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify_in(t, u.as_str(), &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        probe_failures(&json)
+            .iter()
+            .any(|i| i == "probe.cross-insert"),
+        "{json:#}"
+    );
 }
 
 /// Backends terminated mid-run: exit 2, never a pass.
