@@ -105,6 +105,68 @@ pub fn scratch_policy(scratch: &str, name: &str, p: &Policy) -> String {
     s
 }
 
+/// Name of `verify`'s session-temporary write-probe function (see [`write_probes_function`]).
+pub const WRITE_PROBES_FUNCTION: &str = "pg_temp.tenantctl_write_probes";
+/// Its signature, for `regprocedure`.
+pub const WRITE_PROBES_SIGNATURE: &str = "pg_temp.tenantctl_write_probes(uuid, uuid, boolean[])";
+
+/// One table's write probes in [`write_probes_function`]: raw names, quoted here.
+pub struct WriteProbe {
+    pub schema: String,
+    pub table: String,
+    pub tenant_column: String,
+    pub key: String,
+    /// Whether the INSERT with another tenant's id is probed (the app role may insert).
+    pub insert: bool,
+}
+
+/// `verify`'s write probes of one tenant as one statement: a session-temporary PL/pgSQL
+/// function, `SECURITY INVOKER` (it runs as the app role that calls it, with the tenant's
+/// context), that for each table tries an INSERT with another tenant's id (`$1`) and moving one
+/// of the tenant's (`$2`) rows to it (when `$3[table]`), each in a block of its own that always
+/// ends in an exception, so that nothing it did survives, and returns one row per table:
+/// `accepted` or the SQLSTATE the INSERT failed with (NULL: not probed), and `moved`, `none` or
+/// the SQLSTATE of the tenant-id change (NULL: not probed). Values are only ever its arguments;
+/// the statements are the ones the client-side probes send (`RETURNING 1` included, which
+/// applies the SELECT policies to the new row too), so the outcomes are the same.
+pub fn write_probes_function(probes: &[WriteProbe]) -> String {
+    let mut body = String::new();
+    for (i, p) in probes.iter().enumerate() {
+        let (r, tc, pk) = (rel(&p.schema, &p.table), q(&p.tenant_column), q(&p.key));
+        body.push_str(&format!(
+            "    probe_target := {i}; insert_state := NULL; change_state := NULL;\n"
+        ));
+        if p.insert {
+            body.push_str(&format!(
+                "    BEGIN\n        tc_done := false;\n        \
+                 WITH w AS (INSERT INTO {r} ({tc}) VALUES ($1) RETURNING 1) SELECT count(*) INTO tc_rows FROM w;\n        \
+                 tc_done := true;\n        RAISE SQLSTATE 'TCP00';\n    \
+                 EXCEPTION WHEN OTHERS THEN\n        \
+                 insert_state := CASE WHEN tc_done THEN 'accepted' ELSE SQLSTATE END;\n    END;\n"
+            ));
+        }
+        body.push_str(&format!(
+            "    IF $3[{n}] THEN\n    BEGIN\n        tc_done := false;\n        \
+             WITH w AS (UPDATE {r} SET {tc} = $1 WHERE {pk} = (SELECT {pk} FROM {r} WHERE {tc} = $2 LIMIT 1) RETURNING 1) \
+             SELECT count(*) INTO tc_rows FROM w;\n        \
+             tc_done := true;\n        RAISE SQLSTATE 'TCP00';\n    \
+             EXCEPTION WHEN OTHERS THEN\n        \
+             change_state := CASE WHEN NOT tc_done THEN SQLSTATE WHEN tc_rows > 0 THEN 'moved' ELSE 'none' END;\n    END;\n    END IF;\n",
+            n = i + 1
+        ));
+        body.push_str("    RETURN NEXT;\n");
+    }
+    let body = format!(
+        "\n#variable_conflict use_column\nDECLARE\n    tc_done boolean;\n    tc_rows bigint;\nBEGIN\n{body}END\n"
+    );
+    format!(
+        "CREATE FUNCTION {WRITE_PROBES_SIGNATURE}\n\
+         RETURNS TABLE (probe_target integer, insert_state text, change_state text)\n\
+         LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS {}",
+        dollar_quote(&body)
+    )
+}
+
 struct Out {
     stmts: Vec<Statement>,
 }
@@ -730,4 +792,39 @@ pub fn render(version: u32, name: &str, stmts: &[Statement]) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_probes_quote_names_and_take_values_as_arguments() {
+        let probes = [
+            WriteProbe {
+                schema: "public".into(),
+                table: "we\"ird".into(),
+                tenant_column: "gym_id".into(),
+                key: "id".into(),
+                insert: true,
+            },
+            WriteProbe {
+                schema: "public".into(),
+                table: "gyms".into(),
+                tenant_column: "id".into(),
+                key: "id".into(),
+                insert: false,
+            },
+        ];
+        let sql = write_probes_function(&probes);
+        assert!(sql
+            .starts_with("CREATE FUNCTION pg_temp.tenantctl_write_probes(uuid, uuid, boolean[])"));
+        assert!(sql.contains("SECURITY INVOKER"));
+        assert!(sql
+            .contains("INSERT INTO \"public\".\"we\"\"ird\" (\"gym_id\") VALUES ($1) RETURNING 1"));
+        assert!(sql.contains("IF $3[1] THEN") && sql.contains("IF $3[2] THEN"));
+        // The second table is not inserted into, only its tenant id changed.
+        assert_eq!(sql.matches("INSERT INTO").count(), 1);
+        assert_eq!(sql.matches("RETURN NEXT").count(), 2);
+    }
 }

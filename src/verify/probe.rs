@@ -129,6 +129,8 @@ struct Plan {
     feed_all: String,
     feed_sample: String,
     feed_named: String,
+    /// [`crate::sql::write_probes_function`] over the targets; None without targets.
+    write_probes: Option<String>,
 }
 
 #[derive(Debug)]
@@ -189,6 +191,7 @@ impl Plan {
         let t = &schema.tenancy;
         let rel = |name: &str| format!("{}.{}", q(&t.table_schema), q(name));
         let mut targets = Vec::new();
+        let mut write_probes = Vec::new();
         for (name, table) in &schema.tables {
             let exists: Option<String> = client
                 .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&rel(name)])
@@ -233,6 +236,13 @@ impl Plan {
             if !app_select {
                 continue; // nothing for the app role to see
             }
+            write_probes.push(crate::sql::WriteProbe {
+                schema: t.table_schema.clone(),
+                table: name.clone(),
+                tenant_column: table.tenant_column.clone(),
+                key: pk.clone(),
+                insert: app_insert,
+            });
             let (r_, tc, pk) = (rel(name), q(&table.tenant_column), q(&pk));
             // The key's own type (format_type quotes what needs quoting), so that a lookup by
             // key uses its index; text when the column is missing (the statement then fails
@@ -330,6 +340,8 @@ impl Plan {
             tenant_query: format!("SELECT {key} FROM {tt}"),
             tenant_count: format!("SELECT count(*) FROM {tt}"),
             tenant_by_slug: has_slug.then(|| format!("SELECT {key} FROM {tt} WHERE slug = $1")),
+            write_probes: (!write_probes.is_empty())
+                .then(|| crate::sql::write_probes_function(&write_probes)),
         })
     }
 }
@@ -612,6 +624,9 @@ struct Conn {
     fast_reads: Statement,
     fast_writes: Option<Statement>,
     changes_own: Vec<Statement>,
+    /// The session-temporary write-probe function's call (`$1` other tenant, `$2` tenant, `$3`
+    /// which tables to move a row of), when it could be created here: see [`Conn::write_probes`].
+    write_probes: Option<Statement>,
 }
 
 impl Conn {
@@ -666,6 +681,7 @@ impl Conn {
                 None => None,
             },
             changes_own,
+            write_probes: None,
             set_role: prep("SELECT pg_catalog.set_config('role', $1, true)").await?,
             set_role_ctx: prep("SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)").await?,
             savepoint: prep("SAVEPOINT tc_probe").await?,
@@ -680,6 +696,50 @@ impl Conn {
             client,
             plan,
         })
+    }
+
+    /// Create the write-probe function in this session's temporary schema, for the fast path to
+    /// run every table's INSERT and tenant-id-change probes in one statement. Left unset (the
+    /// probes are then sent one by one) when it cannot be created (no TEMP privilege on the
+    /// database, no PL/pgSQL) or the app role could not call it.
+    async fn write_probes(&mut self) -> Result<()> {
+        let Some(create) = &self.plan.write_probes else {
+            return Ok(());
+        };
+        let created = async {
+            self.client.batch_execute(create).await?;
+            let r = self
+                .client
+                .query_one(
+                    "SELECT pg_catalog.has_function_privilege($1, $2::text::regprocedure, 'EXECUTE') \
+                     AND pg_catalog.has_schema_privilege($1, pg_catalog.pg_my_temp_schema(), 'USAGE')",
+                    &[&self.plan.app, &crate::sql::WRITE_PROBES_SIGNATURE],
+                )
+                .await?;
+            Ok::<bool, tokio_postgres::Error>(r.get(0))
+        }
+        .await;
+        let usable = match created {
+            Ok(usable) => usable,
+            Err(e) if e.as_db_error().is_some() => false,
+            Err(e) => {
+                return Err(anyhow!(db::redact_text(&describe(&e))))
+                    .context("cannot create the write-probe function")
+            }
+        };
+        if usable {
+            let call = format!(
+                "SELECT probe_target, insert_state, change_state FROM {}($1, $2, $3)",
+                crate::sql::WRITE_PROBES_FUNCTION
+            );
+            self.write_probes = Some(
+                self.client
+                    .prepare(&call)
+                    .await
+                    .context("cannot prepare the write probes")?,
+            );
+        }
+        Ok(())
     }
 
     async fn simple(&self, sql: &str) -> Result<()> {
@@ -1132,10 +1192,12 @@ async fn probe_batch(
         tid: String,
         victims: Vec<Option<String>>,
         other: Option<Uuid>,
+        /// Per target: whether to move one of the tenant's rows (the admin counts some).
+        moves: Vec<bool>,
     }
     let owns: Vec<Own> = jobs
         .iter()
-        .map(|(tenant, _)| {
+        .map(|(tenant, admin)| {
             let victims: Vec<Option<String>> = (0..plan.targets.len())
                 .map(|i| shared.victim(i, *tenant).map(|v| v.0.clone()))
                 .collect();
@@ -1146,6 +1208,10 @@ async fn probe_batch(
                 tid: tenant.to_string(),
                 victims,
                 other,
+                moves: admin
+                    .iter()
+                    .map(|n| matches!(n, Some(n) if *n > 0))
+                    .collect(),
             }
         })
         .collect();
@@ -1156,6 +1222,8 @@ async fn probe_batch(
         writes: Option<usize>,
         inserts: Vec<Option<usize>>,
         changes: Vec<Option<usize>>,
+        /// The write-probe function's call, instead of `inserts` and `changes`.
+        folded: Option<usize>,
         readables: Vec<usize>,
         end: usize,
     }
@@ -1171,10 +1239,18 @@ async fn probe_batch(
             .fast_writes
             .as_ref()
             .map(|s| p.push(s, o.victims.iter().map(|v| v as Param).collect()));
-        p.push(&conn.savepoint, vec![]);
+        // The INSERT and tenant-id-change probes: one call of the write-probe function, last
+        // (an error in it only spoils the ROLLBACK that follows), or one statement each.
+        let folded_call = conn.write_probes.as_ref().zip(o.other.as_ref());
+        if folded_call.is_none() || !conn.readables.is_empty() {
+            p.push(&conn.savepoint, vec![]);
+        }
         let mut inserts = Vec::new();
         let mut changes = Vec::new();
         for (i, own_rows) in admin.iter().enumerate() {
+            if folded_call.is_some() {
+                break;
+            }
             inserts.push(match (&conn.inserts[i], &o.other) {
                 (Some(s), Some(other)) => Some(p.isolated(conn, s, vec![other])),
                 _ => None,
@@ -1191,6 +1267,7 @@ async fn probe_batch(
             .iter()
             .map(|s| p.isolated(conn, s, vec![&o.tid]))
             .collect();
+        let folded = folded_call.map(|(s, other)| p.push(s, vec![other, &o.tenant, &o.moves]));
         let end = p.push_simple("ROLLBACK");
         ats.push(At {
             begin,
@@ -1199,6 +1276,7 @@ async fn probe_batch(
             writes,
             inserts,
             changes,
+            folded,
             readables,
             end,
         });
@@ -1232,10 +1310,36 @@ async fn probe_batch(
                 }
             },
         };
-        if !clean {
+        // The write-probe function's rows, one per target; its failure (a statement timeout,
+        // which PL/pgSQL blocks do not catch): probe again, statement by statement.
+        let (folded, folded_failed) = match at.folded {
+            None => (None, false),
+            Some(j) => match &results[j] {
+                Ok(rows) => (Some(rows), false),
+                Err(e) if e.as_db_error().is_some() => (None, true),
+                Err(e) => {
+                    return Err(anyhow!(db::redact_text(&describe(e))))
+                        .context("probe failed: cross-tenant INSERT and tenant-id change")
+                }
+            },
+        };
+        if !clean || folded_failed {
             out.push(probe_tenant_in(conn, tenant, false, &shared.begin).await?);
             continue;
         }
+        let folded: Vec<(Option<String>, Option<String>)> = match folded {
+            None => Vec::new(),
+            Some(rows) => {
+                let mut v = vec![(None, None); plan.targets.len()];
+                for r in rows {
+                    let i: i32 = r.get(0);
+                    if let Some(slot) = v.get_mut(i as usize) {
+                        *slot = (r.get(1), r.get(2));
+                    }
+                }
+                v
+            }
+        };
         let mut tally = Tally::default();
         let mut own_counts = Vec::new();
         for (i, target) in plan.targets.iter().enumerate() {
@@ -1298,11 +1402,23 @@ async fn probe_batch(
                     tally.pass("probe.cross-delete");
                 }
             }
-            if let Some(j) = at.inserts[i] {
-                record_insert(&mut tally, &results[j], tenant, &obj, &target.name)?;
+            if let Some(Some(j)) = at.inserts.get(i) {
+                record_insert(&mut tally, &results[*j], tenant, &obj, &target.name)?;
             }
-            if let Some(j) = at.changes[i] {
-                record_change(&mut tally, &results[j], tenant, &obj, &target.name)?;
+            if let Some(Some(j)) = at.changes.get(i) {
+                record_change(&mut tally, &results[*j], tenant, &obj, &target.name)?;
+            }
+            if let Some((insert, change)) = folded.get(i) {
+                if let Some(state) = insert {
+                    let outcome = match state.as_str() {
+                        "accepted" => Ok(()),
+                        code => Err(code.to_string()),
+                    };
+                    record_insert_outcome(&mut tally, outcome, tenant, &obj, &target.name);
+                }
+                if let Some(state) = change {
+                    record_change_outcome(&mut tally, state == "moved", tenant, &obj, &target.name);
+                }
             }
         }
         for (k, j) in at.readables.into_iter().enumerate() {
@@ -1320,10 +1436,23 @@ fn record_insert(
     obj: &str,
     name: &str,
 ) -> Result<()> {
+    let outcome = probe_result(result, "insert")?.map(|_| ());
+    record_insert_outcome(tally, outcome, tenant, obj, name);
+    Ok(())
+}
+
+/// An INSERT with another tenant's id: accepted, or the SQLSTATE it failed with.
+fn record_insert_outcome(
+    tally: &mut Tally,
+    outcome: std::result::Result<(), String>,
+    tenant: Uuid,
+    obj: &str,
+    name: &str,
+) {
     // Row-level security's WITH CHECK runs before NOT NULL and key checks: anything
     // but its refusal (42501) means the row got past it.
-    let bad = match probe_result(result, "insert")? {
-        Ok(_) => Some("was accepted".to_string()),
+    let bad = match outcome {
+        Ok(()) => Some("was accepted".to_string()),
         Err(code) if code == "42501" => None,
         Err(code) => Some(format!(
             "got past row-level security (then failed with SQLSTATE {code})"
@@ -1340,7 +1469,6 @@ fn record_insert(
             .tenant(tenant)
         }),
     );
-    Ok(())
 }
 
 fn record_change(
@@ -1351,6 +1479,12 @@ fn record_change(
     name: &str,
 ) -> Result<()> {
     let moved = matches!(probe_result(result, "tenant id change")?, Ok(rows) if !rows.is_empty());
+    record_change_outcome(tally, moved, tenant, obj, name);
+    Ok(())
+}
+
+/// A tenant-id change of one of the tenant's rows: whether the row moved (any error: it did not).
+fn record_change_outcome(tally: &mut Tally, moved: bool, tenant: Uuid, obj: &str, name: &str) {
     tally.record(
         "probe.tenant-id-change",
         moved.then(|| {
@@ -1362,7 +1496,6 @@ fn record_change(
             .tenant(tenant)
         }),
     );
-    Ok(())
 }
 
 fn record_readable(
@@ -1822,7 +1955,8 @@ async fn probe_all(
         handles.push(tokio::spawn(async move {
             let result = async {
                 let client = db::connect(&url).await?;
-                let conn = Conn::new(client, plan.clone()).await?;
+                let mut conn = Conn::new(client, plan.clone()).await?;
+                conn.write_probes().await?;
                 let mut tally = Tally::default();
                 let mut own = vec![0i64; n];
                 let mut probed = 0u64;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{cluster, psql_exec, query_strings, tenantctl, test_db, TestDb};
-use crate::support::{generate_and_migrate, password_of, write_project, Roles};
+use crate::support::{generate_and_migrate, password_of, write_project, Pg, Roles};
 
 const GYM_A: &str = "00000000-0000-4000-8000-00000000000a";
 const GYM_B: &str = "00000000-0000-4000-8000-00000000000b";
@@ -32,6 +32,13 @@ fn template() -> &'static Template {
 fn role_template() -> &'static Template {
     static T: OnceLock<Template> = OnceLock::new();
     T.get_or_init(|| make_template("verify_roles"))
+}
+
+/// A third, for the connecting role without the TEMP privilege (it is granted the app and admin
+/// roles, which other tests' role checks would see).
+fn notemp_template() -> &'static Template {
+    static T: OnceLock<Template> = OnceLock::new();
+    T.get_or_init(|| make_template("verify_notemp"))
 }
 
 fn make_template(label: &str) -> Template {
@@ -168,6 +175,19 @@ const CORPUS: &[Case] = &[
         "insert_without_isolation",
         "CREATE POLICY open_insert ON public.members FOR INSERT TO {app} WITH CHECK (true)",
         &["policy.always-true", "probe.cross-insert"],
+    ),
+    case(
+        "tenant_id_movable",
+        "DROP TRIGGER zzz_tenantctl_tenant_immutable ON public.bookings;
+         DO $$DECLARE c text; BEGIN
+           FOR c IN SELECT conname FROM pg_constraint WHERE conrelid = 'public.bookings'::regclass AND contype = 'f' LOOP
+             EXECUTE format('ALTER TABLE public.bookings DROP CONSTRAINT %I', c);
+           END LOOP; END$$;
+         CREATE POLICY see_all ON public.bookings FOR SELECT TO {app} USING (true);
+         CREATE POLICY move ON public.bookings FOR UPDATE TO {app}
+           USING (gym_id = (SELECT tenantctl.current_gym_id())) WITH CHECK (true);
+         GRANT UPDATE (gym_id) ON public.bookings TO {app}",
+        &["probe.tenant-id-change", "probe.foreign-rows"],
     ),
     case("app_owns_table", "ALTER TABLE public.coaches OWNER TO {app}", &["role.app-owns"]),
     Case {
@@ -685,16 +705,86 @@ fn missing_set_role_names_the_grant() {
     assert!(!stderr.contains(password), "{stderr}");
 }
 
+/// Without the TEMP privilege on the database the write probes cannot run in verify's
+/// session-temporary function: they are sent one statement each, and still pass on the clean
+/// schema and catch an INSERT policy that lets a tenant write another tenant's rows.
+#[test]
+fn write_probes_without_temp_privilege_fall_back_to_statements() {
+    let t = notemp_template();
+    let (url, name) = clone_of(t, "notemp");
+    let user = format!("{}verifier", t.db.role_prefix);
+    let password = "verify-test-password-2";
+    psql_exec(
+        &url,
+        &fill_for(
+            t,
+            &format!(
+                "CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}';
+                 GRANT {{app}}, {{admin}} TO \"{user}\";
+                 GRANT CONNECT ON DATABASE {{db}} TO \"{user}\";
+                 REVOKE TEMP ON DATABASE {{db}} FROM PUBLIC;
+                 REVOKE TEMP ON DATABASE {{db}} FROM {{app}}"
+            ),
+            &name,
+        ),
+    );
+    let mut u = url::Url::parse(&url).unwrap();
+    u.set_username(&user).unwrap();
+    u.set_password(Some(password)).unwrap();
+    let probe_failures = |json: &Value| -> Vec<String> {
+        failing_ids(json)
+            .into_iter()
+            .filter(|i| i.starts_with("probe."))
+            .collect()
+    };
+    let passed = |json: &Value, id: &str| {
+        json["checks"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["id"] == id && c["status"] == "pass"))
+    };
+    // The declared expressions are compared on scratch tables, which need TEMP as well:
+    // only the probes are asserted on here.
+    let (code, json, stderr) = verify_in(t, u.as_str(), &[]);
+    assert_ne!(code, 2, "{stderr}");
+    assert_eq!(json["stats"]["tenants_probed"], 2, "{json:#}");
+    assert!(probe_failures(&json).is_empty(), "{json:#}");
+    assert!(passed(&json, "probe.cross-insert"), "{json:#}");
+    assert!(passed(&json, "probe.tenant-id-change"), "{json:#}");
+
+    psql_exec(
+        &url,
+        &fill_for(
+            t,
+            "CREATE POLICY open_insert ON public.members FOR INSERT TO {app} WITH CHECK (true)",
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify_in(t, u.as_str(), &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        probe_failures(&json)
+            .iter()
+            .any(|i| i == "probe.cross-insert"),
+        "{json:#}"
+    );
+}
+
 /// Backends terminated mid-run: exit 2, never a pass.
 #[test]
 fn a_connection_lost_mid_run_exits_2() {
     let (url, name) = clone("killed");
-    // Enough tenants that the probes are still running when the backends go.
     psql_exec(
         &url,
-        "INSERT INTO gyms (id, slug, name) SELECT gen_random_uuid(), 'g-' || i, 'G' || i FROM generate_series(1, 3000) i;
+        "INSERT INTO gyms (id, slug, name) SELECT gen_random_uuid(), 'g-' || i, 'G' || i FROM generate_series(1, 300) i;
          INSERT INTO members (gym_id, full_name, email) SELECT id, 'M', slug || '@x' FROM gyms;",
     );
+    // Block writes to members (SHARE conflicts with the ROW EXCLUSIVE lock every INSERT,
+    // UPDATE and DELETE takes, even to prepare, not with reads): the probe workers wait on it,
+    // so the probes are still running (however fast they are) when the backends go.
+    let mut locker = Pg::connect(&url);
+    locker
+        .batch("BEGIN; LOCK TABLE public.members IN SHARE MODE")
+        .unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantctl"))
         .current_dir(&template().dir)
         .args(["--database-url", &url, "--format", "json", "verify"])
@@ -706,17 +796,20 @@ fn a_connection_lost_mid_run_exits_2() {
         .unwrap();
     let pid = child.id();
     let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    // Wait until verify is probing (several connections), then cut every one of them.
+    // Wait until verify is probing (several connections, one waiting on the lock), then cut
+    // every one of them (the locker's too).
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut killed = 0;
     while !waiter.is_finished() && Instant::now() < deadline {
         let n = query_strings(
             &cluster().url,
             &format!(
-                "SELECT count(*)::text FROM pg_stat_activity WHERE datname = '{name}' AND application_name = 'tenantctl'"
+                "SELECT count(*)::text, count(*) FILTER (WHERE wait_event_type = 'Lock')::text \
+                 FROM pg_stat_activity WHERE datname = '{name}' AND application_name = 'tenantctl'"
             ),
         );
-        if n[0][0].as_deref().unwrap_or("0").parse::<u32>().unwrap() >= 3 || killed > 0 {
+        let count = |k: usize| n[0][k].as_deref().unwrap_or("0").parse::<u32>().unwrap();
+        if (count(0) >= 3 && count(1) >= 1) || killed > 0 {
             query_strings(
                 &cluster().url,
                 &format!(
@@ -730,7 +823,9 @@ fn a_connection_lost_mid_run_exits_2() {
     let out = waiter.join().unwrap();
     assert!(
         killed > 0,
-        "verify (pid {pid}) finished before its connections could be cut"
+        "verify (pid {pid}) finished before its connections could be cut: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
         out.status.code(),
