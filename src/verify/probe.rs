@@ -1128,30 +1128,7 @@ async fn probe_tenant_inner(
         }
     }
     for (k, j) in readable_idx.into_iter().enumerate() {
-        let r = &plan.readables[k];
-        let id = if r.kind == "view" {
-            "probe.view"
-        } else {
-            "probe.function"
-        };
-        let leaked = match probe_result(&results[j], id)? {
-            Ok(rows) => rows[0].get::<_, i64>(0),
-            Err(_) => 0, // refusing is fine
-        };
-        tally.record(
-            id,
-            (leaked > 0).then(|| {
-                Finding::new(
-                    id,
-                    format!("{} {}", r.kind, r.name),
-                    format!(
-                        "{} {} returned {leaked} row(s) of other tenants to tenant {tenant}",
-                        r.kind, r.name
-                    ),
-                )
-                .tenant(tenant)
-            }),
-        );
+        record_readable(tally, &plan.readables[k], &results[j], tenant)?;
     }
     Ok(own_counts)
 }
