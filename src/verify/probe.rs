@@ -1008,56 +1008,15 @@ async fn probe_tenant_inner(
             &results[count],
             &format!("the app role cannot read {}", target.name),
         )?;
-        let (visible, foreign, looked_up): (i64, i64, i64) =
-            (rows[0].get(0), rows[0].get(1), rows[0].get(2));
-        own_counts.push(visible - foreign);
-        tally.record(
-            "probe.foreign-rows",
-            (foreign > 0).then(|| {
-                Finding::new(
-                    "probe.foreign-rows",
-                    &obj,
-                    format!(
-                        "tenant {tenant} sees {foreign} row(s) of other tenants in {}",
-                        target.name
-                    ),
-                )
-                .tenant(tenant)
-            }),
-        );
-        if let Some(admin) = refs[i].count {
-            tally.record(
-                "probe.count",
-                (visible - foreign != admin).then(|| {
-                    Finding::new(
-                        "probe.count",
-                        &obj,
-                        format!(
-                            "tenant {tenant} sees {} of its row(s) in {}; the admin counts {admin}",
-                            visible - foreign,
-                            target.name
-                        ),
-                    )
-                    .tenant(tenant)
-                }),
-            );
-        }
-        if refs[i].other_pk.is_some() {
-            tally.record(
-                "probe.cross-lookup",
-                (looked_up > 0).then(|| {
-                    Finding::new(
-                        "probe.cross-lookup",
-                        &obj,
-                        format!(
-                            "tenant {tenant} found another tenant's row of {} by its id",
-                            target.name
-                        ),
-                    )
-                    .tenant(tenant)
-                }),
-            );
-        }
+        let reads = (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+        own_counts.push(record_reads(
+            tally,
+            &target.name,
+            tenant,
+            reads,
+            refs[i].count,
+            refs[i].other_pk.is_some(),
+        ));
         for (id, at, verb) in [
             ("probe.cross-update", upd, "updated"),
             ("probe.cross-delete", del, "deleted"),
@@ -1322,55 +1281,16 @@ async fn probe_batch(
         for (i, target) in plan.targets.iter().enumerate() {
             let obj = format!("table {}", target.name);
             let row = &reads[0];
-            let (visible, foreign, looked_up): (i64, i64, i64) =
-                (row.get(3 * i), row.get(3 * i + 1), row.get(3 * i + 2));
-            own_counts.push(visible - foreign);
-            tally.record(
-                "probe.foreign-rows",
-                (foreign > 0).then(|| {
-                    Finding::new(
-                        "probe.foreign-rows",
-                        &obj,
-                        format!(
-                            "tenant {tenant} sees {foreign} row(s) of other tenants in {}",
-                            target.name
-                        ),
-                    )
-                    .tenant(tenant)
-                }),
-            );
-            if let Some(admin) = admin[i] {
-                tally.record(
-                    "probe.count",
-                    (visible - foreign != admin).then(|| {
-                        Finding::new(
-                            "probe.count",
-                            &obj,
-                            format!(
-                                "tenant {tenant} sees {} of its row(s) in {}; the admin counts {admin}",
-                                visible - foreign,
-                                target.name
-                            ),
-                        )
-                        .tenant(tenant)
-                    }),
-                );
-            }
+            let reads = (row.get(3 * i), row.get(3 * i + 1), row.get(3 * i + 2));
+            own_counts.push(record_reads(
+                &mut tally,
+                &target.name,
+                tenant,
+                reads,
+                admin[i],
+                o.victims[i].is_some(),
+            ));
             if o.victims[i].is_some() {
-                tally.record(
-                    "probe.cross-lookup",
-                    (looked_up > 0).then(|| {
-                        Finding::new(
-                            "probe.cross-lookup",
-                            &obj,
-                            format!(
-                                "tenant {tenant} found another tenant's row of {} by its id",
-                                target.name
-                            ),
-                        )
-                        .tenant(tenant)
-                    }),
-                );
                 // The combined statement affected no row: each attack, on its own, neither.
                 if target.update.is_some() {
                     tally.pass("probe.cross-update");
@@ -1473,6 +1393,61 @@ fn record_change_outcome(tally: &mut Tally, moved: bool, tenant: Uuid, obj: &str
             .tenant(tenant)
         }),
     );
+}
+
+/// Record the read probes of one table for one tenant: foreign rows seen, the count against the
+/// admin's (when known), the look-up of another tenant's row (when one was probed). Returns the
+/// tenant's own row count.
+fn record_reads(
+    tally: &mut Tally,
+    name: &str,
+    tenant: Uuid,
+    (visible, foreign, looked_up): (i64, i64, i64),
+    admin: Option<i64>,
+    looked_up_probed: bool,
+) -> i64 {
+    let obj = format!("table {name}");
+    tally.record(
+        "probe.foreign-rows",
+        (foreign > 0).then(|| {
+            Finding::new(
+                "probe.foreign-rows",
+                &obj,
+                format!("tenant {tenant} sees {foreign} row(s) of other tenants in {name}"),
+            )
+            .tenant(tenant)
+        }),
+    );
+    if let Some(admin) = admin {
+        tally.record(
+            "probe.count",
+            (visible - foreign != admin).then(|| {
+                Finding::new(
+                    "probe.count",
+                    &obj,
+                    format!(
+                        "tenant {tenant} sees {} of its row(s) in {name}; the admin counts {admin}",
+                        visible - foreign
+                    ),
+                )
+                .tenant(tenant)
+            }),
+        );
+    }
+    if looked_up_probed {
+        tally.record(
+            "probe.cross-lookup",
+            (looked_up > 0).then(|| {
+                Finding::new(
+                    "probe.cross-lookup",
+                    &obj,
+                    format!("tenant {tenant} found another tenant's row of {name} by its id"),
+                )
+                .tenant(tenant)
+            }),
+        );
+    }
+    visible - foreign
 }
 
 fn record_readable(
