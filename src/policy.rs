@@ -417,6 +417,17 @@ struct Parsed {
     file: RawFile,
 }
 
+impl Parsed {
+    /// Where this file's problems are collected, located in its text.
+    fn sink<'a>(&'a self, errors: &'a mut Vec<PolicyError>) -> Sink<'a> {
+        Sink {
+            file: &self.path,
+            text: &self.text,
+            errors,
+        }
+    }
+}
+
 /// Load every `*.toml` file in the project's policies directory, sorted by name, into a model.
 pub fn load(project: &Project) -> Result<Schema, PolicyErrors> {
     let dir = project.policies_dir();
@@ -526,11 +537,7 @@ fn compile(
     let mut tenancy: Option<(Tenancy, &Parsed)> = None;
     for p in files {
         let Some(raw) = &p.file.tenancy else { continue };
-        let mut sink = Sink {
-            file: &p.path,
-            text: &p.text,
-            errors,
-        };
+        let mut sink = p.sink(errors);
         if let Some((_, first)) = &tenancy {
             sink.err(
                 raw.span(),
@@ -583,11 +590,7 @@ fn compile(
     }
     let mut role_seen: BTreeMap<String, Seen> = BTreeMap::new();
     for p in files {
-        let mut sink = Sink {
-            file: &p.path,
-            text: &p.text,
-            errors,
-        };
+        let mut sink = p.sink(errors);
         for (key, raw) in &p.file.roles {
             let Some(name) = sink.name(key, "role") else {
                 continue;
@@ -636,11 +639,7 @@ fn compile(
     let mut table_seen: BTreeMap<String, Seen> = BTreeMap::new();
     let mut raw_tables: Vec<(&Parsed, &Spanned<String>, &Spanned<RawTable>, String)> = Vec::new();
     for p in files {
-        let mut sink = Sink {
-            file: &p.path,
-            text: &p.text,
-            errors,
-        };
+        let mut sink = p.sink(errors);
         for (key, raw) in &p.file.tables {
             let Some(name) = sink.name(key, "table") else {
                 continue;
@@ -664,11 +663,7 @@ fn compile(
             .find_map(|p| p.file.tenancy.as_ref().map(|t| (t, p)))
             .expect("tenancy came from a file");
         let raw = p.file.tenancy.as_ref().expect("checked");
-        let mut sink = Sink {
-            file: &p.path,
-            text: &p.text,
-            errors,
-        };
+        let mut sink = p.sink(errors);
         sink.err(
             raw.get_ref().tenant_table.span(),
             format!("the tenant table {} is not declared", tenancy.tenant_table),
@@ -684,11 +679,7 @@ fn compile(
     let mut tables: BTreeMap<String, Table> = BTreeMap::new();
     let mut pk_of: BTreeMap<String, (String, String)> = BTreeMap::new(); // table → (pk column, type)
     for (p, key, raw, name) in &raw_tables {
-        let mut sink = Sink {
-            file: &p.path,
-            text: &p.text,
-            errors,
-        };
+        let mut sink = p.sink(errors);
         if let Some(t) = compile_columns(name, key, raw, &p.source, &tenancy, &mut sink) {
             let pk = match t.constraints.get(&format!("{name}_pkey")) {
                 Some(Constraint::PrimaryKey { columns }) => columns[0].clone(),
@@ -702,11 +693,7 @@ fn compile(
 
     // Second pass: references, uniques, indexes, grants.
     for (p, _key, raw, name) in &raw_tables {
-        let mut sink = Sink {
-            file: &p.path,
-            text: &p.text,
-            errors,
-        };
+        let mut sink = p.sink(errors);
         if let Some(table) = tables.get_mut(name) {
             let ctx = RelationCtx {
                 tenancy: &tenancy,
@@ -721,11 +708,7 @@ fn compile(
     // Policies.
     let mut policy_seen: BTreeMap<(String, String), Seen> = BTreeMap::new();
     for p in files {
-        let mut sink = Sink {
-            file: &p.path,
-            text: &p.text,
-            errors,
-        };
+        let mut sink = p.sink(errors);
         for raw in &p.file.policies {
             let r = raw.get_ref();
             let Some(name) = sink.name(&r.name, "policy") else {
@@ -790,11 +773,7 @@ fn compile(
                 .values()
                 .any(|pol| pol.roles.contains(&tenancy.app_role))
         {
-            let mut sink = Sink {
-                file: &p.path,
-                text: &p.text,
-                errors,
-            };
+            let mut sink = p.sink(errors);
             sink.err(
                 key.span(),
                 format!("table {name} has isolation = \"manual\" but no policy for the app role {}", tenancy.app_role),
