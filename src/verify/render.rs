@@ -13,17 +13,23 @@ fn status(f: &Finding, fail_on: Severity) -> &'static str {
     }
 }
 
+/// The findings of one check id, and how many times it ran.
+fn of_check<'a>(report: &'a Report, id: &str) -> (Vec<&'a Finding>, usize) {
+    let findings = report
+        .tally
+        .findings
+        .iter()
+        .filter(|f| f.id == id)
+        .collect();
+    let runs = report.tally.runs.get(id).copied().unwrap_or(0);
+    (findings, runs)
+}
+
 /// One entry per finding, and one `pass` entry per check id that ran and found nothing.
 fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
     let mut out = Vec::new();
     for def in CHECKS {
-        let findings: Vec<&Finding> = report
-            .tally
-            .findings
-            .iter()
-            .filter(|f| f.id == def.id)
-            .collect();
-        let runs = report.tally.runs.get(def.id).copied().unwrap_or(0);
+        let (findings, runs) = of_check(report, def.id);
         if findings.is_empty() {
             if runs > 0 {
                 out.push(json!({
@@ -137,13 +143,7 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
             .iter()
             .filter(|d| d.id.starts_with("probe.") == is_probe)
         {
-            let findings: Vec<&Finding> = report
-                .tally
-                .findings
-                .iter()
-                .filter(|f| f.id == def.id)
-                .collect();
-            let runs = report.tally.runs.get(def.id).copied().unwrap_or(0);
+            let (findings, runs) = of_check(report, def.id);
             if findings.is_empty() {
                 if runs > 0 {
                     cases.push(format!(
