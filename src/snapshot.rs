@@ -10,6 +10,15 @@ use crate::model::Schema;
 
 pub const FILE: &str = "tenantctl.snapshot.json";
 const FORMAT: u32 = 1;
+/// Revision of the helper objects (schema, context and trigger functions) that `generate`
+/// writes. A snapshot of an older revision makes the next migration re-create them. 2: the
+/// context function carries no `SET search_path`, so that Postgres inlines it into every
+/// statement instead of calling it.
+pub const HELPERS: u32 = 2;
+
+fn first_helpers() -> u32 {
+    1
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +26,9 @@ pub struct Snapshot {
     pub format: u32,
     /// The migration version this model corresponds to.
     pub version: u32,
+    /// The [`HELPERS`] revision the migrations create (1 when absent: older snapshots).
+    #[serde(default = "first_helpers")]
+    pub helpers: u32,
     pub schema: Schema,
 }
 
@@ -96,6 +108,7 @@ pub fn save(dir: &Path, version: u32, schema: &Schema) -> Result<()> {
     let snap = Snapshot {
         format: FORMAT,
         version,
+        helpers: HELPERS,
         schema: schema.clone(),
     };
     let mut text = serde_json::to_string_pretty(&snap)?;

@@ -105,63 +105,161 @@ pub fn scratch_policy(scratch: &str, name: &str, p: &Policy) -> String {
     s
 }
 
-/// Name of `verify`'s session-temporary write-probe function (see [`write_probes_function`]).
-pub const WRITE_PROBES_FUNCTION: &str = "pg_temp.tenantctl_write_probes";
+/// Name of `verify`'s session-temporary probe function (see [`probe_function`]).
+pub const PROBE_FUNCTION: &str = "pg_temp.tenantctl_probe_tenants";
 /// Its signature, for `regprocedure`.
-pub const WRITE_PROBES_SIGNATURE: &str = "pg_temp.tenantctl_write_probes(uuid, uuid, boolean[])";
+pub const PROBE_SIGNATURE: &str =
+    "pg_temp.tenantctl_probe_tenants(uuid[], uuid[], text[], boolean[])";
+/// Prefix of every name the probe function declares. `verify` uses the function only when no
+/// probed relation has a column with this prefix, and the function refuses (42702) any name
+/// that is both a column and one of its variables (`#variable_conflict error`).
+pub const PROBE_NAME_PREFIX: &str = "tc_probe_";
 
-/// One table's write probes in [`write_probes_function`]: raw names, quoted here.
-pub struct WriteProbe {
+/// One table in [`probe_function`]: raw names, quoted here.
+pub struct ProbeTable {
     pub schema: String,
     pub table: String,
     pub tenant_column: String,
     pub key: String,
-    /// Whether the INSERT with another tenant's id is probed (the app role may insert).
+    /// The key column's type as `format_type` prints it (quoted where it must be), so that a
+    /// look-up by key is an index look-up.
+    pub key_type: String,
+    /// A column the app role may update (the UPDATE of another tenant's row sets it to itself).
+    pub update_column: Option<String>,
+    /// Whether the app role may DELETE (the DELETE of another tenant's row is probed).
+    pub delete: bool,
+    /// Whether the app role may INSERT (the INSERT with another tenant's id is probed).
     pub insert: bool,
 }
 
-/// `verify`'s write probes of one tenant as one statement: a session-temporary PL/pgSQL
-/// function, `SECURITY INVOKER` (it runs as the app role that calls it, with the tenant's
-/// context), that for each table tries an INSERT with another tenant's id (`$1`) and moving one
-/// of the tenant's (`$2`) rows to it (when `$3[table]`), each in a block of its own that always
-/// ends in an exception, so that nothing it did survives, and returns one row per table:
-/// `accepted` or the SQLSTATE the INSERT failed with (NULL: not probed), and `moved`, `none` or
-/// the SQLSTATE of the tenant-id change (NULL: not probed). Values are only ever its arguments;
-/// the statements are the ones the client-side probes send (`RETURNING 1` included, which
-/// applies the SELECT policies to the new row too), so the outcomes are the same.
-pub fn write_probes_function(probes: &[WriteProbe]) -> String {
+/// A view, or a function without arguments, that the app role can read in [`probe_function`].
+pub struct ProbeReadable {
+    pub schema: String,
+    pub name: String,
+    pub function: bool,
+    /// The tenant column it returns.
+    pub tenant_column: String,
+}
+
+/// `verify`'s probes of a batch of tenants as one statement: a session-temporary PL/pgSQL
+/// function, `SECURITY INVOKER` (it runs as the app role that calls it), called with the tenants
+/// (`$1`), per tenant another tenant's id (`$2`), and per tenant and table another tenant's key
+/// (`$3`, NULL: none) and whether to move one of the tenant's rows (`$4`), both indexed
+/// `(tenant - 1) * tables + table`. For each tenant in turn it sets the context with
+/// `set_config(<setting>, tenant, true)`, as the application does, then for each table:
+/// counts the visible rows and those of other tenants, looks another tenant's row up by key,
+/// tries the UPDATE and DELETE of that row and the INSERT with another tenant's id (one block),
+/// then moving one of the tenant's rows to the other tenant (a second block). Every block that
+/// writes always ends in an exception, so nothing it did survives, not even into the next
+/// tenant's probes. Then each view and function over the tenant column: the rows of other
+/// tenants it returns, in a block of its own.
+///
+/// It returns one row per tenant and table (`tc_probe_target` the table's index), then per
+/// view or function (index `tables + k`): the counts, the rows the UPDATE and DELETE touched,
+/// `tc_probe_attack` the SQLSTATE if they failed, `tc_probe_insert` `accepted` or the INSERT's
+/// SQLSTATE, `tc_probe_change` `moved`, `none` or the change's SQLSTATE; for a view or function,
+/// its foreign rows in `tc_probe_foreign` and its SQLSTATE, if it refused, in `tc_probe_insert`.
+/// NULL means not probed. The statements are those the client-side probes send (`RETURNING 1`
+/// included, which applies the SELECT policies to a written row too); values are only ever the
+/// function's arguments; names are quoted here.
+pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeReadable]) -> String {
+    let n = tables.len();
     let mut body = String::new();
-    for (i, p) in probes.iter().enumerate() {
-        let (r, tc, pk) = (rel(&p.schema, &p.table), q(&p.tenant_column), q(&p.key));
+    let reset = "tc_probe_visible := NULL; tc_probe_foreign := NULL; tc_probe_looked_up := NULL; \
+                 tc_probe_updated := NULL; tc_probe_deleted := NULL;\n        \
+                 tc_probe_attack := NULL; tc_probe_insert := NULL; tc_probe_change := NULL;\n";
+    for (j, t) in tables.iter().enumerate() {
+        let (r, tc, pk, ty) = (rel(&t.schema, &t.table), q(&t.tenant_column), q(&t.key), &t.key_type);
+        let at = format!("(tc_probe_i - 1) * {n} + {}", j + 1);
         body.push_str(&format!(
-            "    probe_target := {i}; insert_state := NULL; change_state := NULL;\n"
+            "        -- {r}\n        tc_probe_target := {j}; tc_probe_key := $3[{at}];\n        {reset}\
+             SELECT count(*), count(*) FILTER (WHERE {tc} IS DISTINCT FROM tc_probe_tenant)\n            \
+             INTO tc_probe_visible, tc_probe_foreign FROM {r};\n        \
+             IF tc_probe_key IS NOT NULL THEN\n            \
+             SELECT count(*) INTO tc_probe_looked_up FROM {r} WHERE {pk} = tc_probe_key::{ty};\n        \
+             END IF;\n"
         ));
-        if p.insert {
-            body.push_str(&format!(
-                "    BEGIN\n        tc_done := false;\n        \
-                 WITH w AS (INSERT INTO {r} ({tc}) VALUES ($1) RETURNING 1) SELECT count(*) INTO tc_rows FROM w;\n        \
-                 tc_done := true;\n        RAISE SQLSTATE 'TCP00';\n    \
-                 EXCEPTION WHEN OTHERS THEN\n        \
-                 insert_state := CASE WHEN tc_done THEN 'accepted' ELSE SQLSTATE END;\n    END;\n"
-            ));
+        if t.update_column.is_some() || t.delete || t.insert {
+            body.push_str("        BEGIN\n            tc_probe_stage := 0;\n            IF tc_probe_key IS NOT NULL THEN\n");
+            if let Some(c) = &t.update_column {
+                let c = q(c);
+                body.push_str(&format!(
+                    "                WITH w AS (UPDATE {r} SET {c} = {c} WHERE {pk} = tc_probe_key::{ty} RETURNING 1)\n                \
+                     SELECT count(*) INTO tc_probe_updated FROM w;\n"
+                ));
+            }
+            if t.delete {
+                body.push_str(&format!(
+                    "                WITH w AS (DELETE FROM {r} WHERE {pk} = tc_probe_key::{ty} RETURNING 1)\n                \
+                     SELECT count(*) INTO tc_probe_deleted FROM w;\n"
+                ));
+            }
+            body.push_str("            END IF;\n            tc_probe_stage := 1;\n");
+            if t.insert {
+                body.push_str(&format!(
+                    "            IF tc_probe_other IS NOT NULL THEN\n                \
+                     WITH w AS (INSERT INTO {r} ({tc}) VALUES (tc_probe_other) RETURNING 1)\n                \
+                     SELECT count(*) INTO tc_probe_rows FROM w;\n                \
+                     tc_probe_stage := 2;\n            END IF;\n"
+                ));
+            }
+            body.push_str(
+                "            RAISE SQLSTATE 'TCP00';\n        EXCEPTION WHEN OTHERS THEN\n            \
+                 IF tc_probe_stage = 0 THEN\n                tc_probe_attack := SQLSTATE;\n",
+            );
+            if t.insert {
+                body.push_str(
+                    "            ELSIF tc_probe_stage = 1 AND tc_probe_other IS NOT NULL THEN\n                \
+                     tc_probe_insert := SQLSTATE;\n            \
+                     ELSIF tc_probe_stage = 2 THEN\n                tc_probe_insert := 'accepted';\n",
+                );
+            }
+            body.push_str("            END IF;\n        END;\n");
         }
         body.push_str(&format!(
-            "    IF $3[{n}] THEN\n    BEGIN\n        tc_done := false;\n        \
-             WITH w AS (UPDATE {r} SET {tc} = $1 WHERE {pk} = (SELECT {pk} FROM {r} WHERE {tc} = $2 LIMIT 1) RETURNING 1) \
-             SELECT count(*) INTO tc_rows FROM w;\n        \
-             tc_done := true;\n        RAISE SQLSTATE 'TCP00';\n    \
-             EXCEPTION WHEN OTHERS THEN\n        \
-             change_state := CASE WHEN NOT tc_done THEN SQLSTATE WHEN tc_rows > 0 THEN 'moved' ELSE 'none' END;\n    END;\n    END IF;\n",
-            n = i + 1
+            "        IF tc_probe_other IS NOT NULL AND $4[{at}] THEN\n        BEGIN\n            \
+             tc_probe_stage := 0;\n            \
+             WITH w AS (UPDATE {r} SET {tc} = tc_probe_other\n                       \
+             WHERE {pk} = (SELECT {pk} FROM {r} WHERE {tc} = tc_probe_tenant LIMIT 1) RETURNING 1)\n            \
+             SELECT count(*) INTO tc_probe_rows FROM w;\n            \
+             tc_probe_stage := 1;\n            RAISE SQLSTATE 'TCP00';\n        \
+             EXCEPTION WHEN OTHERS THEN\n            \
+             tc_probe_change := CASE WHEN tc_probe_stage = 0 THEN SQLSTATE WHEN tc_probe_rows > 0 THEN 'moved' ELSE 'none' END;\n        \
+             END;\n        END IF;\n        RETURN NEXT;\n"
         ));
-        body.push_str("    RETURN NEXT;\n");
+    }
+    for (k, v) in readables.iter().enumerate() {
+        let from = if v.function {
+            format!("{}()", rel(&v.schema, &v.name))
+        } else {
+            rel(&v.schema, &v.name)
+        };
+        body.push_str(&format!(
+            "        -- {from}\n        tc_probe_target := {};\n        {reset}\
+             BEGIN\n            tc_probe_stage := 0;\n            \
+             SELECT count(*) FILTER (WHERE {tc}::text IS DISTINCT FROM tc_probe_tenant::text)\n                \
+             INTO tc_probe_foreign FROM {from};\n            \
+             tc_probe_stage := 1;\n            RAISE SQLSTATE 'TCP00';\n        \
+             EXCEPTION WHEN OTHERS THEN\n            \
+             IF tc_probe_stage = 0 THEN\n                tc_probe_foreign := NULL;\n                \
+             tc_probe_insert := SQLSTATE;\n            END IF;\n        END;\n        RETURN NEXT;\n",
+            n + k,
+            tc = q(&v.tenant_column),
+        ));
     }
     let body = format!(
-        "\n#variable_conflict use_column\nDECLARE\n    tc_done boolean;\n    tc_rows bigint;\nBEGIN\n{body}END\n"
+        "\n#variable_conflict error\nDECLARE\n    tc_probe_tenant uuid;\n    tc_probe_other uuid;\n    \
+         tc_probe_key text;\n    tc_probe_stage integer;\n    tc_probe_rows bigint;\nBEGIN\n    \
+         FOR tc_probe_i IN 1 .. coalesce(pg_catalog.array_length($1, 1), 0) LOOP\n        \
+         tc_probe_tenant := $1[tc_probe_i]; tc_probe_other := $2[tc_probe_i]; tc_probe_tenant_no := tc_probe_i;\n        \
+         PERFORM pg_catalog.set_config({}, tc_probe_tenant::text, true);\n{body}    END LOOP;\nEND\n",
+        literal(setting)
     );
     format!(
-        "CREATE FUNCTION {WRITE_PROBES_SIGNATURE}\n\
-         RETURNS TABLE (probe_target integer, insert_state text, change_state text)\n\
+        "CREATE FUNCTION {PROBE_SIGNATURE}\n\
+         RETURNS TABLE (tc_probe_tenant_no integer, tc_probe_target integer, tc_probe_visible bigint,\n    \
+         tc_probe_foreign bigint, tc_probe_looked_up bigint, tc_probe_updated bigint, tc_probe_deleted bigint,\n    \
+         tc_probe_attack text, tc_probe_insert text, tc_probe_change text)\n\
          LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS {}",
         dollar_quote(&body)
     )
@@ -190,6 +288,12 @@ impl Out {
 
 /// The statements that converge a database at `old` (None: an empty database) to `new`.
 pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
+    diff_refreshing(old, new, false)
+}
+
+/// [`diff`], re-creating the helper objects even when the tenancy is unchanged
+/// (`refresh_helpers`: the database holds those of an older tenantctl).
+pub fn diff_refreshing(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<Statement> {
     let empty = Schema {
         tenancy: new.tenancy.clone(),
         roles: BTreeMap::new(),
@@ -200,7 +304,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
     let tn = &new.tenancy;
     let s = tn.table_schema.as_str();
     let mut out = Out { stmts: Vec::new() };
-    let tenancy_changed = old_tenancy.is_none_or(|t| !same_tenancy(t, tn));
+    let tenancy_changed = refresh_helpers || old_tenancy.is_none_or(|t| !same_tenancy(t, tn));
 
     // 1. Roles: created idempotently (roles are cluster-wide and Neon branches share them).
     for (name, role) in &new.roles {
@@ -539,11 +643,16 @@ fn helper_objects<'a>(out: &mut Out, t: &Tenancy, roles: impl Iterator<Item = &'
         ),
     );
     // Fail closed: an unset or empty setting is NULL, and `gym_id = NULL` matches no row.
+    // No `SET search_path`: a SQL function with settings is never inlined, and every statement
+    // of the app role would call it (measured: about 40 µs a statement on PostgreSQL 15). Inlined,
+    // its body is planned with the caller's search_path: pg_catalog comes first unless the
+    // caller puts it later on purpose, and even then the caller only changes its own query,
+    // which runs with its own rights (SECURITY INVOKER); it can return NULL or the setting.
     let body = context_function_body(t);
     out.push(
         &prov,
         format!(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS uuid\n    LANGUAGE sql STABLE PARALLEL SAFE\n    SET search_path = pg_catalog, pg_temp\n    AS {};",
+            "CREATE OR REPLACE FUNCTION {}() RETURNS uuid\n    LANGUAGE sql STABLE PARALLEL SAFE\n    AS {};",
             context_function(t),
             dollar_quote(&body)
         ),
@@ -799,32 +908,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_probes_quote_names_and_take_values_as_arguments() {
-        let probes = [
-            WriteProbe {
+    fn probe_function_quotes_names_and_takes_values_as_arguments() {
+        let tables = [
+            ProbeTable {
                 schema: "public".into(),
                 table: "we\"ird".into(),
                 tenant_column: "gym_id".into(),
                 key: "id".into(),
+                key_type: "uuid".into(),
+                update_column: Some("full_name".into()),
+                delete: true,
                 insert: true,
             },
-            WriteProbe {
+            ProbeTable {
                 schema: "public".into(),
                 table: "gyms".into(),
                 tenant_column: "id".into(),
                 key: "id".into(),
+                key_type: "uuid".into(),
+                update_column: None,
+                delete: false,
                 insert: false,
             },
         ];
-        let sql = write_probes_function(&probes);
-        assert!(sql
-            .starts_with("CREATE FUNCTION pg_temp.tenantctl_write_probes(uuid, uuid, boolean[])"));
+        let readables = [ProbeReadable {
+            schema: "public".into(),
+            name: "v'iew".into(),
+            function: false,
+            tenant_column: "gym_id".into(),
+        }];
+        let sql = probe_function("tenantctl.gym'id", &tables, &readables);
+        assert!(sql.starts_with(
+            "CREATE FUNCTION pg_temp.tenantctl_probe_tenants(uuid[], uuid[], text[], boolean[])"
+        ));
         assert!(sql.contains("SECURITY INVOKER"));
-        assert!(sql
-            .contains("INSERT INTO \"public\".\"we\"\"ird\" (\"gym_id\") VALUES ($1) RETURNING 1"));
-        assert!(sql.contains("IF $3[1] THEN") && sql.contains("IF $3[2] THEN"));
-        // The second table is not inserted into, only its tenant id changed.
+        assert!(sql.contains("#variable_conflict error"));
+        assert!(sql.contains("set_config('tenantctl.gym''id', tc_probe_tenant::text, true)"));
+        assert!(sql.contains(
+            "INSERT INTO \"public\".\"we\"\"ird\" (\"gym_id\") VALUES (tc_probe_other) RETURNING 1"
+        ));
+        assert!(sql.contains("FROM \"public\".\"v'iew\""));
+        // The second table is neither inserted into nor deleted from, only read, looked up and
+        // its tenant id changed.
         assert_eq!(sql.matches("INSERT INTO").count(), 1);
-        assert_eq!(sql.matches("RETURN NEXT").count(), 2);
+        assert_eq!(sql.matches("DELETE FROM").count(), 1);
+        assert_eq!(sql.matches("SET \"id\" = tc_probe_other").count(), 1);
+        assert_eq!(sql.matches("RETURN NEXT").count(), 3);
+        // Values only ever come in as the four arguments.
+        let body = &sql[sql.find("$tc$").unwrap() + 4..sql.rfind("$tc$").unwrap()];
+        let dollars: Vec<&str> = body
+            .match_indices('$')
+            .map(|(i, _)| body.get(i..i + 2).unwrap_or("$"))
+            .collect();
+        assert!(
+            dollars.iter().all(|d| ["$1", "$2", "$3", "$4"].contains(d)),
+            "{dollars:?}"
+        );
+        // Every block that writes ends in an exception: nothing it did survives.
+        assert_eq!(
+            sql.matches("RAISE SQLSTATE 'TCP00'").count(),
+            sql.matches("EXCEPTION WHEN OTHERS").count()
+        );
     }
 }

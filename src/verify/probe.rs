@@ -76,16 +76,11 @@ struct Target {
     delete: Option<String>,
     insert: Option<String>,
     change: String,
-    /// Fast path: the app role's tenant-id change of one of its own rows, found by itself ($1
-    /// other tenant, $2 the tenant).
-    change_own: String,
     /// Admin-side pieces for the feed and the victims (None: the admin cannot read the table).
     admin_side: Option<AdminSide>,
-    /// Fast-path SQL fragments over this table, combined in [`Plan::build`].
+    /// The tenant column and the table, quoted, for the feed.
     tc: String,
     rel: String,
-    pk_cast: String,
-    update_col: Option<String>,
 }
 
 /// What the admin reads of one table once per run.
@@ -104,6 +99,16 @@ struct Readable {
     sql: String,
 }
 
+impl Readable {
+    fn check_id(&self) -> &'static str {
+        if self.kind == "view" {
+            "probe.view"
+        } else {
+            "probe.function"
+        }
+    }
+}
+
 /// Everything a connection needs to probe, built once from the catalog.
 #[derive(Debug)]
 struct Plan {
@@ -118,19 +123,14 @@ struct Plan {
     tenant_query: String,
     tenant_count: String,
     tenant_by_slug: Option<String>,
-    /// Fast path, per tenant: every table's visible count, foreign count and a lookup of
-    /// another tenant's row by key, in one statement ($1 tenant, $2.. victims' keys as text).
-    fast_reads: String,
-    /// Fast path: UPDATE and DELETE of another tenant's row in every table, one statement of
-    /// data-modifying CTEs ($1.. victims' keys as text); None when the app role may do neither.
-    fast_writes: Option<String>,
     /// The admin's per-tenant counts, streamed with the tenant ids: every tenant (one GROUP BY
     /// per table), a sample ($1 limit) or named tenants ($1 uuid[]).
     feed_all: String,
     feed_sample: String,
     feed_named: String,
-    /// [`crate::sql::write_probes_function`] over the targets; None without targets.
-    write_probes: Option<String>,
+    /// [`crate::sql::probe_function`] over the targets and readables; None without targets, or
+    /// when a probed relation has a column named like one of its variables.
+    probe_function: Option<String>,
 }
 
 #[derive(Debug)]
@@ -191,7 +191,7 @@ impl Plan {
         let t = &schema.tenancy;
         let rel = |name: &str| format!("{}.{}", q(&t.table_schema), q(name));
         let mut targets = Vec::new();
-        let mut write_probes = Vec::new();
+        let mut probe_tables = Vec::new();
         for (name, table) in &schema.tables {
             let exists: Option<String> = client
                 .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&rel(name)])
@@ -236,30 +236,27 @@ impl Plan {
             if !app_select {
                 continue; // nothing for the app role to see
             }
-            write_probes.push(crate::sql::WriteProbe {
+            probe_tables.push(crate::sql::ProbeTable {
                 schema: t.table_schema.clone(),
                 table: name.clone(),
                 tenant_column: table.tenant_column.clone(),
                 key: pk.clone(),
+                // The key's own type (format_type quotes what needs quoting), so that a look-up
+                // by key uses its index; text when the column is missing (the function then
+                // fails, and the tenants are probed statement by statement, which say so).
+                key_type: pk_type.unwrap_or_else(|| "text".into()),
+                update_column: upd.clone(),
+                delete: app_delete,
                 insert: app_insert,
             });
             let (r_, tc, pk) = (rel(name), q(&table.tenant_column), q(&pk));
-            // The key's own type (format_type quotes what needs quoting), so that a lookup by
-            // key uses its index; text when the column is missing (the statement then fails
-            // to prepare, as the generic probes do).
-            let pk_cast = format!("{pk} = $%::text::{}", pk_type.as_deref().unwrap_or("text"));
             targets.push(Target {
-                change_own: format!(
-                    "UPDATE {r_} SET {tc} = $1 WHERE {pk} = (SELECT {pk} FROM {r_} WHERE {tc} = $2 LIMIT 1) RETURNING 1"
-                ),
                 admin_side: admin_select.then(|| AdminSide {
                     first: format!("SELECT {pk}::text, {tc} FROM {r_} LIMIT 1"),
                     other: format!("SELECT {pk}::text, {tc} FROM {r_} WHERE {tc} <> $1 LIMIT 1"),
                 }),
                 tc: tc.clone(),
                 rel: r_.clone(),
-                pk_cast,
-                update_col: upd.as_ref().map(|c| q(c)),
                 name: format!("{}.{name}", t.table_schema),
                 count: format!(
                     "SELECT count(*), count(*) FILTER (WHERE {tc} IS DISTINCT FROM $1), count(*) FILTER (WHERE {pk}::text = $2) FROM {r_}"
@@ -282,12 +279,19 @@ impl Plan {
         }
         let tc = q(&t.tenant_column);
         let mut readables = Vec::new();
+        let mut probe_readables = Vec::new();
         for r in client
             .query(READABLES, &[&t.app_role, &t.tenant_column])
             .await
             .context("cannot list views")?
         {
             let (n, v): (String, String) = (r.get(0), r.get(1));
+            probe_readables.push(crate::sql::ProbeReadable {
+                schema: n.clone(),
+                name: v.clone(),
+                function: false,
+                tenant_column: t.tenant_column.clone(),
+            });
             readables.push(Readable {
                 name: format!("{n}.{v}"),
                 kind: "view",
@@ -307,6 +311,12 @@ impl Plan {
             .context("cannot list functions")?
         {
             let (n, f): (String, String) = (r.get(0), r.get(1));
+            probe_readables.push(crate::sql::ProbeReadable {
+                schema: n.clone(),
+                name: f.clone(),
+                function: true,
+                tenant_column: t.tenant_column.clone(),
+            });
             readables.push(Readable {
                 name: format!("{n}.{f}()"),
                 kind: "function",
@@ -324,9 +334,30 @@ impl Plan {
             .get(&t.tenant_table)
             .is_some_and(|tab| tab.column("slug").is_some());
         let fast = FastSql::build(&targets, &tt, &key);
+        // A column named like one of the probe function's variables would be ambiguous in its
+        // statements (they refuse to run, 42702): probe statement by statement then.
+        let mut relations: Vec<String> = targets.iter().map(|t| t.rel.clone()).collect();
+        relations.extend(
+            probe_readables
+                .iter()
+                .filter(|r| !r.function)
+                .map(|r| format!("{}.{}", q(&r.schema), q(&r.name))),
+        );
+        let clash: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute \
+                 WHERE attrelid = ANY ($1::text[]::regclass[]) AND NOT attisdropped \
+                 AND pg_catalog.starts_with(attname::text, $2))",
+                &[&relations, &crate::sql::PROBE_NAME_PREFIX],
+            )
+            .await
+            .context("cannot read the probed relations' columns")?
+            .get(0);
+        let probe_function = (!targets.is_empty() && !clash).then(|| {
+            crate::sql::probe_function(&t.context_setting, &probe_tables, &probe_readables)
+        });
         Ok(Plan {
-            fast_reads: fast.reads,
-            fast_writes: fast.writes,
+            probe_function,
             feed_all: fast.feed_all,
             feed_sample: fast.feed_sample,
             feed_named: fast.feed_named,
@@ -340,16 +371,12 @@ impl Plan {
             tenant_query: format!("SELECT {key} FROM {tt}"),
             tenant_count: format!("SELECT count(*) FROM {tt}"),
             tenant_by_slug: has_slug.then(|| format!("SELECT {key} FROM {tt} WHERE slug = $1")),
-            write_probes: (!write_probes.is_empty())
-                .then(|| crate::sql::write_probes_function(&write_probes)),
         })
     }
 }
 
-/// The fast path's statements, built once from the targets.
+/// The feed's statements (the admin's per-tenant counts), built once from the targets.
 struct FastSql {
-    reads: String,
-    writes: Option<String>,
     feed_all: String,
     feed_sample: String,
     feed_named: String,
@@ -357,69 +384,6 @@ struct FastSql {
 
 impl FastSql {
     fn build(targets: &[Target], tenant_table: &str, key: &str) -> FastSql {
-        let lookup = |t: &Target, n: usize| {
-            format!(
-                "(SELECT count(*) FROM {} WHERE {})",
-                t.rel,
-                t.pk_cast.replace("$%", &format!("${n}"))
-            )
-        };
-        let mut cols = Vec::new();
-        let mut from = Vec::new();
-        for (i, t) in targets.iter().enumerate() {
-            cols.push(format!("a{i}.n, a{i}.f, {}", lookup(t, i + 2)));
-            from.push(format!(
-                "(SELECT count(*) AS n, count(*) FILTER (WHERE {} IS DISTINCT FROM $1) AS f FROM {}) AS a{i}",
-                t.tc, t.rel
-            ));
-        }
-        let reads = if targets.is_empty() {
-            "SELECT $1::uuid IS NULL".to_string()
-        } else {
-            format!(
-                "SELECT {} FROM {}",
-                cols.join(", "),
-                from.join(" CROSS JOIN ")
-            )
-        };
-
-        // Every victim key is a parameter ($1 for the first target, ...), used or not, so that
-        // each is typed: an unused one is compared with NULL.
-        let mut ctes = Vec::new();
-        let mut out = Vec::new();
-        for (i, t) in targets.iter().enumerate() {
-            let cond = t.pk_cast.replace("$%", &format!("${}", i + 1));
-            let mut used = false;
-            match &t.update_col {
-                Some(c) => {
-                    ctes.push(format!(
-                        "u{i} AS (UPDATE {} SET {c} = {c} WHERE {cond} RETURNING 1)",
-                        t.rel
-                    ));
-                    out.push(format!("(SELECT count(*) FROM u{i})"));
-                    used = true;
-                }
-                None => out.push("NULL::bigint".into()),
-            }
-            match &t.delete {
-                Some(_) => {
-                    ctes.push(format!(
-                        "d{i} AS (DELETE FROM {} WHERE {cond} RETURNING 1)",
-                        t.rel
-                    ));
-                    out.push(format!("(SELECT count(*) FROM d{i})"));
-                }
-                // Still typed (and so the statement prepared) when nothing uses it.
-                None if used => out.push("NULL::bigint".into()),
-                None => out.push(format!(
-                    "CASE WHEN ${}::text IS NULL THEN NULL::bigint END",
-                    i + 1
-                )),
-            }
-        }
-        let writes = (!ctes.is_empty())
-            .then(|| format!("WITH {} SELECT {}", ctes.join(", "), out.join(", ")));
-
         let mut counts = Vec::new();
         let mut joins = Vec::new();
         let mut correlated = Vec::new();
@@ -448,8 +412,6 @@ impl FastSql {
                 .collect::<String>(),
         );
         FastSql {
-            reads,
-            writes,
             feed_all: format!(
                 "SELECT g.k{counts} FROM (SELECT {key} AS k FROM {tenant_table}) AS g{}",
                 joins.concat()
@@ -621,12 +583,9 @@ struct Conn {
     inserts: Vec<Option<Statement>>,
     changes: Vec<Statement>,
     readables: Vec<Statement>,
-    fast_reads: Statement,
-    fast_writes: Option<Statement>,
-    changes_own: Vec<Statement>,
-    /// The session-temporary write-probe function's call (`$1` other tenant, `$2` tenant, `$3`
-    /// which tables to move a row of), when it could be created here: see [`Conn::write_probes`].
-    write_probes: Option<Statement>,
+    /// The call of the session-temporary probe function, when it could be created here: see
+    /// [`Conn::probe_function`].
+    probe: Option<Statement>,
 }
 
 impl Conn {
@@ -670,18 +629,8 @@ impl Conn {
         for r in &plan.readables {
             readables.push(prep(&r.sql).await?);
         }
-        let mut changes_own = Vec::new();
-        for t in &plan.targets {
-            changes_own.push(prep(&t.change_own).await?);
-        }
         Ok(Conn {
-            fast_reads: prep(&plan.fast_reads).await?,
-            fast_writes: match &plan.fast_writes {
-                Some(s) => Some(prep(s).await?),
-                None => None,
-            },
-            changes_own,
-            write_probes: None,
+            probe: None,
             set_role: prep("SELECT pg_catalog.set_config('role', $1, true)").await?,
             set_role_ctx: prep("SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)").await?,
             savepoint: prep("SAVEPOINT tc_probe").await?,
@@ -698,12 +647,12 @@ impl Conn {
         })
     }
 
-    /// Create the write-probe function in this session's temporary schema, for the fast path to
-    /// run every table's INSERT and tenant-id-change probes in one statement. Left unset (the
-    /// probes are then sent one by one) when it cannot be created (no TEMP privilege on the
-    /// database, no PL/pgSQL) or the app role could not call it.
-    async fn write_probes(&mut self) -> Result<()> {
-        let Some(create) = &self.plan.write_probes else {
+    /// Create the probe function in this session's temporary schema, for the fast path to probe
+    /// a batch of tenants in one statement. Left unset (each tenant is then probed statement by
+    /// statement) when it cannot be created (no TEMP privilege on the database, no PL/pgSQL), the
+    /// app role could not call it, or the plan has none.
+    async fn probe_function(&mut self) -> Result<()> {
+        let Some(create) = &self.plan.probe_function else {
             return Ok(());
         };
         let created = async {
@@ -713,7 +662,7 @@ impl Conn {
                 .query_one(
                     "SELECT pg_catalog.has_function_privilege($1, $2::text::regprocedure, 'EXECUTE') \
                      AND pg_catalog.has_schema_privilege($1, pg_catalog.pg_my_temp_schema(), 'USAGE')",
-                    &[&self.plan.app, &crate::sql::WRITE_PROBES_SIGNATURE],
+                    &[&self.plan.app, &crate::sql::PROBE_SIGNATURE],
                 )
                 .await?;
             Ok::<bool, tokio_postgres::Error>(r.get(0))
@@ -724,19 +673,19 @@ impl Conn {
             Err(e) if e.as_db_error().is_some() => false,
             Err(e) => {
                 return Err(anyhow!(db::redact_text(&describe(&e))))
-                    .context("cannot create the write-probe function")
+                    .context("cannot create the probe function")
             }
         };
         if usable {
             let call = format!(
-                "SELECT probe_target, insert_state, change_state FROM {}($1, $2, $3)",
-                crate::sql::WRITE_PROBES_FUNCTION
+                "SELECT * FROM {}($1, $2, $3, $4)",
+                crate::sql::PROBE_FUNCTION
             );
-            self.write_probes = Some(
+            self.probe = Some(
                 self.client
                     .prepare(&call)
                     .await
-                    .context("cannot prepare the write probes")?,
+                    .context("cannot prepare the probe function's call")?,
             );
         }
         Ok(())
@@ -1043,47 +992,10 @@ async fn probe_tenant_inner(
             );
         }
         if let Some(j) = ins {
-            // Row-level security's WITH CHECK runs before NOT NULL and key checks: anything
-            // but its refusal (42501) means the row got past it.
-            let outcome = probe_result(&results[j], "insert")?;
-            let bad = match outcome {
-                Ok(_) => Some("was accepted".to_string()),
-                Err(code) if code == "42501" => None,
-                Err(code) => Some(format!(
-                    "got past row-level security (then failed with SQLSTATE {code})"
-                )),
-            };
-            tally.record(
-                "probe.cross-insert",
-                bad.map(|b| {
-                    Finding::new(
-                        "probe.cross-insert",
-                        &obj,
-                        format!(
-                            "tenant {tenant}: an INSERT into {} with another tenant's id {b}",
-                            target.name
-                        ),
-                    )
-                    .tenant(tenant)
-                }),
-            );
+            record_insert(tally, &results[j], tenant, &obj, &target.name)?;
         }
         if let Some(j) = chg {
-            let moved = matches!(probe_result(&results[j], "tenant id change")?, Ok(rows) if !rows.is_empty());
-            tally.record(
-                "probe.tenant-id-change",
-                moved.then(|| {
-                    Finding::new(
-                        "probe.tenant-id-change",
-                        &obj,
-                        format!(
-                            "tenant {tenant} moved one of its rows of {} to another tenant",
-                            target.name
-                        ),
-                    )
-                    .tenant(tenant)
-                }),
-            );
+            record_change(tally, &results[j], tenant, &obj, &target.name)?;
         }
     }
     for (k, j) in readable_idx.into_iter().enumerate() {
@@ -1111,187 +1023,105 @@ impl Shared {
 /// One tenant to probe and the admin's count of its rows per target (None: the admin cannot read it).
 type Job = (Uuid, Vec<Option<i64>>);
 
-/// Probe a batch of tenants on one connection, every tenant in a transaction of its own, all
-/// their statements pipelined (one round trip for the batch). The fast path folds each
-/// tenant's reads into one statement and its UPDATE/DELETE attacks into another; a tenant whose
-/// attacks hit anything (or fail) is probed again statement by statement, which says which
-/// table and check.
+/// Probe a batch of tenants on one connection. The fast path is one round trip: a transaction
+/// (REPEATABLE READ, in the admin's exported snapshot) as the app role in which one call of the
+/// probe function ([`crate::sql::probe_function`]) probes every tenant of the batch in turn,
+/// then ROLLBACK. A tenant whose results are anything but clean reads and refusals (an UPDATE or
+/// DELETE that touched a row or failed, an INSERT refused by anything but row-level security, a
+/// name clash) is probed again statement by statement in a transaction of its own, which names
+/// the table and check; so is the whole batch if the call fails (a statement timeout, which
+/// PL/pgSQL blocks do not catch), and every tenant when the function could not be created.
 async fn probe_batch(
     conn: &Conn,
     shared: &Shared,
     jobs: &[Job],
 ) -> Result<Vec<(Tally, OwnCounts)>> {
     let plan = &conn.plan;
-    let setting = plan.setting.as_str();
-    struct Own {
-        tenant: Uuid,
-        tid: String,
-        victims: Vec<Option<String>>,
-        other: Option<Uuid>,
-        /// Per target: whether to move one of the tenant's rows (the admin counts some).
-        moves: Vec<bool>,
-    }
-    let owns: Vec<Own> = jobs
-        .iter()
-        .map(|(tenant, admin)| {
-            let victims: Vec<Option<String>> = (0..plan.targets.len())
-                .map(|i| shared.victim(i, *tenant).map(|v| v.0.clone()))
-                .collect();
-            let other =
-                (0..plan.targets.len()).find_map(|i| shared.victim(i, *tenant).map(|v| v.1));
-            Own {
-                tenant: *tenant,
-                tid: tenant.to_string(),
-                victims,
-                other,
-                moves: admin
-                    .iter()
-                    .map(|n| matches!(n, Some(n) if *n > 0))
-                    .collect(),
+    let slowly = |jobs: &[Job]| {
+        let tenants: Vec<Uuid> = jobs.iter().map(|j| j.0).collect();
+        async move {
+            let mut out = Vec::new();
+            for tenant in tenants {
+                out.push(probe_tenant_in(conn, tenant, false, &shared.begin).await?);
             }
-        })
-        .collect();
-    struct At {
-        begin: usize,
-        role: usize,
-        reads: usize,
-        writes: Option<usize>,
-        inserts: Vec<Option<usize>>,
-        changes: Vec<Option<usize>>,
-        /// The write-probe function's call, instead of `inserts` and `changes`.
-        folded: Option<usize>,
-        readables: Vec<usize>,
-        end: usize,
+            anyhow::Ok(out)
+        }
+    };
+    let Some(call) = &conn.probe else {
+        return slowly(jobs).await;
+    };
+    let n = plan.targets.len();
+    let tenants: Vec<Uuid> = jobs.iter().map(|j| j.0).collect();
+    let mut others: Vec<Option<Uuid>> = Vec::new();
+    let mut keys: Vec<Option<String>> = Vec::new();
+    let mut moves: Vec<bool> = Vec::new();
+    for (tenant, admin) in jobs {
+        // Another tenant's id, for the INSERT and the tenant-id change: from any table with one.
+        others.push((0..n).find_map(|i| shared.victim(i, *tenant).map(|v| v.1)));
+        for (i, own_rows) in admin.iter().enumerate() {
+            keys.push(shared.victim(i, *tenant).map(|v| v.0.clone()));
+            moves.push(matches!(own_rows, Some(c) if *c > 0));
+        }
     }
     let mut p = Pipeline::new(&conn.client);
-    let mut ats = Vec::new();
-    for (o, (_, admin)) in owns.iter().zip(jobs) {
-        let begin = p.push_simple(&shared.begin);
-        let role = p.push(&conn.set_role_ctx, vec![&plan.app, &setting, &o.tid]);
-        let mut params: Vec<Param> = vec![&o.tenant];
-        params.extend(o.victims.iter().map(|v| v as Param));
-        let reads = p.push(&conn.fast_reads, params);
-        let writes = conn
-            .fast_writes
-            .as_ref()
-            .map(|s| p.push(s, o.victims.iter().map(|v| v as Param).collect()));
-        // The INSERT and tenant-id-change probes: one call of the write-probe function, last
-        // (an error in it only spoils the ROLLBACK that follows), or one statement each.
-        let folded_call = conn.write_probes.as_ref().zip(o.other.as_ref());
-        if folded_call.is_none() || !conn.readables.is_empty() {
-            p.push(&conn.savepoint, vec![]);
-        }
-        let mut inserts = Vec::new();
-        let mut changes = Vec::new();
-        for (i, own_rows) in admin.iter().enumerate() {
-            if folded_call.is_some() {
-                break;
-            }
-            inserts.push(match (&conn.inserts[i], &o.other) {
-                (Some(s), Some(other)) => Some(p.isolated(conn, s, vec![other])),
-                _ => None,
-            });
-            changes.push(match (own_rows, &o.other) {
-                (Some(n), Some(other)) if *n > 0 => {
-                    Some(p.isolated(conn, &conn.changes_own[i], vec![other, &o.tenant]))
-                }
-                _ => None,
-            });
-        }
-        let readables = conn
-            .readables
-            .iter()
-            .map(|s| p.isolated(conn, s, vec![&o.tid]))
-            .collect();
-        let folded = folded_call.map(|(s, other)| p.push(s, vec![other, &o.tenant, &o.moves]));
-        let end = p.push_simple("ROLLBACK");
-        ats.push(At {
-            begin,
-            role,
-            reads,
-            writes,
-            inserts,
-            changes,
-            folded,
-            readables,
-            end,
-        });
-    }
+    let begin = p.push_simple(&shared.begin);
+    let role = p.push(&conn.set_role, vec![&plan.app]);
+    let called = p.push(call, vec![&tenants, &others, &keys, &moves]);
+    let end = p.push_simple("ROLLBACK");
     let results = p.run().await;
+    must(&results[begin], "cannot begin a probe transaction")?;
+    must(&results[end], "cannot roll back a probe transaction")?;
+    must(&results[role], &format!("cannot SET ROLE {}", plan.app))?;
+    let rows = match &results[called] {
+        Ok(rows) => rows,
+        Err(e) if e.as_db_error().is_some() => return slowly(jobs).await,
+        Err(e) => {
+            return Err(anyhow!(db::redact_text(&describe(e)))).context("probe failed")
+        }
+    };
+    let width = n + plan.readables.len();
+    let mut per_tenant: Vec<Vec<Option<&Row>>> = vec![vec![None; width]; jobs.len()];
+    for r in rows {
+        let (k, target): (i32, i32) = (r.get(0), r.get(1));
+        if let Some(slot) = per_tenant
+            .get_mut((k as usize).wrapping_sub(1))
+            .and_then(|t| t.get_mut(target as usize))
+        {
+            *slot = Some(r);
+        }
+    }
 
     let mut out = Vec::new();
-    for ((o, (_, admin)), at) in owns.iter().zip(jobs).zip(ats) {
-        let tenant = o.tenant;
-        must(&results[at.begin], "cannot begin a probe transaction")?;
-        must(&results[at.end], "cannot roll back a probe transaction")?;
-        must(
-            &results[at.role],
-            &format!("cannot SET ROLE {} with the tenant context", plan.app),
-        )?;
-        let reads = must(
-            &results[at.reads],
-            "the app role cannot read the tenant tables",
-        )?;
-        // Any UPDATE or DELETE that reached a row, or failed: probe again, table by table.
-        let clean = match at.writes {
-            None => true,
-            Some(j) => match &results[j] {
-                Ok(rows) => {
-                    (0..rows[0].len()).all(|c| rows[0].get::<_, Option<i64>>(c).unwrap_or(0) == 0)
-                }
-                Err(e) if e.as_db_error().is_some() => false,
-                Err(e) => {
-                    return Err(anyhow!(db::redact_text(&describe(e))))
-                        .context("probe failed: cross-tenant UPDATE and DELETE")
-                }
-            },
+    for (k, ((tenant, admin), got)) in jobs.iter().zip(&per_tenant).enumerate() {
+        let tenant = *tenant;
+        let Some(got) = got.iter().copied().collect::<Option<Vec<&Row>>>() else {
+            out.push(probe_tenant_in(conn, tenant, false, &shared.begin).await?);
+            continue;
         };
-        // The write-probe function's rows, one per target; its failure (a statement timeout,
-        // which PL/pgSQL blocks do not catch): probe again, statement by statement.
-        let (folded, folded_failed) = match at.folded {
-            None => (None, false),
-            Some(j) => match &results[j] {
-                Ok(rows) => (Some(rows), false),
-                Err(e) if e.as_db_error().is_some() => (None, true),
-                Err(e) => {
-                    return Err(anyhow!(db::redact_text(&describe(e))))
-                        .context("probe failed: cross-tenant INSERT and tenant-id change")
-                }
-            },
-        };
-        if !clean || folded_failed {
+        let results: Vec<FastResult> = got.iter().map(|r| FastResult::of(r)).collect();
+        if !results.iter().all(FastResult::clean) {
             out.push(probe_tenant_in(conn, tenant, false, &shared.begin).await?);
             continue;
         }
-        let folded: Vec<(Option<String>, Option<String>)> = match folded {
-            None => Vec::new(),
-            Some(rows) => {
-                let mut v = vec![(None, None); plan.targets.len()];
-                for r in rows {
-                    let i: i32 = r.get(0);
-                    if let Some(slot) = v.get_mut(i as usize) {
-                        *slot = (r.get(1), r.get(2));
-                    }
-                }
-                v
-            }
-        };
         let mut tally = Tally::default();
         let mut own_counts = Vec::new();
-        for (i, target) in plan.targets.iter().enumerate() {
+        for (i, (target, r)) in plan.targets.iter().zip(&results).enumerate() {
             let obj = format!("table {}", target.name);
-            let row = &reads[0];
-            let reads = (row.get(3 * i), row.get(3 * i + 1), row.get(3 * i + 2));
+            let victim = keys[k * n + i].is_some();
             own_counts.push(record_reads(
                 &mut tally,
                 &target.name,
                 tenant,
-                reads,
+                (
+                    r.visible.unwrap_or(0),
+                    r.foreign.unwrap_or(0),
+                    r.looked_up.unwrap_or(0),
+                ),
                 admin[i],
-                o.victims[i].is_some(),
+                victim,
             ));
-            if o.victims[i].is_some() {
-                // The combined statement affected no row: each attack, on its own, neither.
+            if victim {
+                // Clean: the UPDATE and DELETE of another tenant's row touched no row.
                 if target.update.is_some() {
                     tally.pass("probe.cross-update");
                 }
@@ -1299,31 +1129,68 @@ async fn probe_batch(
                     tally.pass("probe.cross-delete");
                 }
             }
-            if let Some(Some(j)) = at.inserts.get(i) {
-                record_insert(&mut tally, &results[*j], tenant, &obj, &target.name)?;
+            if let Some(state) = &r.insert {
+                let outcome = match state.as_str() {
+                    "accepted" => Ok(()),
+                    code => Err(code.to_string()),
+                };
+                record_insert_outcome(&mut tally, outcome, tenant, &obj, &target.name);
             }
-            if let Some(Some(j)) = at.changes.get(i) {
-                record_change(&mut tally, &results[*j], tenant, &obj, &target.name)?;
-            }
-            if let Some((insert, change)) = folded.get(i) {
-                if let Some(state) = insert {
-                    let outcome = match state.as_str() {
-                        "accepted" => Ok(()),
-                        code => Err(code.to_string()),
-                    };
-                    record_insert_outcome(&mut tally, outcome, tenant, &obj, &target.name);
-                }
-                if let Some(state) = change {
-                    record_change_outcome(&mut tally, state == "moved", tenant, &obj, &target.name);
-                }
+            if let Some(state) = &r.change {
+                record_change_outcome(&mut tally, state == "moved", tenant, &obj, &target.name);
             }
         }
-        for (k, j) in at.readables.into_iter().enumerate() {
-            record_readable(&mut tally, &plan.readables[k], &results[j], tenant)?;
+        for (readable, r) in plan.readables.iter().zip(&results[n..]) {
+            // A view or function that refused (an error) leaked nothing.
+            record_readable_rows(&mut tally, readable, r.foreign.unwrap_or(0), tenant);
         }
         out.push((tally, own_counts));
     }
     Ok(out)
+}
+
+/// One row of the probe function: one table (or view, or function) for one tenant.
+struct FastResult {
+    visible: Option<i64>,
+    foreign: Option<i64>,
+    looked_up: Option<i64>,
+    updated: Option<i64>,
+    deleted: Option<i64>,
+    attack: Option<String>,
+    insert: Option<String>,
+    change: Option<String>,
+}
+
+impl FastResult {
+    fn of(r: &Row) -> FastResult {
+        FastResult {
+            visible: r.get(2),
+            foreign: r.get(3),
+            looked_up: r.get(4),
+            updated: r.get(5),
+            deleted: r.get(6),
+            attack: r.get(7),
+            insert: r.get(8),
+            change: r.get(9),
+        }
+    }
+
+    /// Whether the fast path's result can be recorded as it is: the UPDATE and DELETE of another
+    /// tenant's row touched nothing and did not fail, the INSERT (if probed) was accepted or
+    /// refused by row-level security, and no statement met a name it could not resolve (42702:
+    /// a column named like one of the function's variables). Anything else is probed again
+    /// statement by statement, which says exactly what happened.
+    fn clean(&self) -> bool {
+        const AMBIGUOUS: &str = "42702";
+        matches!(self.updated, None | Some(0))
+            && matches!(self.deleted, None | Some(0))
+            && self.attack.is_none()
+            && self
+                .insert
+                .as_deref()
+                .is_none_or(|s| s == "accepted" || s == "42501")
+            && self.change.as_deref() != Some(AMBIGUOUS)
+    }
 }
 
 fn record_insert(
@@ -1456,15 +1323,17 @@ fn record_readable(
     result: &Result<Vec<Row>, tokio_postgres::Error>,
     tenant: Uuid,
 ) -> Result<()> {
-    let id = if r.kind == "view" {
-        "probe.view"
-    } else {
-        "probe.function"
-    };
-    let leaked = match probe_result(result, id)? {
+    let leaked = match probe_result(result, r.check_id())? {
         Ok(rows) => rows[0].get::<_, i64>(0),
         Err(_) => 0, // refusing is fine
     };
+    record_readable_rows(tally, r, leaked, tenant);
+    Ok(())
+}
+
+/// A view or function the app role can read returned `leaked` rows of other tenants.
+fn record_readable_rows(tally: &mut Tally, r: &Readable, leaked: i64, tenant: Uuid) {
+    let id = r.check_id();
     tally.record(
         id,
         (leaked > 0).then(|| {
@@ -1479,7 +1348,6 @@ fn record_readable(
             .tenant(tenant)
         }),
     );
-    Ok(())
 }
 
 /// No context, an empty one and a malformed one: 0 rows or an error, never rows.
@@ -1811,7 +1679,7 @@ pub(super) async fn run(
 }
 
 /// Tenants probed per pipelined batch on one connection.
-const BATCH: usize = 8;
+const BATCH: usize = 64;
 
 /// Sums over the probed tenants, per target: what each saw of its own rows, and the admin's counts.
 struct Sums {
@@ -1908,7 +1776,7 @@ async fn probe_all(
             let result = async {
                 let client = db::connect(&url).await?;
                 let mut conn = Conn::new(client, plan.clone()).await?;
-                conn.write_probes().await?;
+                conn.probe_function().await?;
                 let mut tally = Tally::default();
                 let mut own = vec![0i64; n];
                 let mut probed = 0u64;
