@@ -146,88 +146,122 @@ pub struct ProbeReadable {
 /// (`$1`), per tenant another tenant's id (`$2`), and per tenant and table another tenant's key
 /// (`$3`, NULL: none) and whether to move one of the tenant's rows (`$4`), both indexed
 /// `(tenant - 1) * tables + table`. For each tenant in turn it sets the context with
-/// `set_config(<setting>, tenant, true)`, as the application does, then for each table:
-/// counts the visible rows and those of other tenants, looks another tenant's row up by key,
-/// tries the UPDATE and DELETE of that row and the INSERT with another tenant's id (one block),
-/// then moving one of the tenant's rows to the other tenant (a second block). Every block that
-/// writes always ends in an exception, so nothing it did survives, not even into the next
-/// tenant's probes. Then each view and function over the tenant column: the rows of other
-/// tenants it returns, in a block of its own.
+/// `set_config(<setting>, tenant, true)`, as the application does, then:
 ///
-/// It returns one row per tenant and table (`tc_probe_target` the table's index), then per
-/// view or function (index `tables + k`): the counts, the rows the UPDATE and DELETE touched,
-/// `tc_probe_attack` the SQLSTATE if they failed, `tc_probe_insert` `accepted` or the INSERT's
-/// SQLSTATE, `tc_probe_change` `moved`, `none` or the change's SQLSTATE; for a view or function,
-/// its foreign rows in `tc_probe_foreign` and its SQLSTATE, if it refused, in `tc_probe_insert`.
-/// NULL means not probed. The statements are those the client-side probes send (`RETURNING 1`
-/// included, which applies the SELECT policies to a written row too); values are only ever the
-/// function's arguments; names are quoted here.
+/// - per table, one statement: the visible rows, those of other tenants, and the look-up of
+///   another tenant's row by its key;
+/// - one statement of data-modifying CTEs: the UPDATE and the DELETE of that row in every table
+///   (in a block);
+/// - per table the app role may insert into, the INSERT with another tenant's id (a block);
+/// - per table, moving one of the tenant's rows to another tenant (a block);
+/// - per view and function over the tenant column, the rows of other tenants it returns (a block).
+///
+/// Every block ends in an exception, so nothing it wrote survives, not even into the next
+/// tenant's probes (the transaction is rolled back as well). It returns one row per tenant and
+/// table (`tc_probe_target` the table's index), then per view or function (index `tables + k`):
+/// the counts, the rows the UPDATE and DELETE touched, `tc_probe_attack` the SQLSTATE if that
+/// statement failed, `tc_probe_insert` `accepted` or the INSERT's SQLSTATE, `tc_probe_change`
+/// `moved`, `none` or the change's SQLSTATE; for a view or function, its foreign rows in
+/// `tc_probe_foreign` and its SQLSTATE, if it refused, in `tc_probe_insert`. NULL means not
+/// probed. The statements are those the client-side probes send (`RETURNING 1` included, which
+/// applies the SELECT policies to a written row too); values are only ever the function's
+/// arguments; names are quoted here. The plans are generic (`plan_cache_mode`): the values
+/// change with every tenant, the plans do not.
 pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeReadable]) -> String {
     let n = tables.len();
+    let at = |j: usize| format!("(tc_probe_i - 1) * {n} + {}", j + 1);
+    let key = |j: usize, t: &ProbeTable| format!("$3[{}]::{}", at(j), t.key_type);
+    let mut vars = String::new();
     let mut body = String::new();
-    let reset = "tc_probe_visible := NULL; tc_probe_foreign := NULL; tc_probe_looked_up := NULL; \
-                 tc_probe_updated := NULL; tc_probe_deleted := NULL;\n        \
-                 tc_probe_attack := NULL; tc_probe_insert := NULL; tc_probe_change := NULL;\n";
+    // Reads, one statement per table.
     for (j, t) in tables.iter().enumerate() {
-        let (r, tc, pk, ty) = (rel(&t.schema, &t.table), q(&t.tenant_column), q(&t.key), &t.key_type);
-        let at = format!("(tc_probe_i - 1) * {n} + {}", j + 1);
-        body.push_str(&format!(
-            "        -- {r}\n        tc_probe_target := {j}; tc_probe_key := $3[{at}];\n        {reset}\
-             SELECT count(*), count(*) FILTER (WHERE {tc} IS DISTINCT FROM tc_probe_tenant)\n            \
-             INTO tc_probe_visible, tc_probe_foreign FROM {r};\n        \
-             IF tc_probe_key IS NOT NULL THEN\n            \
-             SELECT count(*) INTO tc_probe_looked_up FROM {r} WHERE {pk} = tc_probe_key::{ty};\n        \
-             END IF;\n"
+        let (r, tc, pk) = (rel(&t.schema, &t.table), q(&t.tenant_column), q(&t.key));
+        vars.push_str(&format!(
+            "    tc_probe_visible_{j} bigint;\n    tc_probe_foreign_{j} bigint;\n    tc_probe_looked_up_{j} bigint;\n    \
+             tc_probe_updated_{j} bigint;\n    tc_probe_deleted_{j} bigint;\n    tc_probe_insert_{j} text;\n    tc_probe_change_{j} text;\n"
         ));
-        if t.update_column.is_some() || t.delete || t.insert {
-            body.push_str("        BEGIN\n            tc_probe_stage := 0;\n            IF tc_probe_key IS NOT NULL THEN\n");
-            if let Some(c) = &t.update_column {
-                let c = q(c);
-                body.push_str(&format!(
-                    "                WITH w AS (UPDATE {r} SET {c} = {c} WHERE {pk} = tc_probe_key::{ty} RETURNING 1)\n                \
-                     SELECT count(*) INTO tc_probe_updated FROM w;\n"
-                ));
-            }
-            if t.delete {
-                body.push_str(&format!(
-                    "                WITH w AS (DELETE FROM {r} WHERE {pk} = tc_probe_key::{ty} RETURNING 1)\n                \
-                     SELECT count(*) INTO tc_probe_deleted FROM w;\n"
-                ));
-            }
-            body.push_str("            END IF;\n            tc_probe_stage := 1;\n");
-            if t.insert {
-                body.push_str(&format!(
-                    "            IF tc_probe_other IS NOT NULL THEN\n                \
-                     WITH w AS (INSERT INTO {r} ({tc}) VALUES (tc_probe_other) RETURNING 1)\n                \
-                     SELECT count(*) INTO tc_probe_rows FROM w;\n                \
-                     tc_probe_stage := 2;\n            END IF;\n"
-                ));
-            }
-            body.push_str(
-                "            RAISE SQLSTATE 'TCP00';\n        EXCEPTION WHEN OTHERS THEN\n            \
-                 IF tc_probe_stage = 0 THEN\n                tc_probe_attack := SQLSTATE;\n",
-            );
-            if t.insert {
-                body.push_str(
-                    "            ELSIF tc_probe_stage = 1 AND tc_probe_other IS NOT NULL THEN\n                \
-                     tc_probe_insert := SQLSTATE;\n            \
-                     ELSIF tc_probe_stage = 2 THEN\n                tc_probe_insert := 'accepted';\n",
-                );
-            }
-            body.push_str("            END IF;\n        END;\n");
+        body.push_str(&format!(
+            "        SELECT count(*), count(*) FILTER (WHERE {tc} IS DISTINCT FROM tc_probe_tenant),\n               \
+             (SELECT count(*) FROM {r} WHERE {pk} = {})\n            \
+             INTO tc_probe_visible_{j}, tc_probe_foreign_{j}, tc_probe_looked_up_{j} FROM {r};\n",
+            key(j, t)
+        ));
+    }
+    // The UPDATE and DELETE of another tenant's row, every table in one statement.
+    let mut ctes = Vec::new();
+    let mut outs = Vec::new();
+    let mut into = Vec::new();
+    for (j, t) in tables.iter().enumerate() {
+        let (r, pk) = (rel(&t.schema, &t.table), q(&t.key));
+        if let Some(c) = &t.update_column {
+            let c = q(c);
+            ctes.push(format!(
+                "u{j} AS (UPDATE {r} SET {c} = {c} WHERE {pk} = {} RETURNING 1)",
+                key(j, t)
+            ));
+            outs.push(format!("(SELECT count(*) FROM u{j})"));
+            into.push(format!("tc_probe_updated_{j}"));
+        }
+        if t.delete {
+            ctes.push(format!(
+                "d{j} AS (DELETE FROM {r} WHERE {pk} = {} RETURNING 1)",
+                key(j, t)
+            ));
+            outs.push(format!("(SELECT count(*) FROM d{j})"));
+            into.push(format!("tc_probe_deleted_{j}"));
+        }
+    }
+    body.push_str("        tc_probe_attack := NULL;\n");
+    if !ctes.is_empty() {
+        body.push_str(&format!(
+            "        BEGIN\n            WITH {}\n            SELECT {}\n            INTO {};\n            \
+             RAISE SQLSTATE 'TCP00';\n        EXCEPTION WHEN OTHERS THEN\n            \
+             IF SQLSTATE <> 'TCP00' THEN\n                tc_probe_attack := SQLSTATE;\n            END IF;\n        END;\n",
+            ctes.join(",\n                 "),
+            outs.join(", "),
+            into.join(", ")
+        ));
+    }
+    // The INSERT with another tenant's id; moving one of the tenant's rows to another tenant.
+    for (j, t) in tables.iter().enumerate() {
+        let (r, tc, pk) = (rel(&t.schema, &t.table), q(&t.tenant_column), q(&t.key));
+        if t.insert {
+            body.push_str(&format!(
+                "        IF tc_probe_other IS NOT NULL THEN\n        BEGIN\n            tc_probe_stage := 0;\n            \
+                 WITH w AS (INSERT INTO {r} ({tc}) VALUES (tc_probe_other) RETURNING 1)\n            \
+                 SELECT count(*) INTO tc_probe_rows FROM w;\n            \
+                 tc_probe_stage := 1;\n            RAISE SQLSTATE 'TCP00';\n        \
+                 EXCEPTION WHEN OTHERS THEN\n            \
+                 tc_probe_insert_{j} := CASE WHEN tc_probe_stage = 0 THEN SQLSTATE ELSE 'accepted' END;\n        \
+                 END;\n        END IF;\n"
+            ));
         }
         body.push_str(&format!(
-            "        IF tc_probe_other IS NOT NULL AND $4[{at}] THEN\n        BEGIN\n            \
+            "        IF tc_probe_other IS NOT NULL AND $4[{}] THEN\n        BEGIN\n            \
              tc_probe_stage := 0;\n            \
              WITH w AS (UPDATE {r} SET {tc} = tc_probe_other\n                       \
              WHERE {pk} = (SELECT {pk} FROM {r} WHERE {tc} = tc_probe_tenant LIMIT 1) RETURNING 1)\n            \
              SELECT count(*) INTO tc_probe_rows FROM w;\n            \
              tc_probe_stage := 1;\n            RAISE SQLSTATE 'TCP00';\n        \
              EXCEPTION WHEN OTHERS THEN\n            \
-             tc_probe_change := CASE WHEN tc_probe_stage = 0 THEN SQLSTATE WHEN tc_probe_rows > 0 THEN 'moved' ELSE 'none' END;\n        \
-             END;\n        END IF;\n        RETURN NEXT;\n"
+             tc_probe_change_{j} := CASE WHEN tc_probe_stage = 0 THEN SQLSTATE WHEN tc_probe_rows > 0 THEN 'moved' ELSE 'none' END;\n        \
+             END;\n        END IF;\n",
+            at(j)
         ));
     }
+    // One row per table.
+    for (j, t) in tables.iter().enumerate() {
+        body.push_str(&format!(
+            "        -- {}\n        tc_probe_target := {j};\n        \
+             tc_probe_visible := tc_probe_visible_{j}; tc_probe_foreign := tc_probe_foreign_{j}; tc_probe_looked_up := tc_probe_looked_up_{j};\n        \
+             tc_probe_updated := tc_probe_updated_{j}; tc_probe_deleted := tc_probe_deleted_{j};\n        \
+             tc_probe_insert := tc_probe_insert_{j}; tc_probe_change := tc_probe_change_{j};\n        \
+             RETURN NEXT;\n        \
+             tc_probe_updated_{j} := NULL; tc_probe_deleted_{j} := NULL; tc_probe_insert_{j} := NULL; tc_probe_change_{j} := NULL;\n",
+            rel(&t.schema, &t.table)
+        ));
+    }
+    // Views and functions, one row each.
     for (k, v) in readables.iter().enumerate() {
         let from = if v.function {
             format!("{}()", rel(&v.schema, &v.name))
@@ -235,7 +269,9 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
             rel(&v.schema, &v.name)
         };
         body.push_str(&format!(
-            "        -- {from}\n        tc_probe_target := {};\n        {reset}\
+            "        -- {from}\n        tc_probe_target := {};\n        \
+             tc_probe_visible := NULL; tc_probe_looked_up := NULL; tc_probe_updated := NULL; tc_probe_deleted := NULL;\n        \
+             tc_probe_attack := NULL; tc_probe_insert := NULL; tc_probe_change := NULL;\n        \
              BEGIN\n            tc_probe_stage := 0;\n            \
              SELECT count(*) FILTER (WHERE {tc}::text IS DISTINCT FROM tc_probe_tenant::text)\n                \
              INTO tc_probe_foreign FROM {from};\n            \
@@ -249,7 +285,7 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
     }
     let body = format!(
         "\n#variable_conflict error\nDECLARE\n    tc_probe_tenant uuid;\n    tc_probe_other uuid;\n    \
-         tc_probe_key text;\n    tc_probe_stage integer;\n    tc_probe_rows bigint;\nBEGIN\n    \
+         tc_probe_stage integer;\n    tc_probe_rows bigint;\n{vars}BEGIN\n    \
          FOR tc_probe_i IN 1 .. coalesce(pg_catalog.array_length($1, 1), 0) LOOP\n        \
          tc_probe_tenant := $1[tc_probe_i]; tc_probe_other := $2[tc_probe_i]; tc_probe_tenant_no := tc_probe_i;\n        \
          PERFORM pg_catalog.set_config({}, tc_probe_tenant::text, true);\n{body}    END LOOP;\nEND\n",
@@ -260,7 +296,7 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
          RETURNS TABLE (tc_probe_tenant_no integer, tc_probe_target integer, tc_probe_visible bigint,\n    \
          tc_probe_foreign bigint, tc_probe_looked_up bigint, tc_probe_updated bigint, tc_probe_deleted bigint,\n    \
          tc_probe_attack text, tc_probe_insert text, tc_probe_change text)\n\
-         LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS {}",
+         LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = force_generic_plan AS {}",
         dollar_quote(&body)
     )
 }
@@ -293,7 +329,11 @@ pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
 
 /// [`diff`], re-creating the helper objects even when the tenancy is unchanged
 /// (`refresh_helpers`: the database holds those of an older tenantctl).
-pub fn diff_refreshing(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<Statement> {
+pub fn diff_refreshing(
+    old: Option<&Schema>,
+    new: &Schema,
+    refresh_helpers: bool,
+) -> Vec<Statement> {
     let empty = Schema {
         tenancy: new.tenancy.clone(),
         roles: BTreeMap::new(),
@@ -947,11 +987,17 @@ mod tests {
         assert!(sql.contains(
             "INSERT INTO \"public\".\"we\"\"ird\" (\"gym_id\") VALUES (tc_probe_other) RETURNING 1"
         ));
+        assert!(sql.contains("d0 AS (DELETE FROM \"public\".\"we\"\"ird\" WHERE \"id\" = $3[(tc_probe_i - 1) * 2 + 1]::uuid RETURNING 1)"));
         assert!(sql.contains("FROM \"public\".\"v'iew\""));
         // The second table is neither inserted into nor deleted from, only read, looked up and
         // its tenant id changed.
         assert_eq!(sql.matches("INSERT INTO").count(), 1);
         assert_eq!(sql.matches("DELETE FROM").count(), 1);
+        assert_eq!(
+            sql.matches("UPDATE \"public\".\"we\"\"ird\" SET \"full_name\"")
+                .count(),
+            1
+        );
         assert_eq!(sql.matches("SET \"id\" = tc_probe_other").count(), 1);
         assert_eq!(sql.matches("RETURN NEXT").count(), 3);
         // Values only ever come in as the four arguments.

@@ -195,7 +195,8 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE t.tgrelid = $1 AND t.tgname = $2";
 
 const FUNCTION: &str = "
-SELECT p.prosrc, p.provolatile::text, p.prosecdef, pg_catalog.pg_get_userbyid(p.proowner)::text
+SELECT p.prosrc, p.provolatile::text, p.prosecdef, pg_catalog.pg_get_userbyid(p.proowner)::text,
+       coalesce(p.proconfig, '{}')::text[]
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = $1 AND p.proname = $2 AND p.pronargs = 0";
 
@@ -827,6 +828,24 @@ async fn functions(
             Some(r) => {
                 let (src, vol, definer, fowner): (String, String, bool, String) =
                     (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?, col(&r, 3)?);
+                if volatility.is_some() {
+                    // The context function: Postgres inlines a SQL function into the statement
+                    // only without settings (and not SECURITY DEFINER, reported below).
+                    let config: Vec<String> = col(&r, 4)?;
+                    tally.record(
+                        "perf.context-function",
+                        (!config.is_empty()).then(|| {
+                            Finding::new(
+                                "perf.context-function",
+                                &obj,
+                                format!(
+                                    "{obj} carries settings ({}), so Postgres cannot inline it: every statement of the app role calls it",
+                                    config.join(", ")
+                                ),
+                            )
+                        }),
+                    );
+                }
                 owned_by(
                     &obj,
                     &fowner,

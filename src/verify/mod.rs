@@ -101,6 +101,7 @@ pub const CHECKS: &[CheckDef] = &[
     check("policy.context-per-row", W, "the context function is called per row, not wrapped as an InitPlan", "wrap it: gym_id = (SELECT <context function>())"),
     check("config.default-context", E, "a database or role default sets the tenant context (a missing context would not fail closed)", "ALTER DATABASE/ROLE ... RESET <context setting>"),
     check("perf.tenant-index", W, "no index on a tenant table is led by the tenant column (every tenant query scans the table)", "CREATE INDEX ON ... (<tenant column>, ...); declared tables get one from their tenant key"),
+    check("perf.context-function", W, "the context function carries settings (SET search_path, ...), so Postgres cannot inline it and every statement of the app role calls it", "run `tenantctl generate` and `tenantctl migrate` (they re-create it without settings), or ALTER FUNCTION <context function>() RESET ALL"),
     check("probe.foreign-rows", E, "a tenant saw rows of another tenant", "find the policy that lets them through (`drift.policy`, `policy.*` findings say which)"),
     check("probe.count", E, "a tenant's visible row count differs from the admin's count for that tenant", "check the policies: the app role must see exactly its own rows"),
     check("probe.cross-lookup", E, "another tenant's row was visible when looked up by id", "check the table's policies and RLS"),
@@ -226,7 +227,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             tenants: TenantSelection::All,
-            connections: 4,
+            connections: 2,
             static_only: false,
             progress: false,
         }
@@ -286,17 +287,23 @@ pub async fn run(url: &str, schema: &Schema, settings: &Settings) -> Result<Repo
     let client = db::connect(url).await?;
     check_set_role(&client, schema).await?;
 
-    let mut tally = catalog::check(&client, schema)
-        .await
-        .context("static checks failed to run")?;
-    let (tenants_probed, synthetic_tenants) = if settings.static_only {
-        (0, false)
+    // The static checks (a connection of their own) and the probes run at the same time: the
+    // checks are many small catalog queries, mostly waiting on round trips.
+    let (statics, probes) = if settings.static_only {
+        (catalog::check(&client, schema).await, None)
     } else {
-        let outcome = probe::run(url, &client, schema, settings)
-            .await
-            .context("probes failed to run")?;
-        tally.merge(outcome.tally);
-        (outcome.tenants_probed, outcome.synthetic)
+        let statics = async { catalog::check(&db::connect(url).await?, schema).await };
+        let (s, p) = tokio::join!(statics, probe::run(url, &client, schema, settings));
+        (s, Some(p))
+    };
+    let mut tally = statics.context("static checks failed to run")?;
+    let (tenants_probed, synthetic_tenants) = match probes {
+        None => (0, false),
+        Some(outcome) => {
+            let outcome = outcome.context("probes failed to run")?;
+            tally.merge(outcome.tally);
+            (outcome.tenants_probed, outcome.synthetic)
+        }
     };
     // Sorted so that runs over the same database give the same report.
     tally.findings.sort_by(|a, b| {

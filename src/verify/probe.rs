@@ -384,38 +384,17 @@ struct FastSql {
 
 impl FastSql {
     fn build(targets: &[Target], tenant_table: &str, key: &str) -> FastSql {
-        let mut counts = Vec::new();
-        let mut joins = Vec::new();
-        let mut correlated = Vec::new();
-        for (i, t) in targets.iter().enumerate() {
-            if t.admin_side.is_some() {
-                counts.push(format!("COALESCE(c{i}.n, 0)"));
-                joins.push(format!(
-                    " LEFT JOIN (SELECT {tc} AS k, count(*) AS n FROM {r} GROUP BY 1) AS c{i} ON c{i}.k = g.k",
-                    tc = t.tc,
-                    r = t.rel
-                ));
-                correlated.push(format!(
-                    "(SELECT count(*) FROM {} WHERE {} = g.k)",
-                    t.rel, t.tc
-                ));
-            } else {
-                counts.push("NULL::bigint".into());
-                correlated.push("NULL::bigint".into());
-            }
-        }
-        let (counts, correlated) = (
-            counts.iter().map(|c| format!(", {c}")).collect::<String>(),
-            correlated
-                .iter()
-                .map(|c| format!(", {c}"))
-                .collect::<String>(),
-        );
+        // Correlated counts (index look-ups per tenant), not one GROUP BY per table: rows
+        // stream out as they are counted, so the probes start with the first tenant.
+        let correlated: String = targets
+            .iter()
+            .map(|t| match &t.admin_side {
+                Some(_) => format!(", (SELECT count(*) FROM {} WHERE {} = g.k)", t.rel, t.tc),
+                None => ", NULL::bigint".to_string(),
+            })
+            .collect();
         FastSql {
-            feed_all: format!(
-                "SELECT g.k{counts} FROM (SELECT {key} AS k FROM {tenant_table}) AS g{}",
-                joins.concat()
-            ),
+            feed_all: format!("SELECT g.k{correlated} FROM (SELECT {key} AS k FROM {tenant_table}) AS g"),
             feed_sample: format!(
                 "SELECT g.k{correlated} FROM (SELECT {key} AS k FROM {tenant_table} ORDER BY random() LIMIT $1) AS g"
             ),
@@ -568,6 +547,18 @@ fn synthetic_value(ty: &str) -> String {
     }
 }
 
+/// Prepare `sql`, when there is one.
+async fn prep_opt(client: &Client, sql: Option<&str>) -> Result<Option<Statement>> {
+    match sql {
+        None => Ok(None),
+        Some(sql) => client
+            .prepare(sql)
+            .await
+            .map(Some)
+            .with_context(|| format!("cannot prepare probe: {sql}")),
+    }
+}
+
 /// One connection with the plan's statements prepared.
 struct Conn {
     client: Client,
@@ -590,51 +581,62 @@ struct Conn {
 
 impl Conn {
     async fn new(client: Client, plan: Arc<Plan>) -> Result<Conn> {
-        let prep = |sql: &str| {
-            let sql = sql.to_string();
-            let c = &client;
-            async move {
-                c.prepare(&sql)
-                    .await
-                    .with_context(|| format!("cannot prepare probe: {sql}"))
-            }
-        };
-        let mut counts = Vec::new();
-        let mut admins = Vec::new();
-        let mut updates = Vec::new();
-        let mut deletes = Vec::new();
-        let mut inserts = Vec::new();
-        let mut changes = Vec::new();
+        // Every statement at once: tokio-postgres pipelines them, one round trip in all.
+        const FIXED: [&str; 4] = [
+            "SELECT pg_catalog.set_config('role', $1, true)",
+            "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)",
+            "SAVEPOINT tc_probe",
+            "ROLLBACK TO SAVEPOINT tc_probe",
+        ];
+        let mut texts: Vec<Option<&str>> = FIXED.iter().map(|s| Some(*s)).collect();
         for t in &plan.targets {
-            counts.push(prep(&t.count).await?);
-            admins.push(match &t.admin {
-                Some(s) => Some(prep(s).await?),
-                None => None,
-            });
-            updates.push(match &t.update {
-                Some(s) => Some(prep(s).await?),
-                None => None,
-            });
-            deletes.push(match &t.delete {
-                Some(s) => Some(prep(s).await?),
-                None => None,
-            });
-            inserts.push(match &t.insert {
-                Some(s) => Some(prep(s).await?),
-                None => None,
-            });
-            changes.push(prep(&t.change).await?);
+            texts.extend([
+                Some(t.count.as_str()),
+                t.admin.as_deref(),
+                t.update.as_deref(),
+                t.delete.as_deref(),
+                t.insert.as_deref(),
+                Some(t.change.as_str()),
+            ]);
         }
-        let mut readables = Vec::new();
-        for r in &plan.readables {
-            readables.push(prep(&r.sql).await?);
+        texts.extend(plan.readables.iter().map(|r| Some(r.sql.as_str())));
+        let prepared =
+            futures_util::future::try_join_all(texts.iter().map(|sql| prep_opt(&client, *sql)))
+                .await?;
+        let mut it = prepared.into_iter();
+        let mut next = || it.next().expect("one statement per text");
+        let fixed: Vec<Statement> = (0..FIXED.len())
+            .map(|_| next().expect("fixed statement"))
+            .collect();
+        let (mut counts, mut admins, mut updates, mut deletes, mut inserts, mut changes) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for _ in &plan.targets {
+            counts.push(next().expect("count statement"));
+            admins.push(next());
+            updates.push(next());
+            deletes.push(next());
+            inserts.push(next());
+            changes.push(next().expect("change statement"));
         }
+        let readables = plan
+            .readables
+            .iter()
+            .map(|_| next().expect("readable statement"))
+            .collect();
+        let [set_role, set_role_ctx, savepoint, rollback_to]: [Statement; 4] =
+            fixed.try_into().expect("four fixed statements");
         Ok(Conn {
             probe: None,
-            set_role: prep("SELECT pg_catalog.set_config('role', $1, true)").await?,
-            set_role_ctx: prep("SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)").await?,
-            savepoint: prep("SAVEPOINT tc_probe").await?,
-            rollback_to: prep("ROLLBACK TO SAVEPOINT tc_probe").await?,
+            set_role,
+            set_role_ctx,
+            savepoint,
+            rollback_to,
             counts,
             admins,
             updates,
@@ -1075,9 +1077,7 @@ async fn probe_batch(
     let rows = match &results[called] {
         Ok(rows) => rows,
         Err(e) if e.as_db_error().is_some() => return slowly(jobs).await,
-        Err(e) => {
-            return Err(anyhow!(db::redact_text(&describe(e)))).context("probe failed")
-        }
+        Err(e) => return Err(anyhow!(db::redact_text(&describe(e)))).context("probe failed"),
     };
     let width = n + plan.readables.len();
     let mut per_tenant: Vec<Vec<Option<&Row>>> = vec![vec![None; width]; jobs.len()];
@@ -1665,9 +1665,6 @@ pub(super) async fn run(
     let (probe_tally, sums, probed) = result?;
     undone.context("cannot roll back")?;
     tally.merge(probe_tally);
-
-    let conn = Conn::new(db::connect(url).await?, plan.clone()).await?;
-    tally.merge(context_probes(&conn, false).await?);
     if matches!(settings.tenants, TenantSelection::All) {
         tally.merge(admin_sees_all(&plan, &sums));
     }
@@ -1763,7 +1760,7 @@ async fn probe_all(
         .min(expected.max(1) as usize);
     let n = plan.targets.len();
     let mut handles = Vec::new();
-    for _ in 0..workers {
+    for index in 0..workers {
         let (url, plan, rx, stop, bar, shared) = (
             url.to_string(),
             plan.clone(),
@@ -1806,6 +1803,10 @@ async fn probe_all(
                     probed += batch.len() as u64;
                     bar.inc(batch.len() as u64);
                     batch.clear();
+                }
+                // The context probes (once per run) on the first worker's connection, last.
+                if index == 0 && !stop.load(Ordering::Relaxed) {
+                    tally.merge(context_probes(&conn, false).await?);
                 }
                 anyhow::Ok((tally, own, probed))
             }

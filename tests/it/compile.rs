@@ -76,11 +76,18 @@ fn older_helper_objects_are_recreated_by_the_next_migration() {
     assert_eq!(code, 0, "{out}{err}");
     let v2 = std::fs::read_to_string(dir.path().join("migrations/V2__policies.sql")).unwrap();
     assert!(v2.contains("CREATE OR REPLACE FUNCTION \"tenantctl\".\"current_gym_id\"() RETURNS uuid\n    LANGUAGE sql STABLE PARALLEL SAFE\n    AS "), "{v2}");
-    assert!(!v2.contains("CREATE TABLE") && !v2.contains("POLICY"), "{v2}");
+    assert!(
+        !v2.contains("CREATE TABLE") && !v2.contains("POLICY"),
+        "{v2}"
+    );
     let (code, _, err) = run(dir.path(), &["generate"]);
     assert_eq!(code, 0);
     assert!(err.contains("No changes"), "{err}");
-    assert_eq!(migration_files(dir.path()).len(), 3, "V1, V2 and the snapshot");
+    assert_eq!(
+        migration_files(dir.path()).len(),
+        3,
+        "V1, V2 and the snapshot"
+    );
 }
 
 #[test]

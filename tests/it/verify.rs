@@ -306,6 +306,15 @@ const CORPUS: &[Case] = &[
             &["perf.tenant-index"],
         )
     },
+    // The context function as tenantctl wrote it before helpers revision 2: not inlinable.
+    Case {
+        fail_on_warning: true,
+        ..case(
+            "context_function_with_settings",
+            "ALTER FUNCTION tenantctl.current_gym_id() SET search_path = pg_catalog, pg_temp",
+            &["perf.context-function"],
+        )
+    },
     // Owners: a tenant table owned by a superuser (RLS never applies to it, FORCE or not) or by
     // the admin; the helper schema and context function owned by someone else.
     case("owner_superuser", "ALTER TABLE public.members OWNER TO CURRENT_USER", &["drift.owner"]),
