@@ -186,45 +186,66 @@ WHERE p.prokind = 'f' AND p.pronargs = 0 AND n.nspname NOT IN ('pg_catalog', 'in
                   WHERE t.oid = p.prorettype AND a.attname = $2 AND NOT a.attisdropped))
 ORDER BY 1, 2";
 
+/// A declared table's key column and its row of [`TARGETS`]; None when the table or its tenant
+/// column is missing (reported by `drift.table` and `drift.column`).
+async fn table_facts(
+    client: &Client,
+    t: &crate::model::Tenancy,
+    rel: &str,
+    table: &crate::model::Table,
+) -> Result<Option<(String, Row)>> {
+    let exists: Option<String> = client
+        .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&rel])
+        .await
+        .context("cannot look up tables")?
+        .get(0);
+    let has_tc = exists.is_some()
+        && client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped)",
+                &[&rel, &table.tenant_column],
+            )
+            .await?
+            .get::<_, bool>(0);
+    if !has_tc {
+        return Ok(None);
+    }
+    let pk = table
+        .constraints
+        .values()
+        .find_map(|c| match c {
+            Constraint::PrimaryKey { columns } => columns.first().cloned(),
+            _ => None,
+        })
+        .unwrap_or_else(|| "id".to_string());
+    let skip: Vec<String> = vec![table.tenant_column.clone(), pk.clone()];
+    let r = client
+        .query_one(TARGETS, &[&t.app_role, &t.admin_role, &rel, &skip, &pk])
+        .await
+        .context("cannot read privileges")?;
+    Ok(Some((pk, r)))
+}
+
 impl Plan {
     async fn build(client: &Client, schema: &Schema) -> Result<Plan> {
         let t = &schema.tenancy;
         let rel = |name: &str| format!("{}.{}", q(&t.table_schema), q(name));
         let mut targets = Vec::new();
         let mut probe_tables = Vec::new();
-        for (name, table) in &schema.tables {
-            let exists: Option<String> = client
-                .query_one("SELECT pg_catalog.to_regclass($1)::text", &[&rel(name)])
-                .await
-                .context("cannot look up tables")?
-                .get(0);
-            let has_tc = exists.is_some()
-                && client
-                    .query_one(
-                        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped)",
-                        &[&rel(name), &table.tenant_column],
-                    )
-                    .await?
-                    .get::<_, bool>(0);
-            if !has_tc {
-                continue; // reported by drift.table / drift.column
-            }
-            let pk = table
-                .constraints
+        // Every table's catalog facts at once: tokio-postgres pipelines the queries.
+        let rels: Vec<String> = schema.tables.keys().map(|name| rel(name)).collect();
+        let facts = futures_util::future::try_join_all(
+            schema
+                .tables
                 .values()
-                .find_map(|c| match c {
-                    Constraint::PrimaryKey { columns } => columns.first().cloned(),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "id".to_string());
-            let skip: Vec<String> = vec![table.tenant_column.clone(), pk.clone()];
-            let r = client
-                .query_one(
-                    TARGETS,
-                    &[&t.app_role, &t.admin_role, &rel(name), &skip, &pk],
-                )
-                .await
-                .context("cannot read privileges")?;
+                .zip(&rels)
+                .map(|(table, r)| table_facts(client, t, r, table)),
+        )
+        .await?;
+        for ((name, table), fact) in schema.tables.iter().zip(facts) {
+            let Some((pk, r)) = fact else {
+                continue; // reported by drift.table / drift.column
+            };
             let (app_select, app_insert, app_delete, admin_select, upd, pk_type): (
                 bool,
                 bool,
@@ -1605,6 +1626,13 @@ pub(super) async fn run(
     schema: &Schema,
     settings: &Settings,
 ) -> Result<Outcome> {
+    // The probe connections are opened (authentication included) while the plan is built.
+    let connecting: Vec<Connecting> = (0..settings.connections.clamp(1, 16))
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move { db::connect(&url).await })
+        })
+        .collect();
     let plan = Arc::new(Plan::build(client, schema).await?);
     let mut tally = context_leak(client, &plan).await?;
 
@@ -1639,6 +1667,7 @@ pub(super) async fn run(
     };
     if total < 2 {
         let all = matches!(settings.tenants, TenantSelection::All);
+        connecting.iter().for_each(|c| c.abort());
         return run_synthetic(url, plan, schema, named, tally, all).await;
     }
     let expected = match (&settings.tenants, &named) {
@@ -1659,7 +1688,7 @@ pub(super) async fn run(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await
         .context("cannot begin")?;
-    let result = probe_all(url, client, &plan, settings, named, expected, &bar).await;
+    let result = probe_all(client, connecting, &plan, settings, named, expected, &bar).await;
     let undone = client.batch_execute("ROLLBACK").await;
     bar.finish_and_clear();
     let (probe_tally, sums, probed) = result?;
@@ -1675,6 +1704,9 @@ pub(super) async fn run(
     })
 }
 
+/// A probe connection being opened.
+type Connecting = tokio::task::JoinHandle<Result<Client>>;
+
 /// Tenants probed per pipelined batch on one connection.
 const BATCH: usize = 64;
 
@@ -1686,8 +1718,8 @@ struct Sums {
 
 /// The probe phase proper, inside the feed transaction on `client`.
 async fn probe_all(
-    url: &str,
     client: &Client,
+    mut connecting: Vec<Connecting>,
     plan: &Arc<Plan>,
     settings: &Settings,
     named: Option<Vec<Uuid>>,
@@ -1760,9 +1792,12 @@ async fn probe_all(
         .min(expected.max(1) as usize);
     let n = plan.targets.len();
     let mut handles = Vec::new();
-    for index in 0..workers {
-        let (url, plan, rx, stop, bar, shared) = (
-            url.to_string(),
+    // Connections beyond the workers' are not needed.
+    connecting
+        .drain(workers.min(connecting.len())..)
+        .for_each(|c| c.abort());
+    for (index, connected) in connecting.into_iter().enumerate() {
+        let (plan, rx, stop, bar, shared) = (
             plan.clone(),
             rx.clone(),
             stop.clone(),
@@ -1771,7 +1806,9 @@ async fn probe_all(
         );
         handles.push(tokio::spawn(async move {
             let result = async {
-                let client = db::connect(&url).await?;
+                let client = connected
+                    .await
+                    .map_err(|e| anyhow!("a probe connection failed: {e}"))??;
                 let mut conn = Conn::new(client, plan.clone()).await?;
                 conn.probe_function().await?;
                 let mut tally = Tally::default();
