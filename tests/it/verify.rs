@@ -845,3 +845,75 @@ fn a_connection_lost_mid_run_exits_2() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("\"passed\": true"));
 }
+
+/// The fast path probes many tenants in one transaction, one after another. A leak that only
+/// one tenant in the middle of a batch gets is reported for that tenant alone, and what one
+/// tenant's probes wrote never reaches the next tenant's: with every tenant able to DELETE any
+/// row, each one's DELETE of another tenant's row still finds that row (were the first DELETE
+/// to survive, the next tenants' would touch nothing and pass).
+#[test]
+fn batched_probes_attribute_leaks_and_undo_each_tenants_writes() {
+    let (url, name) = clone("batched");
+    psql_exec(
+        &url,
+        "INSERT INTO gyms (id, slug, name) SELECT ('00000000-0000-4000-9000-' || lpad(i::text, 12, '0'))::uuid, 'batch-' || i, 'B' || i FROM generate_series(1, 40) i;
+         INSERT INTO members (gym_id, full_name, email) SELECT id, 'M', slug || '@x' FROM gyms WHERE slug LIKE 'batch-%';",
+    );
+    let leaky = "00000000-0000-4000-9000-000000000023";
+    let probe_failures = |json: &Value| -> Vec<(String, String)> {
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] != "pass" && c["id"].as_str().unwrap().starts_with("probe."))
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_string(),
+                    c["tenant"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+
+    psql_exec(
+        &url,
+        &fill(
+            &format!(
+                "CREATE POLICY one_leaks ON public.members FOR SELECT TO {{app}} USING (tenantctl.current_gym_id() = '{leaky}')"
+            ),
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify(&url, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(json["stats"]["tenants_probed"], 42, "{json:#}");
+    let failures = probe_failures(&json);
+    assert!(
+        failures.contains(&("probe.foreign-rows".to_string(), leaky.to_string())),
+        "{failures:?}"
+    );
+    assert!(
+        failures.iter().all(|(_, tenant)| tenant == leaky),
+        "only the leaky tenant: {failures:?}"
+    );
+
+    psql_exec(
+        &url,
+        &fill(
+            "DROP POLICY one_leaks ON public.members;
+             CREATE POLICY open_select ON public.members FOR SELECT TO {app} USING (true);
+             CREATE POLICY open_delete ON public.members FOR DELETE TO {app} USING (true);",
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify(&url, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let deleted: std::collections::BTreeSet<String> = probe_failures(&json)
+        .into_iter()
+        .filter(|(id, _)| id == "probe.cross-delete")
+        .map(|(_, tenant)| tenant)
+        .collect();
+    assert_eq!(deleted.len(), 42, "every tenant's DELETE hit: {deleted:?}");
+    let left = query_strings(&url, "SELECT count(*)::text FROM members");
+    assert_eq!(left[0][0].as_deref(), Some("44"), "verify deleted rows");
+}
