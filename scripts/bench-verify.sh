@@ -5,6 +5,7 @@
 #
 # Usage: scripts/bench-verify.sh [WORKDIR]   (default: a new temp dir; removed at the end)
 #        BENCH_SKIP_10K=1 scripts/bench-verify.sh ...   (1,000 gyms only, while iterating)
+#        BENCH_RUNS=N scripts/bench-verify.sh ...       (runs per measurement, default 5; medians)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,10 +56,16 @@ settle() { # url name
     echo "$2: visibility map still not set after $pass VACUUM passes"
 }
 
-# One admin full scan of the tenant tables, in milliseconds (the second of two runs: warm cache).
+RUNS=${BENCH_RUNS:-5}
+
+# The median of a list of numbers (one per line).
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+# One admin full scan of the tenant tables, in milliseconds: the median of $RUNS runs after one
+# that warms the cache (each run is the three GROUP BYs, summed).
 admin_scan_ms() {
-    local url="$server_url/$1" out
-    for _ in 1 2; do
+    local url="$server_url/$1" out run
+    for run in $(seq 0 "$RUNS"); do
         out=$("$psql_bin" -X -q "$url" <<SQL
 BEGIN; SET LOCAL ROLE platform_admin;
 \timing on
@@ -68,18 +75,26 @@ SELECT gym_id, count(*) FROM members GROUP BY gym_id \g /dev/null
 ROLLBACK;
 SQL
 )
-    done
-    echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | awk '{s += $1} END {printf "%.1f", s}'
+        [ "$run" = 0 ] && continue
+        echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | awk '{s += $1} END {printf "%.1f\n", s}'
+    done | tee "$work/scan-$1.txt" | median
 }
 
-run_verify() { # db -> prints "seconds max_rss_kb exit"
-    local url="$server_url/$1" t0 t1 code=0
-    t0=$(date +%s.%N)
-    /usr/bin/time -v -o "$work/time-$1.txt" "$bin" --database-url "$url" --format json verify \
-        >"$work/verify-$1.json" 2>"$work/verify-$1.err" || code=$?
-    t1=$(date +%s.%N)
-    rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time-$1.txt")
-    echo "$(echo "$t1 - $t0" | bc) $rss $code"
+# verify with full probes, $RUNS times: prints "median_seconds min max max_rss_kb exit_codes".
+run_verify() { # db
+    local url="$server_url/$1" t0 t1 code run codes=""
+    : >"$work/verify-times-$1.txt"; : >"$work/verify-rss-$1.txt"
+    for run in $(seq 1 "$RUNS"); do
+        code=0
+        t0=$(date +%s.%N)
+        /usr/bin/time -v -o "$work/time-$1.txt" "$bin" --database-url "$url" --format json verify \
+            >"$work/verify-$1.json" 2>"$work/verify-$1.err" || code=$?
+        t1=$(date +%s.%N)
+        echo "$t1 - $t0" | bc >>"$work/verify-times-$1.txt"
+        sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time-$1.txt" >>"$work/verify-rss-$1.txt"
+        codes="$codes$code"
+    done
+    echo "$(median <"$work/verify-times-$1.txt") $(sort -n "$work/verify-times-$1.txt" | head -1) $(sort -n "$work/verify-times-$1.txt" | tail -1) $(sort -n "$work/verify-rss-$1.txt" | tail -1) $codes"
 }
 
 echo "== generating data (set-based, as superuser)"
@@ -95,20 +110,20 @@ for db in $dbs; do
     "$psql_bin" -X -q -t "$server_url/$db" -c "SELECT '$db visibility map: ' || string_agg(relname || ' ' || relallvisible || '/' || relpages || ' pages all-visible', ', ' ORDER BY relname) FROM pg_class WHERE relname IN ('gyms', 'coaches', 'members')"
 done
 
-echo "== measuring"
+echo "== measuring ($RUNS runs each; medians)"
 scan=$(admin_scan_ms bench1k)
-read -r secs rss code <<<"$(run_verify bench1k)"
+read -r secs lo hi rss codes <<<"$(run_verify bench1k)"
 stats=$(grep -o '"tenants_probed": [0-9][0-9]*\|"checks": [0-9][0-9]*\|"errors": [0-9][0-9]*' "$work/verify-bench1k.json" | tr '\n' ' ')
 echo
-echo "admin full scan (gyms+coaches+members GROUP BY tenant), 1,000 gyms: ${scan} ms"
-echo "verify, 1,000 gyms, full probes:  ${secs} s, exit ${code}, peak RSS ${rss} kB; ${stats}"
+echo "admin full scan (gyms+coaches+members GROUP BY tenant), 1,000 gyms: ${scan} ms (runs: $(paste -sd' ' "$work/scan-bench1k.txt"))"
+echo "verify, 1,000 gyms, full probes:  ${secs} s median (min ${lo}, max ${hi}), exit codes ${codes}, peak RSS ${rss} kB; ${stats}"
 echo "ratio verify / admin scan:        $(echo "scale=2; $secs * 1000 / $scan" | bc)x   (target <= 5x)"
 [ -n "${BENCH_SKIP_10K:-}" ] && exit 0
-read -r secs10 rss10 code10 <<<"$(run_verify bench10k)"
+read -r secs10 lo10 hi10 rss10 codes10 <<<"$(run_verify bench10k)"
 scan10=$(admin_scan_ms bench10k)
 stats10=$(grep -o '"tenants_probed": [0-9][0-9]*\|"checks": [0-9][0-9]*\|"errors": [0-9][0-9]*' "$work/verify-bench10k.json" | tr '\n' ' ')
 
-echo "admin full scan, 10,000 gyms:     ${scan10} ms"
-echo "verify, 10,000 gyms, full probes: ${secs10} s, exit ${code10}, peak RSS ${rss10} kB; ${stats10}"
+echo "admin full scan, 10,000 gyms:     ${scan10} ms (runs: $(paste -sd' ' "$work/scan-bench10k.txt"))"
+echo "verify, 10,000 gyms, full probes: ${secs10} s median (min ${lo10}, max ${hi10}), exit codes ${codes10}, peak RSS ${rss10} kB; ${stats10}"
 echo "ratio verify / admin scan:        $(echo "scale=2; $secs10 * 1000 / $scan10" | bc)x"
-echo "peak RSS 10,000 / 1,000 gyms:     $(echo "scale=2; $rss10 / $rss" | bc)x   (target <= 1.5x)"
+echo "peak RSS 10,000 / 1,000 gyms:     $(echo "scale=2; $rss10 / $rss" | bc)x   (target <= 1.5x; the largest of the runs each)"
