@@ -123,8 +123,8 @@ struct Plan {
     tenant_query: String,
     tenant_count: String,
     tenant_by_slug: Option<String>,
-    /// The admin's per-tenant counts, streamed with the tenant ids: every tenant (one GROUP BY
-    /// per table), a sample ($1 limit) or named tenants ($1 uuid[]).
+    /// The admin's per-tenant counts (index counts per tenant), streamed with the tenant ids:
+    /// every tenant, a sample ($1 limit) or named tenants ($1 uuid[]).
     feed_all: String,
     feed_sample: String,
     feed_named: String,
@@ -1029,8 +1029,9 @@ async fn probe_tenant_inner(
 
 /// What every tenant's fast probe shares, read by the admin once per run.
 struct Shared {
-    /// Starts each tenant's transaction: REPEATABLE READ, in the snapshot the admin's counts
-    /// were taken in when it could be exported.
+    /// Starts each probe transaction (a batch's, or one tenant's statement by statement):
+    /// REPEATABLE READ, in the snapshot the admin's counts were taken in when it could be
+    /// exported.
     begin: String,
     /// Per target: up to two rows (key as text, tenant) of different tenants, so that every
     /// tenant has another tenant's row to attack when the table holds one.

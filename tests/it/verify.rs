@@ -917,3 +917,37 @@ fn batched_probes_attribute_leaks_and_undo_each_tenants_writes() {
     let left = query_strings(&url, "SELECT count(*)::text FROM members");
     assert_eq!(left[0][0].as_deref(), Some("44"), "verify deleted rows");
 }
+
+/// A column named like one of the probe function's variables (`tc_probe_...`) would be ambiguous
+/// inside it: verify then probes statement by statement, and still passes the clean schema and
+/// catches a leak.
+#[test]
+fn a_column_named_like_the_probe_variables_still_gets_probed() {
+    let (url, name) = clone("clash");
+    psql_exec(
+        &url,
+        "ALTER TABLE public.members ADD COLUMN tc_probe_tenant uuid, ADD COLUMN tc_probe_foreign bigint",
+    );
+    let (code, json, stderr) = verify(&url, &[]);
+    assert_ne!(code, 2, "{stderr}");
+    let probe_failures: Vec<String> = failing_ids(&json)
+        .into_iter()
+        .filter(|i| i.starts_with("probe."))
+        .collect();
+    assert!(probe_failures.is_empty(), "{json:#}");
+    assert_eq!(json["stats"]["tenants_probed"], 2, "{json:#}");
+
+    psql_exec(
+        &url,
+        &fill(
+            "CREATE POLICY open_select ON public.members FOR SELECT TO {app} USING (true)",
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify(&url, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        failing_ids(&json).iter().any(|i| i == "probe.foreign-rows"),
+        "{json:#}"
+    );
+}
