@@ -186,6 +186,18 @@ WHERE p.prokind = 'f' AND p.pronargs = 0 AND n.nspname NOT IN ('pg_catalog', 'in
                   WHERE t.oid = p.prorettype AND a.attname = $2 AND NOT a.attisdropped))
 ORDER BY 1, 2";
 
+/// A declared table's key column: the first column of its primary key (`id` without one).
+fn key_column(table: &crate::model::Table) -> String {
+    table
+        .constraints
+        .values()
+        .find_map(|c| match c {
+            Constraint::PrimaryKey { columns } => columns.first().cloned(),
+            _ => None,
+        })
+        .unwrap_or_else(|| "id".to_string())
+}
+
 /// A declared table's key column and its row of [`TARGETS`]; None when the table or its tenant
 /// column is missing (reported by `drift.table` and `drift.column`).
 async fn table_facts(
@@ -210,14 +222,7 @@ async fn table_facts(
     if !has_tc {
         return Ok(None);
     }
-    let pk = table
-        .constraints
-        .values()
-        .find_map(|c| match c {
-            Constraint::PrimaryKey { columns } => columns.first().cloned(),
-            _ => None,
-        })
-        .unwrap_or_else(|| "id".to_string());
+    let pk = key_column(table);
     let skip: Vec<String> = vec![table.tenant_column.clone(), pk.clone()];
     let r = client
         .query_one(TARGETS, &[&t.app_role, &t.admin_role, &rel, &skip, &pk])
@@ -455,14 +460,7 @@ fn synthetic_plan(schema: &Schema) -> Vec<SyntheticTable> {
     let mut out = Vec::new();
     for name in order {
         let table = &schema.tables[name];
-        let pk = table
-            .constraints
-            .values()
-            .find_map(|c| match c {
-                Constraint::PrimaryKey { columns } => columns.first().cloned(),
-                _ => None,
-            })
-            .unwrap_or_else(|| "id".into());
+        let pk = key_column(table);
         let mut parents: std::collections::BTreeMap<&String, String> = Default::default();
         for c in table.constraints.values() {
             if let Constraint::ForeignKey {
