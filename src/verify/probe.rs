@@ -1091,14 +1091,20 @@ async fn probe_batch(
     let called = p.push(call, vec![&tenants, &others, &keys, &moves]);
     let end = p.push_simple("ROLLBACK");
     let results = p.run().await;
+    // In the order sent, so that the first failure is the one reported (a server shutting
+    // down fails the call with its reason, then everything after with "connection closed").
     must(&results[begin], "cannot begin a probe transaction")?;
-    must(&results[end], "cannot roll back a probe transaction")?;
     must(&results[role], &format!("cannot SET ROLE {}", plan.app))?;
     let rows = match &results[called] {
         Ok(rows) => rows,
-        Err(e) if e.as_db_error().is_some() => return slowly(jobs).await,
+        // The call failed but the connection lives (a statement timeout): statement by statement.
+        Err(e) if e.as_db_error().is_some() && !conn.client.is_closed() => {
+            must(&results[end], "cannot roll back a probe transaction")?;
+            return slowly(jobs).await;
+        }
         Err(e) => return Err(anyhow!(db::redact_text(&describe(e)))).context("probe failed"),
     };
+    must(&results[end], "cannot roll back a probe transaction")?;
     let width = n + plan.readables.len();
     let mut per_tenant: Vec<Vec<Option<&Row>>> = vec![vec![None; width]; jobs.len()];
     for r in rows {
