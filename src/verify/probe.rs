@@ -1125,13 +1125,14 @@ async fn probe_batch(
             continue;
         };
         let results: Vec<FastResult> = got.iter().map(|r| FastResult::of(r)).collect();
-        if !results.iter().all(FastResult::clean) {
+        let (tables, readables) = results.split_at(n);
+        if !tables.iter().all(FastResult::clean) || !readables.iter().all(FastResult::clean_read) {
             out.push(probe_tenant_in(conn, tenant, false, &shared.begin).await?);
             continue;
         }
         let mut tally = Tally::default();
         let mut own_counts = Vec::new();
-        for (i, (target, r)) in plan.targets.iter().zip(&results).enumerate() {
+        for (i, (target, r)) in plan.targets.iter().zip(tables).enumerate() {
             let obj = format!("table {}", target.name);
             let victim = keys[k * n + i].is_some();
             own_counts.push(record_reads(
@@ -1166,7 +1167,7 @@ async fn probe_batch(
                 record_change_outcome(&mut tally, state == "moved", tenant, &obj, &target.name);
             }
         }
-        for (readable, r) in plan.readables.iter().zip(&results[n..]) {
+        for (readable, r) in plan.readables.iter().zip(readables) {
             // A view or function that refused (an error) leaked nothing.
             record_readable_rows(&mut tally, readable, r.foreign.unwrap_or(0), tenant);
         }
@@ -1174,6 +1175,9 @@ async fn probe_batch(
     }
     Ok(out)
 }
+
+/// The SQLSTATE of a name that is both a column and a variable of the probe function.
+const AMBIGUOUS: &str = "42702";
 
 /// One row of the probe function: one table (or view, or function) for one tenant.
 struct FastResult {
@@ -1201,14 +1205,16 @@ impl FastResult {
         }
     }
 
-    /// Whether the fast path's result can be recorded as it is: the UPDATE and DELETE of another
-    /// tenant's row touched nothing and did not fail, the INSERT (if probed) was accepted or
-    /// refused by row-level security, and no statement met a name it could not resolve (42702:
-    /// a column named like one of the function's variables). Anything else is probed again
-    /// statement by statement, which says exactly what happened.
+    /// Whether the fast path's result can be recorded as it is: the reads ran, the UPDATE and
+    /// DELETE of another tenant's row touched nothing and did not fail, the INSERT (if probed)
+    /// was accepted or refused by row-level security, and no statement met a name it could not
+    /// resolve (42702: a column named like one of the function's variables). Anything else is
+    /// probed again statement by statement, which says exactly what happened.
     fn clean(&self) -> bool {
-        const AMBIGUOUS: &str = "42702";
-        matches!(self.updated, None | Some(0))
+        self.visible.is_some()
+            && self.foreign.is_some()
+            && self.looked_up.is_some()
+            && matches!(self.updated, None | Some(0))
             && matches!(self.deleted, None | Some(0))
             && self.attack.is_none()
             && self
@@ -1216,6 +1222,12 @@ impl FastResult {
                 .as_deref()
                 .is_none_or(|s| s == "accepted" || s == "42501")
             && self.change.as_deref() != Some(AMBIGUOUS)
+    }
+
+    /// A view's or function's row: whatever it returned or refused with (a refusal leaks
+    /// nothing), unless the statement met a name it could not resolve (42702).
+    fn clean_read(&self) -> bool {
+        self.insert.as_deref() != Some(AMBIGUOUS)
     }
 }
 
