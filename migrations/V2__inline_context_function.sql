@@ -8,7 +8,7 @@ ALTER SCHEMA "tenantctl" OWNER TO "gym_owner";
 GRANT USAGE ON SCHEMA "tenantctl" TO "gym_app", "platform_admin";
 CREATE OR REPLACE FUNCTION "tenantctl"."current_gym_id"() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $tc$ SELECT NULLIF(pg_catalog.current_setting('tenantctl.gym_id', true), '')::uuid $tc$;
+    AS $tc$ SELECT NULLIF(pg_catalog.current_setting('tenantctl.gym_id', true), '')::pg_catalog.uuid $tc$;
 ALTER FUNCTION "tenantctl"."current_gym_id"() OWNER TO "gym_owner";
 CREATE OR REPLACE FUNCTION "tenantctl"."forbid_tenant_change"() RETURNS trigger
     LANGUAGE plpgsql

@@ -56,6 +56,19 @@ pub fn trigger_function(t: &Tenancy) -> String {
 /// The context function's body. `verify` compares the live function's source with it: any
 /// other body (a COALESCE, a default tenant) may fail open.
 pub fn context_function_body(t: &Tenancy) -> String {
+    // The cast names pg_catalog: the function is inlined, so its body is parsed with the
+    // caller's search_path, where an unqualified `uuid` would find a type of the caller's own
+    // first (pg_temp is searched first for types). NULLIF's `=` is the caller's to choose too,
+    // and can only make the result NULL (no rows) or the setting itself.
+    format!(
+        " SELECT NULLIF(pg_catalog.current_setting({}, true), '')::pg_catalog.uuid ",
+        literal(&t.context_setting)
+    )
+}
+
+/// The context function's body before helpers revision 2, safe only with its pinned
+/// `search_path` (which kept it from being inlined); `verify` accepts it only so.
+pub fn context_function_body_v1(t: &Tenancy) -> String {
     format!(
         " SELECT NULLIF(pg_catalog.current_setting({}, true), '')::uuid ",
         literal(&t.context_setting)
@@ -214,9 +227,9 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
     body.push_str("        tc_probe_attack := NULL;\n");
     if !ctes.is_empty() {
         body.push_str(&format!(
-            "        BEGIN\n            WITH {}\n            SELECT {}\n            INTO {};\n            \
-             RAISE SQLSTATE 'TCP00';\n        EXCEPTION WHEN OTHERS THEN\n            \
-             IF SQLSTATE <> 'TCP00' THEN\n                tc_probe_attack := SQLSTATE;\n            END IF;\n        END;\n",
+            "        BEGIN\n            tc_probe_stage := 0;\n            WITH {}\n            SELECT {}\n            INTO {};\n            \
+             tc_probe_stage := 1;\n            RAISE SQLSTATE 'TCP00';\n        EXCEPTION WHEN OTHERS THEN\n            \
+             IF tc_probe_stage = 0 THEN\n                tc_probe_attack := SQLSTATE;\n            END IF;\n        END;\n",
             ctes.join(",\n                 "),
             outs.join(", "),
             into.join(", ")
@@ -249,16 +262,16 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
             at(j)
         ));
     }
-    // One row per table.
-    for (j, t) in tables.iter().enumerate() {
+    // One row per table. (No comments naming the objects: a name may hold a line break, which
+    // would end the comment and make the rest of the name code.)
+    for j in 0..n {
         body.push_str(&format!(
-            "        -- {}\n        tc_probe_target := {j};\n        \
+            "        tc_probe_target := {j};\n        \
              tc_probe_visible := tc_probe_visible_{j}; tc_probe_foreign := tc_probe_foreign_{j}; tc_probe_looked_up := tc_probe_looked_up_{j};\n        \
              tc_probe_updated := tc_probe_updated_{j}; tc_probe_deleted := tc_probe_deleted_{j};\n        \
              tc_probe_insert := tc_probe_insert_{j}; tc_probe_change := tc_probe_change_{j};\n        \
              RETURN NEXT;\n        \
-             tc_probe_updated_{j} := NULL; tc_probe_deleted_{j} := NULL; tc_probe_insert_{j} := NULL; tc_probe_change_{j} := NULL;\n",
-            rel(&t.schema, &t.table)
+             tc_probe_updated_{j} := NULL; tc_probe_deleted_{j} := NULL; tc_probe_insert_{j} := NULL; tc_probe_change_{j} := NULL;\n"
         ));
     }
     // Views and functions, one row each.
@@ -269,7 +282,7 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
             rel(&v.schema, &v.name)
         };
         body.push_str(&format!(
-            "        -- {from}\n        tc_probe_target := {};\n        \
+            "        tc_probe_target := {};\n        \
              tc_probe_visible := NULL; tc_probe_looked_up := NULL; tc_probe_updated := NULL; tc_probe_deleted := NULL;\n        \
              tc_probe_attack := NULL; tc_probe_insert := NULL; tc_probe_change := NULL;\n        \
              BEGIN\n            tc_probe_stage := 0;\n            \
@@ -685,9 +698,9 @@ fn helper_objects<'a>(out: &mut Out, t: &Tenancy, roles: impl Iterator<Item = &'
     // Fail closed: an unset or empty setting is NULL, and `gym_id = NULL` matches no row.
     // No `SET search_path`: a SQL function with settings is never inlined, and every statement
     // of the app role would call it (measured: about 40 µs a statement on PostgreSQL 15). Inlined,
-    // its body is planned with the caller's search_path: pg_catalog comes first unless the
-    // caller puts it later on purpose, and even then the caller only changes its own query,
-    // which runs with its own rights (SECURITY INVOKER); it can return NULL or the setting.
+    // its body is parsed with the caller's search_path, so everything in it that a caller could
+    // shadow is qualified (the function, the cast's type: see context_function_body); NULLIF's
+    // `=` can at most make the result NULL (no rows) or the setting itself.
     let body = context_function_body(t);
     out.push(
         &prov,

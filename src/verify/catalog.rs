@@ -200,6 +200,9 @@ SELECT p.prosrc, p.provolatile::text, p.prosecdef, pg_catalog.pg_get_userbyid(p.
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = $1 AND p.proname = $2 AND p.pronargs = 0";
 
+/// `proconfig` of a helper function whose search_path tenantctl pins.
+const PINNED_SEARCH_PATH: &str = "search_path=pg_catalog, pg_temp";
+
 const SCHEMA_OWNER: &str = "
 SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text FROM pg_catalog.pg_namespace n WHERE n.nspname = $1";
 
@@ -828,13 +831,15 @@ async fn functions(
             Some(r) => {
                 let (src, vol, definer, fowner): (String, String, bool, String) =
                     (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?, col(&r, 3)?);
+                let config: Vec<String> = col(&r, 4)?;
+                let pinned = config == [PINNED_SEARCH_PATH];
                 if volatility.is_some() {
                     // The context function: Postgres inlines a SQL function into the statement
-                    // only without settings (and not SECURITY DEFINER, reported below).
-                    let config: Vec<String> = col(&r, 4)?;
+                    // only without settings. With the pinned search_path (as tenantctl wrote it
+                    // before helpers revision 2) it is safe but slow.
                     tally.record(
                         "perf.context-function",
-                        (!config.is_empty()).then(|| {
+                        pinned.then(|| {
                             Finding::new(
                                 "perf.context-function",
                                 &obj,
@@ -857,8 +862,25 @@ async fn functions(
                     owner,
                     tally,
                 );
-                if src != body {
+                // The context function: its body now, or (pinned only) the one before helpers
+                // revision 2, whose unqualified `::uuid` the caller's search_path (pg_temp
+                // first, for types) could resolve to a type of its own if it were inlined.
+                let context = volatility.is_some();
+                let old_body = context && src == sql::context_function_body_v1(t);
+                let settings_ok = if context {
+                    config.is_empty() && !old_body || pinned
+                } else {
+                    pinned
+                };
+                if old_body && !pinned {
+                    Some("has the body of an older tenantctl without its pinned search_path: its `::uuid` would be resolved by each caller's search_path (re-create it with `tenantctl generate` and `tenantctl migrate`)".to_string())
+                } else if src != body && !old_body {
                     Some(format!("has another body: {}", src.trim()))
+                } else if !settings_ok {
+                    Some(format!(
+                        "carries settings ({}) other than tenantctl's (re-create it with `tenantctl generate` and `tenantctl migrate`)",
+                        if config.is_empty() { "none".to_string() } else { config.join(", ") }
+                    ))
                 } else if volatility.is_some_and(|v| v != vol) {
                     Some("is not STABLE".to_string())
                 } else if definer {

@@ -69,7 +69,7 @@ pub const CHECKS: &[CheckDef] = &[
     check("drift.role", E, "a declared role is missing or its LOGIN/BYPASSRLS attributes differ", "ALTER ROLE back to the declaration (tenancy roles are NOLOGIN)"),
     check("drift.grant", E, "a role's privileges on a tenant table differ from the declaration", "REVOKE the extra privileges / GRANT the missing ones, as declared"),
     check("drift.trigger", E, "the tenant-id immutability trigger is missing, disabled or changed", "recreate the trigger as in the first migration; without it a tenant id can change"),
-    check("drift.function", E, "the context or trigger function is missing or differs from the generated one", "recreate the function as generated (fail closed: NULLIF(current_setting(..., true), '')::uuid)"),
+    check("drift.function", E, "the context or trigger function is missing or differs from the generated one (body, volatility, SECURITY DEFINER, or settings other than tenantctl's)", "recreate the function as generated (`tenantctl generate` and `tenantctl migrate`; fail closed: NULLIF(pg_catalog.current_setting(..., true), '')::pg_catalog.uuid)"),
     check("drift.owner", E, "a declared table, the helper schema or a helper function is not owned by the owner role", "ALTER TABLE/SCHEMA/FUNCTION ... OWNER TO <owner>"),
     check("drift.rule", E, "a tenant table carries a rule (its actions run with the table owner's rights, outside the policies)", "DROP RULE <rule> ON <table>"),
     check("drift.trigger-late", E, "an undeclared enabled BEFORE INSERT/UPDATE row trigger on a tenant table fires after the immutability trigger (it can change the tenant id after the check)", "DROP TRIGGER <trigger> ON <table>"),

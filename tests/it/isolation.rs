@@ -21,7 +21,7 @@ const TABLES: &[(&str, &str, &str, &str)] = &[
 ];
 
 struct World {
-    _db: TestDb,
+    db: TestDb,
     roles: Roles,
     pg: Pg,
 }
@@ -47,7 +47,7 @@ fn world(label: &str) -> World {
         ))
         .unwrap();
     }
-    World { _db: db, roles, pg }
+    World { db, roles, pg }
 }
 
 fn gym_ids(rows: &[Vec<Option<String>>]) -> Vec<String> {
@@ -407,4 +407,63 @@ fn catalog_holds_the_security_model() {
             "{p:?}"
         );
     }
+}
+
+/// The context function is inlined into the app's statements, so its body is parsed with the
+/// caller's search_path, where types are looked up in pg_temp first. An application session
+/// that makes its own temporary `uuid` type (with casts mapping any context to gym A) must still
+/// see only the tenant it set: the body names `pg_catalog.uuid`.
+#[test]
+fn a_session_type_named_uuid_cannot_redirect_the_context() {
+    let w = world("uuid_type");
+    let login = format!("{}hijack", w.db.role_prefix);
+    let password = "hijack-test-password";
+    let mut admin = Pg::connect(&w.db.url);
+    admin
+        .batch(&format!(
+            "CREATE ROLE \"{login}\" LOGIN PASSWORD '{password}' IN ROLE \"{}\"",
+            w.roles.app
+        ))
+        .unwrap();
+    let mut u = url::Url::parse(&w.db.url).unwrap();
+    u.set_username(&login).unwrap();
+    u.set_password(Some(password)).unwrap();
+    let mut app = Pg::connect(u.as_str());
+    app.batch(&format!(
+        "CREATE TYPE pg_temp.uuid AS (v pg_catalog.uuid);
+         CREATE FUNCTION pg_temp.from_text(t text) RETURNS pg_temp.uuid LANGUAGE sql IMMUTABLE STRICT
+           AS $$ SELECT ROW('{GYM_A}')::pg_temp.uuid $$;
+         CREATE FUNCTION pg_temp.to_uuid(x pg_temp.uuid) RETURNS pg_catalog.uuid LANGUAGE sql IMMUTABLE STRICT
+           AS $$ SELECT x.v $$;
+         CREATE CAST (text AS pg_temp.uuid) WITH FUNCTION pg_temp.from_text(text);
+         CREATE CAST (pg_temp.uuid AS pg_catalog.uuid) WITH FUNCTION pg_temp.to_uuid(pg_temp.uuid) AS ASSIGNMENT;"
+    ))
+    .unwrap();
+    let seen = app
+        .as_role(
+            &w.roles.app,
+            Some(GYM_B),
+            "SELECT DISTINCT gym_id::text FROM members",
+        )
+        .unwrap();
+    let inserted = app
+        .as_role(
+            &w.roles.app,
+            Some(GYM_B),
+            "INSERT INTO members (full_name, email) VALUES ('Hijack', 'hijack@b.test') RETURNING gym_id::text",
+        )
+        .unwrap();
+    app.batch("DISCARD TEMP").unwrap();
+    drop(app);
+    admin.batch(&format!("DROP ROLE \"{login}\"")).unwrap();
+    assert_eq!(
+        gym_ids(&seen),
+        vec![GYM_B.to_string()],
+        "gym B's session saw other gyms"
+    );
+    assert_eq!(
+        gym_ids(&inserted),
+        vec![GYM_B.to_string()],
+        "a row landed in another gym"
+    );
 }

@@ -315,6 +315,36 @@ const CORPUS: &[Case] = &[
             &["perf.context-function"],
         )
     },
+    // The context function of an older tenantctl (unqualified `::uuid`) is safe only with its
+    // pinned search_path: without it, each caller's own `uuid` type could stand in.
+    case(
+        "context_function_old_body_unpinned",
+        "CREATE OR REPLACE FUNCTION tenantctl.current_gym_id() RETURNS uuid LANGUAGE sql STABLE PARALLEL SAFE
+           AS $tc$ SELECT NULLIF(pg_catalog.current_setting('tenantctl.gym_id', true), '')::uuid $tc$",
+        &["drift.function"],
+    ),
+    // ... and with it, as databases migrated before V2 have it, a warning only.
+    Case {
+        fail_on_warning: true,
+        ..case(
+            "context_function_as_before_v2",
+            "CREATE OR REPLACE FUNCTION tenantctl.current_gym_id() RETURNS uuid LANGUAGE sql STABLE PARALLEL SAFE
+               SET search_path = pg_catalog, pg_temp
+               AS $tc$ SELECT NULLIF(pg_catalog.current_setting('tenantctl.gym_id', true), '')::uuid $tc$",
+            &["perf.context-function"],
+        )
+    },
+    // Any other setting on a helper function is drift: a default tenant, another search_path.
+    case(
+        "context_function_default_tenant",
+        "ALTER FUNCTION tenantctl.current_gym_id() SET tenantctl.gym_id = '00000000-0000-4000-8000-00000000000a'",
+        &["drift.function"],
+    ),
+    case(
+        "trigger_function_search_path",
+        "ALTER FUNCTION tenantctl.forbid_tenant_change() SET search_path = public, pg_catalog",
+        &["drift.function"],
+    ),
     // Owners: a tenant table owned by a superuser (RLS never applies to it, FORCE or not) or by
     // the admin; the helper schema and context function owned by someone else.
     case("owner_superuser", "ALTER TABLE public.members OWNER TO CURRENT_USER", &["drift.owner"]),
