@@ -984,12 +984,21 @@ mod tests {
                 insert: false,
             },
         ];
-        let readables = [ProbeReadable {
-            schema: "public".into(),
-            name: "v'iew".into(),
-            function: false,
-            tenant_column: "gym_id".into(),
-        }];
+        let readables = [
+            ProbeReadable {
+                schema: "public".into(),
+                name: "v'iew".into(),
+                function: false,
+                tenant_column: "gym_id".into(),
+            },
+            // A line break in a name must not end a comment and make the rest code.
+            ProbeReadable {
+                schema: "public".into(),
+                name: "f\nRAISE 'injected';--".into(),
+                function: true,
+                tenant_column: "gym_id".into(),
+            },
+        ];
         let sql = probe_function("tenantctl.gym'id", &tables, &readables);
         assert!(sql.starts_with(
             "CREATE FUNCTION pg_temp.tenantctl_probe_tenants(uuid[], uuid[], text[], boolean[])"
@@ -1012,7 +1021,13 @@ mod tests {
             1
         );
         assert_eq!(sql.matches("SET \"id\" = tc_probe_other").count(), 1);
-        assert_eq!(sql.matches("RETURN NEXT").count(), 3);
+        assert_eq!(sql.matches("RETURN NEXT").count(), 4);
+        let unnamed = sql.replace("\"f\nRAISE 'injected';--\"", "\"f\"");
+        assert!(!unnamed.contains("--"), "no comments: {unnamed}");
+        assert_eq!(
+            sql.matches("RAISE 'injected'").count(),
+            sql.matches("\"f\nRAISE 'injected';--\"()").count()
+        );
         // Values only ever come in as the four arguments.
         let body = &sql[sql.find("$tc$").unwrap() + 4..sql.rfind("$tc$").unwrap()];
         let dollars: Vec<&str> = body
