@@ -60,17 +60,18 @@ pub fn context_function_body(t: &Tenancy) -> String {
     // caller's search_path, where an unqualified `uuid` would find a type of the caller's own
     // first (pg_temp is searched first for types). NULLIF's `=` is the caller's to choose too,
     // and can only make the result NULL (no rows) or the setting itself.
-    format!(
-        " SELECT NULLIF(pg_catalog.current_setting({}, true), '')::pg_catalog.uuid ",
-        literal(&t.context_setting)
-    )
+    context_body_casting_to(t, "pg_catalog.uuid")
 }
 
 /// The context function's body before helpers revision 2, safe only with its pinned
 /// `search_path` (which kept it from being inlined); `verify` accepts it only so.
 pub fn context_function_body_v1(t: &Tenancy) -> String {
+    context_body_casting_to(t, "uuid")
+}
+
+fn context_body_casting_to(t: &Tenancy, ty: &str) -> String {
     format!(
-        " SELECT NULLIF(pg_catalog.current_setting({}, true), '')::uuid ",
+        " SELECT NULLIF(pg_catalog.current_setting({}, true), '')::{ty} ",
         literal(&t.context_setting)
     )
 }
@@ -335,18 +336,10 @@ impl Out {
     }
 }
 
-/// The statements that converge a database at `old` (None: an empty database) to `new`.
-pub fn diff(old: Option<&Schema>, new: &Schema) -> Vec<Statement> {
-    diff_refreshing(old, new, false)
-}
-
-/// [`diff`], re-creating the helper objects even when the tenancy is unchanged
-/// (`refresh_helpers`: the database holds those of an older tenantctl).
-pub fn diff_refreshing(
-    old: Option<&Schema>,
-    new: &Schema,
-    refresh_helpers: bool,
-) -> Vec<Statement> {
+/// The statements that converge a database at `old` (None: an empty database) to `new`;
+/// `refresh_helpers` re-creates the helper objects even when the tenancy is unchanged (the
+/// database holds those of an older tenantctl).
+pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<Statement> {
     let empty = Schema {
         tenancy: new.tenancy.clone(),
         roles: BTreeMap::new(),

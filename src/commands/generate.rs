@@ -38,7 +38,7 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
     }
     // Helper objects written by an older tenantctl are re-created (CREATE OR REPLACE).
     let old_helpers = snap.as_ref().is_some_and(|s| s.helpers < snapshot::HELPERS);
-    let statements = sql::diff_refreshing(snap.as_ref().map(|s| &s.schema), &schema, old_helpers);
+    let statements = sql::diff(snap.as_ref().map(|s| &s.schema), &schema, old_helpers);
     let destructive: Vec<&Statement> = statements.iter().filter(|s| s.destructive).collect();
     if !destructive.is_empty() && !allow_destructive {
         let list: Vec<String> = destructive

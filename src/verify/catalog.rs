@@ -867,11 +867,8 @@ async fn functions(
                 // first, for types) could resolve to a type of its own if it were inlined.
                 let context = volatility.is_some();
                 let old_body = context && src == sql::context_function_body_v1(t);
-                let settings_ok = if context {
-                    config.is_empty() && !old_body || pinned
-                } else {
-                    pinned
-                };
+                // (The old body without the pin is reported first, below.)
+                let settings_ok = pinned || context && config.is_empty();
                 if old_body && !pinned {
                     Some("has the body of an older tenantctl without its pinned search_path: its `::uuid` would be resolved by each caller's search_path (re-create it with `tenantctl generate` and `tenantctl migrate`)".to_string())
                 } else if src != body && !old_body {

@@ -1128,33 +1128,38 @@ async fn probe_batch(
     let mut out = Vec::new();
     for (k, ((tenant, admin), got)) in jobs.iter().zip(&per_tenant).enumerate() {
         let tenant = *tenant;
-        let Some(got) = got.iter().copied().collect::<Option<Vec<&Row>>>() else {
+        // Every probe that was to run left its result, and every result is clean; else this
+        // tenant is probed again statement by statement.
+        let ran = |tables: &[FastResult]| {
+            tables
+                .iter()
+                .zip(&plan.targets)
+                .enumerate()
+                .all(|(i, (r, t))| {
+                    let victim = keys[k * n + i].is_some();
+                    let other = others[k].is_some();
+                    (!victim || t.update.is_none() || r.updated.is_some())
+                        && (!victim || t.delete.is_none() || r.deleted.is_some())
+                        && (!other || t.insert.is_none() || r.insert.is_some())
+                        && (!other || !moves[k * n + i] || r.change.is_some())
+                })
+        };
+        let fast = got
+            .iter()
+            .map(|r| r.map(FastResult::of))
+            .collect::<Option<Vec<FastResult>>>()
+            .filter(|results| {
+                let (tables, readables) = results.split_at(n);
+                !twice[k]
+                    && ran(tables)
+                    && tables.iter().all(FastResult::clean)
+                    && readables.iter().all(FastResult::clean_read)
+            });
+        let Some(results) = fast else {
             out.push(probe_tenant_in(conn, tenant, false, &shared.begin).await?);
             continue;
         };
-        let results: Vec<FastResult> = got.iter().map(|r| FastResult::of(r)).collect();
         let (tables, readables) = results.split_at(n);
-        // Every probe that was to run left its result.
-        let ran = tables
-            .iter()
-            .zip(&plan.targets)
-            .enumerate()
-            .all(|(i, (r, t))| {
-                let victim = keys[k * n + i].is_some();
-                let other = others[k].is_some();
-                (!victim || t.update.is_none() || r.updated.is_some())
-                    && (!victim || t.delete.is_none() || r.deleted.is_some())
-                    && (!other || t.insert.is_none() || r.insert.is_some())
-                    && (!other || !moves[k * n + i] || r.change.is_some())
-            });
-        if twice[k]
-            || !ran
-            || !tables.iter().all(FastResult::clean)
-            || !readables.iter().all(FastResult::clean_read)
-        {
-            out.push(probe_tenant_in(conn, tenant, false, &shared.begin).await?);
-            continue;
-        }
         let mut tally = Tally::default();
         let mut own_counts = Vec::new();
         for (i, (target, r)) in plan.targets.iter().zip(tables).enumerate() {
