@@ -2,17 +2,15 @@
 
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod db;
 pub mod embedded;
 pub mod ident;
 pub mod model;
 pub mod output;
+pub mod pg;
 pub mod policy;
-pub mod scenarios;
-pub mod seed;
+pub mod settings;
 pub mod snapshot;
-pub mod sql;
+pub mod sqlgen;
 pub mod tenants;
 pub mod verify;
 

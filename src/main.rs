@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Findings) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {}", tenantctl::db::redact_text(&format!("{e:#}")));
+            eprintln!("error: {}", tenantctl::pg::redact_text(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

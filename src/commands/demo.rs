@@ -6,10 +6,11 @@ use serde_json::json;
 
 use crate::cli::{DemoArgs, Format, MigrateArgs};
 use crate::commands::{migrate, tenant};
-use crate::config::Project;
+use crate::settings::Project;
 use crate::tenants::{self, CreateSpec, Created};
+use crate::tenants::{scenarios, seed};
 use crate::verify::{self, render, Severity};
-use crate::{db, embedded, output, policy, scenarios, seed, Outcome};
+use crate::{embedded, output, pg, policy, Outcome};
 
 /// The demo's own database in the local cluster, dropped and recreated on every run so that it
 /// never touches the user's data.
@@ -44,7 +45,7 @@ pub async fn run(
     let cluster = embedded::ensure_running(&project.dev_dir())?;
     let url = database_url(&cluster, DEMO_DATABASE)?;
     {
-        let admin = db::connect(&cluster).await?;
+        let admin = pg::connect(&cluster).await?;
         // A constant name, so nothing is spliced; WITH (FORCE) ends sessions left by a previous run.
         let name = postgres_protocol::escape::escape_identifier(DEMO_DATABASE);
         // Two statements: a multi-statement string would run as one transaction, which DROP
@@ -62,7 +63,7 @@ pub async fn run(
     }
     say(&format!(
         "==> Fresh database {DEMO_DATABASE}: {}",
-        db::redact(&url)
+        pg::redact(&url)
     ));
 
     say("==> Applying the migrations in migrations/");
@@ -125,7 +126,7 @@ pub async fn run(
 
     match format {
         Format::Json => output::print_json(&json!({
-            "database": db::redact(&url),
+            "database": pg::redact(&url),
             "tenants": list,
             "verify": render::json(&verified, Severity::Error),
             "scenarios": results,

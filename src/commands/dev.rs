@@ -6,9 +6,9 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
 use crate::cli::{DevArgs, DevCommand, Format};
-use crate::{db, embedded, output, Outcome};
+use crate::{embedded, output, pg, Outcome};
 
-pub async fn run(project: &crate::config::Project, args: DevArgs) -> Result<Outcome> {
+pub async fn run(project: &crate::settings::Project, args: DevArgs) -> Result<Outcome> {
     let dir = args.dir.clone().unwrap_or_else(|| project.dev_dir());
     let format = args.format;
     match args.command {
@@ -90,7 +90,7 @@ fn print_url(url: &str, port: u16, data_dir: &Path, format: Format, show_passwor
     let url = if show_password {
         url.to_string()
     } else {
-        db::redact(url)
+        pg::redact(url)
     };
     match format {
         Format::Json => {

@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::{ExecArgs, Format};
-use crate::config::Project;
+use crate::settings::Project;
 use crate::tenants::{self, ExecAs};
 use crate::{output, policy, Outcome};
 

@@ -4,9 +4,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::cli::Format;
-use crate::config::Project;
+use crate::settings::Project;
 use crate::snapshot::{self, MigrationFile};
-use crate::sql::{self, Statement};
+use crate::sqlgen::{self, Statement};
 use crate::{policy, Outcome};
 
 /// What the next migration would be.
@@ -38,7 +38,7 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
     }
     // Helper objects written by an older tenantctl are re-created (CREATE OR REPLACE).
     let old_helpers = snap.as_ref().is_some_and(|s| s.helpers < snapshot::HELPERS);
-    let statements = sql::diff(snap.as_ref().map(|s| &s.schema), &schema, old_helpers);
+    let statements = sqlgen::diff(snap.as_ref().map(|s| &s.schema), &schema, old_helpers);
     let destructive: Vec<&Statement> = statements.iter().filter(|s| s.destructive).collect();
     if !destructive.is_empty() && !allow_destructive {
         let list: Vec<String> = destructive
@@ -73,7 +73,7 @@ pub fn plan(project: &Project, allow_destructive: bool, format: Format) -> Resul
             )
         }
         Format::Table | Format::Junit => {
-            print!("{}", sql::render(p.version, "planned", &p.statements))
+            print!("{}", sqlgen::render(p.version, "planned", &p.statements))
         }
     }
     Ok(Outcome::Clean)
@@ -114,7 +114,7 @@ pub fn generate(
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let file = dir.join(format!("V{}__{name}.sql", p.version));
-    let text = sql::render(p.version, &name, &p.statements);
+    let text = sqlgen::render(p.version, &name, &p.statements);
     snapshot::write_atomic(&file, &text)?;
     if let Err(e) = snapshot::save(&dir, p.version, &p.schema) {
         // Never leave a migration without the snapshot that describes it.

@@ -10,8 +10,8 @@ use serde_json::json;
 use tokio_postgres::Client;
 
 use crate::cli::{Format, MigrateArgs};
-use crate::config::Project;
-use crate::{db, output, Outcome};
+use crate::settings::Project;
+use crate::{output, pg, Outcome};
 
 /// Advisory lock key shared by every `tenantctl migrate` on a database ("tenantctl" in ASCII).
 pub const MIGRATE_LOCK_KEY: i64 = 0x7465_6e61_6e74_6374;
@@ -140,7 +140,7 @@ pub async fn run(
     args: &MigrateArgs,
     format: Format,
 ) -> Result<Outcome> {
-    if let Some((pooler, direct)) = db::neon_pooler(url) {
+    if let Some((pooler, direct)) = pg::neon_pooler(url) {
         if !args.allow_pooler {
             bail!(
                 "{pooler} is a Neon pooler endpoint (PgBouncer in transaction mode): it cannot hold the advisory lock that keeps two migrate runs from applying the same migration\n  \
@@ -152,7 +152,7 @@ pub async fn run(
         );
     }
     let migrations = load_migrations(project)?;
-    let mut client = db::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     pin_search_path(&client, project).await?;
 
     // Session-level lock, held for the whole run; released when we finish or the connection drops.

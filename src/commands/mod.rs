@@ -13,7 +13,7 @@ pub mod verify;
 use anyhow::{bail, Result};
 
 use crate::cli::{Cli, Command, Format, TenantCommand};
-use crate::config::Project;
+use crate::settings::Project;
 use crate::Outcome;
 
 pub async fn run(cli: Cli) -> Result<Outcome> {

@@ -7,12 +7,12 @@ use crate::cli::Format;
 use crate::commands::migrate::{
     applied_migrations, compare, load_migrations, pin_search_path, State,
 };
-use crate::config::Project;
-use crate::{db, output, Outcome};
+use crate::settings::Project;
+use crate::{output, pg, Outcome};
 
 pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> Result<Outcome> {
     let local = load_migrations(project)?;
-    let mut client = db::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     pin_search_path(&client, project).await?;
     let applied = applied_migrations(&mut client).await?;
     let entries = compare(&local, &applied);
@@ -25,7 +25,7 @@ pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> R
     let current = applied.iter().map(|m| m.version()).max();
     match format {
         Format::Json => output::print_json(&json!({
-            "database": db::redact(url),
+            "database": pg::redact(url),
             "current": current,
             "migrations": entries.iter().map(|e| json!({
                 "version": e.version, "name": e.name, "state": e.state.as_str(), "applied_on": e.applied_on,
@@ -45,7 +45,7 @@ pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> R
             println!("{t}");
             println!(
                 "{}: at V{}; {} applied, {pending} pending, {divergent} divergent, {missing} missing",
-                db::redact(url),
+                pg::redact(url),
                 current.unwrap_or(0),
                 count(State::Applied)
             );

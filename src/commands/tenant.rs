@@ -6,10 +6,11 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::cli::{Format, TenantCreateArgs};
-use crate::config::Project;
+use crate::settings::Project;
+use crate::tenants::seed;
 use crate::tenants::{self, CreateSpec, Created, Tenant};
 use crate::verify;
-use crate::{output, policy, seed, Outcome};
+use crate::{output, policy, Outcome};
 
 pub async fn create(
     project: &Project,

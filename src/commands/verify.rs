@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use anyhow::{anyhow, Result};
 
 use crate::cli::{FailOn, Format, VerifyArgs};
-use crate::config::Project;
+use crate::settings::Project;
 use crate::verify::{self, render, Settings, Severity, TenantSelection};
 use crate::{output, policy, Outcome};
 

@@ -8,7 +8,7 @@ use tokio_postgres::{Client, Row};
 
 use super::{Finding, Tally};
 use crate::model::{AdminBypass, Command, Constraint, OnDelete, Privilege, Schema, Table};
-use crate::sql;
+use crate::sqlgen;
 
 /// A relation the checks look at.
 #[derive(Debug, Clone)]
@@ -816,10 +816,10 @@ async fn functions(
     for (name, body, volatility) in [
         (
             &helper_functions[0],
-            sql::context_function_body(t),
+            sqlgen::context_function_body(t),
             Some("s"),
         ),
-        (&helper_functions[1], sql::trigger_function_body(), None),
+        (&helper_functions[1], sqlgen::trigger_function_body(), None),
     ] {
         let obj = format!("function {}.{name}()", t.helper_schema);
         let row = client
@@ -866,7 +866,7 @@ async fn functions(
                 // revision 2, whose unqualified `::uuid` the caller's search_path (pg_temp
                 // first, for types) could resolve to a type of its own if it were inlined.
                 let context = volatility.is_some();
-                let old_body = context && src == sql::context_function_body_v1(t);
+                let old_body = context && src == sqlgen::context_function_body_v1(t);
                 // (The old body without the pin is reported first, below.)
                 let settings_ok = pinned || context && config.is_empty();
                 if old_body && !pinned {
@@ -1024,7 +1024,7 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
             // The extended protocol (`execute`, not `batch_execute`) refuses more than one
             // statement: declared expressions can never run anything of their own here.
             match client
-                .execute(sql::scratch_table(&scratch, table).as_str(), &[])
+                .execute(sqlgen::scratch_table(&scratch, table).as_str(), &[])
                 .await
                 .map(|_| ())
             {
@@ -1055,7 +1055,7 @@ async fn normalise(client: &Client, schema: &Schema) -> Result<BTreeMap<String, 
             for (pname, p) in &table.policies {
                 client.batch_execute("SAVEPOINT tc_policy").await?;
                 let created = client
-                    .execute(sql::scratch_policy(&scratch, pname, p).as_str(), &[])
+                    .execute(sqlgen::scratch_policy(&scratch, pname, p).as_str(), &[])
                     .await
                     .map(|_| ());
                 let value = match created {
@@ -1337,7 +1337,7 @@ async fn declared_table(
 
     // The immutability trigger.
     let trig = client
-        .query_opt(TRIGGER, &[&rel.oid, &sql::IMMUTABILITY_TRIGGER])
+        .query_opt(TRIGGER, &[&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER])
         .await
         .context("cannot read triggers")?;
     let problem = match trig {
@@ -1370,7 +1370,7 @@ async fn declared_table(
         problem.map(|p| {
             Finding::new(
                 "drift.trigger",
-                format!("trigger {} on {disp}", sql::IMMUTABILITY_TRIGGER),
+                format!("trigger {} on {disp}", sqlgen::IMMUTABILITY_TRIGGER),
                 format!("the tenant-id immutability trigger on {disp} {p}"),
             )
         }),
@@ -1499,7 +1499,7 @@ async fn other_triggers(client: &Client, rel: &Rel, tally: &mut Tally) -> Result
     let mut late = false;
     let mut other = false;
     for r in client
-        .query(OTHER_TRIGGERS, &[&rel.oid, &sql::IMMUTABILITY_TRIGGER])
+        .query(OTHER_TRIGGERS, &[&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER])
         .await
         .context("cannot read triggers")?
     {
@@ -1508,7 +1508,7 @@ async fn other_triggers(client: &Client, rel: &Rel, tally: &mut Tally) -> Result
         // tgtype bits: 1 = ROW, 2 = BEFORE, 4 = INSERT, 16 = UPDATE, 64 = INSTEAD.
         let row_before = tgtype & 0b100_0011 == 0b11;
         let writes = tgtype & (4 | 16) != 0;
-        let after_check = name.as_bytes() > sql::IMMUTABILITY_TRIGGER.as_bytes();
+        let after_check = name.as_bytes() > sqlgen::IMMUTABILITY_TRIGGER.as_bytes();
         let fix = format!(
             "DROP TRIGGER {} ON {}",
             qi(&name),
@@ -1523,7 +1523,7 @@ async fn other_triggers(client: &Client, rel: &Rel, tally: &mut Tally) -> Result
                     &obj,
                     format!(
                         "trigger {name} on {disp} fires BEFORE INSERT/UPDATE FOR EACH ROW after {} (names sort after it): it can change the tenant id once the check has passed",
-                        sql::IMMUTABILITY_TRIGGER
+                        sqlgen::IMMUTABILITY_TRIGGER
                     ),
                 )
                 .hint(fix),

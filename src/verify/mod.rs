@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::db;
 use crate::model::Schema;
+use crate::pg;
 
 pub use probe::{probe_single_tenant, ProbeSummary};
 
@@ -284,7 +284,7 @@ impl Report {
 /// role it cannot switch to) is an `Err`: never a pass.
 pub async fn run(url: &str, schema: &Schema, settings: &Settings) -> Result<Report> {
     let started = Instant::now();
-    let client = db::connect(url).await?;
+    let client = pg::connect(url).await?;
     check_set_role(&client, schema).await?;
 
     // The static checks (a connection of their own) and the probes run at the same time: the
@@ -292,7 +292,7 @@ pub async fn run(url: &str, schema: &Schema, settings: &Settings) -> Result<Repo
     let (statics, probes) = if settings.static_only {
         (catalog::check(&client, schema).await, None)
     } else {
-        let statics = async { catalog::check(&db::connect(url).await?, schema).await };
+        let statics = async { catalog::check(&pg::connect(url).await?, schema).await };
         let (s, p) = tokio::join!(statics, probe::run(url, &client, schema, settings));
         (s, Some(p))
     };
@@ -316,7 +316,7 @@ pub async fn run(url: &str, schema: &Schema, settings: &Settings) -> Result<Repo
         ))
     });
     Ok(Report {
-        database: db::redact(url),
+        database: pg::redact(url),
         tally,
         tenants_probed,
         synthetic_tenants,

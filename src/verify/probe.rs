@@ -16,8 +16,8 @@ use tokio_postgres::{Client, Row, Statement};
 use uuid::Uuid;
 
 use super::{Finding, Settings, Tally, TenantSelection};
-use crate::db;
 use crate::model::{Constraint, Schema};
+use crate::pg;
 
 /// What `tenant create` needs: the probes for one tenant, their count and their failures.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,7 +30,7 @@ pub struct ProbeSummary {
 /// transaction that is rolled back. Two synthetic tenants are created inside it, so there is
 /// always another tenant's row to attack, even in a database with one tenant.
 pub async fn probe_single_tenant(url: &str, schema: &Schema, gym_id: Uuid) -> Result<ProbeSummary> {
-    let client = db::connect(url).await?;
+    let client = pg::connect(url).await?;
     super::check_set_role(&client, schema).await?;
     let plan = Arc::new(Plan::build(&client, schema).await?);
     let conn = Conn::new(client, plan.clone()).await?;
@@ -128,7 +128,7 @@ struct Plan {
     feed_all: String,
     feed_sample: String,
     feed_named: String,
-    /// [`crate::sql::probe_function`] over the targets and readables; None without targets, or
+    /// [`crate::sqlgen::probe_function`] over the targets and readables; None without targets, or
     /// when a probed relation has a column named like one of its variables.
     probe_function: Option<String>,
 }
@@ -262,7 +262,7 @@ impl Plan {
             if !app_select {
                 continue; // nothing for the app role to see
             }
-            probe_tables.push(crate::sql::ProbeTable {
+            probe_tables.push(crate::sqlgen::ProbeTable {
                 schema: t.table_schema.clone(),
                 table: name.clone(),
                 tenant_column: table.tenant_column.clone(),
@@ -312,7 +312,7 @@ impl Plan {
             .context("cannot list views")?
         {
             let (n, v): (String, String) = (r.get(0), r.get(1));
-            probe_readables.push(crate::sql::ProbeReadable {
+            probe_readables.push(crate::sqlgen::ProbeReadable {
                 schema: n.clone(),
                 name: v.clone(),
                 function: false,
@@ -337,7 +337,7 @@ impl Plan {
             .context("cannot list functions")?
         {
             let (n, f): (String, String) = (r.get(0), r.get(1));
-            probe_readables.push(crate::sql::ProbeReadable {
+            probe_readables.push(crate::sqlgen::ProbeReadable {
                 schema: n.clone(),
                 name: f.clone(),
                 function: true,
@@ -374,13 +374,13 @@ impl Plan {
                 "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute \
                  WHERE attrelid = ANY ($1::text[]::regclass[]) AND NOT attisdropped \
                  AND pg_catalog.starts_with(attname::text, $2))",
-                &[&relations, &crate::sql::PROBE_NAME_PREFIX],
+                &[&relations, &crate::sqlgen::PROBE_NAME_PREFIX],
             )
             .await
             .context("cannot read the probed relations' columns")?
             .get(0);
         let probe_function = (!targets.is_empty() && !clash).then(|| {
-            crate::sql::probe_function(&t.context_setting, &probe_tables, &probe_readables)
+            crate::sqlgen::probe_function(&t.context_setting, &probe_tables, &probe_readables)
         });
         Ok(Plan {
             probe_function,
@@ -683,7 +683,7 @@ impl Conn {
                 .query_one(
                     "SELECT pg_catalog.has_function_privilege($1, $2::text::regprocedure, 'EXECUTE') \
                      AND pg_catalog.has_schema_privilege($1, pg_catalog.pg_my_temp_schema(), 'USAGE')",
-                    &[&self.plan.app, &crate::sql::PROBE_SIGNATURE],
+                    &[&self.plan.app, &crate::sqlgen::PROBE_SIGNATURE],
                 )
                 .await?;
             Ok::<bool, tokio_postgres::Error>(r.get(0))
@@ -693,14 +693,14 @@ impl Conn {
             Ok(usable) => usable,
             Err(e) if e.as_db_error().is_some() => false,
             Err(e) => {
-                return Err(anyhow!(db::redact_text(&describe(&e))))
+                return Err(anyhow!(pg::redact_text(&describe(&e))))
                     .context("cannot create the probe function")
             }
         };
         if usable {
             let call = format!(
                 "SELECT * FROM {}($1, $2, $3, $4)",
-                crate::sql::PROBE_FUNCTION
+                crate::sqlgen::PROBE_FUNCTION
             );
             self.probe = Some(
                 self.client
@@ -716,7 +716,7 @@ impl Conn {
         self.client
             .batch_execute(sql)
             .await
-            .map_err(|e| anyhow!(db::redact_text(&e.to_string())))
+            .map_err(|e| anyhow!(pg::redact_text(&e.to_string())))
             .with_context(|| format!("{sql} failed"))
     }
 }
@@ -800,7 +800,7 @@ impl<'a> Pipeline<'a> {
 fn must(r: &Result<Vec<Row>, tokio_postgres::Error>, what: &str) -> Result<Vec<Row>> {
     match r {
         Ok(rows) => Ok(rows.clone()),
-        Err(e) => Err(anyhow!(db::redact_text(&describe(e)))).with_context(|| what.to_string()),
+        Err(e) => Err(anyhow!(pg::redact_text(&describe(e)))).with_context(|| what.to_string()),
     }
 }
 
@@ -836,7 +836,7 @@ fn probe_result<'r>(
                 .map(|c| c.code().to_string())
                 .unwrap_or_default()))
         }
-        Err(e) => Err(anyhow!(db::redact_text(&describe(e))))
+        Err(e) => Err(anyhow!(pg::redact_text(&describe(e))))
             .with_context(|| format!("probe failed: {what}")),
     }
 }
@@ -1047,7 +1047,7 @@ type Job = (Uuid, Vec<Option<i64>>);
 
 /// Probe a batch of tenants on one connection. The fast path is one round trip: a transaction
 /// (REPEATABLE READ, in the admin's exported snapshot) as the app role in which one call of the
-/// probe function ([`crate::sql::probe_function`]) probes every tenant of the batch in turn,
+/// probe function ([`crate::sqlgen::probe_function`]) probes every tenant of the batch in turn,
 /// then ROLLBACK. A tenant whose results are anything but clean reads and refusals (an UPDATE or
 /// DELETE that touched a row or failed, an INSERT refused by anything but row-level security, a
 /// name clash) is probed again statement by statement in a transaction of its own, which names
@@ -1102,7 +1102,7 @@ async fn probe_batch(
             must(&results[end], "cannot roll back a probe transaction")?;
             return slowly(jobs).await;
         }
-        Err(e) => return Err(anyhow!(db::redact_text(&describe(e)))).context("probe failed"),
+        Err(e) => return Err(anyhow!(pg::redact_text(&describe(e)))).context("probe failed"),
     };
     must(&results[end], "cannot roll back a probe transaction")?;
     // Exactly one row per tenant and target; a tenant with any other shape is probed again
@@ -1605,7 +1605,7 @@ async fn create_synthetic(
                 )
             }
         }
-        Err(e) => Err(anyhow!(db::redact_text(&describe(&e))))
+        Err(e) => Err(anyhow!(pg::redact_text(&describe(&e))))
             .context("cannot create synthetic probe tenants"),
     }
 }
@@ -1647,7 +1647,7 @@ async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Result<Tally> 
     .await;
     conn.simple(end).await?;
     let totals = result
-        .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+        .map_err(|e| anyhow!(pg::redact_text(&describe(&e))))
         .context("cannot count as the admin")?;
     for (i, total) in totals.into_iter().enumerate() {
         let name = &plan.targets[i].name;
@@ -1677,7 +1677,7 @@ pub(super) async fn run(
     let connecting: Vec<Connecting> = (0..settings.connections.clamp(1, 16))
         .map(|_| {
             let url = url.to_string();
-            tokio::spawn(async move { db::connect(&url).await })
+            tokio::spawn(async move { pg::connect(&url).await })
         })
         .collect();
     let plan = Arc::new(Plan::build(client, schema).await?);
@@ -1787,7 +1787,7 @@ async fn probe_all(
             None
         }
         Err(e) => {
-            return Err(anyhow!(db::redact_text(&describe(&e)))).context("cannot export a snapshot")
+            return Err(anyhow!(pg::redact_text(&describe(&e)))).context("cannot export a snapshot")
         }
     };
     let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ".to_string();
@@ -1825,7 +1825,7 @@ async fn probe_all(
     }
     .await;
     let victims = setup
-        .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+        .map_err(|e| anyhow!(pg::redact_text(&describe(&e))))
         .context("cannot read reference rows as the admin")?;
     let shared = Arc::new(Shared { begin, victims });
 
@@ -1951,7 +1951,7 @@ async fn probe_all(
     };
     let fed = feed
         .await
-        .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+        .map_err(|e| anyhow!(pg::redact_text(&describe(&e))))
         .context("cannot list tenants");
     drop(tx);
     let mut tally = Tally::default();
@@ -2022,7 +2022,7 @@ async fn run_synthetic(
     mut tally: Tally,
     all: bool,
 ) -> Result<Outcome> {
-    let conn = Conn::new(db::connect(url).await?, plan.clone()).await?;
+    let conn = Conn::new(pg::connect(url).await?, plan.clone()).await?;
     conn.simple("BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
     let result = async {
         let mut tenants: Vec<Uuid> = match &named {
@@ -2042,7 +2042,7 @@ async fn run_synthetic(
                 conn.simple("ROLLBACK TO SAVEPOINT tc_list; RELEASE SAVEPOINT tc_list")
                     .await?;
                 listed
-                    .map_err(|e| anyhow!(db::redact_text(&describe(&e))))
+                    .map_err(|e| anyhow!(pg::redact_text(&describe(&e))))
                     .context("cannot list tenants")?
                     .iter()
                     .map(|r| r.get::<_, Uuid>(0))

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tenantctl::db;
+use tenantctl::pg;
 
 const USER: &str = "tenantctl";
 const PASSWORD: &str = "Tls-Test-Pw-7391";
@@ -266,15 +266,15 @@ async fn uses_tls(client: &tokio_postgres::Client) -> bool {
 }
 
 async fn must_connect(url: &str) -> tokio_postgres::Client {
-    match db::connect(url).await {
+    match pg::connect(url).await {
         Ok(client) => client,
-        Err(e) => panic!("expected to connect with {}: {e:#}", db::redact(url)),
+        Err(e) => panic!("expected to connect with {}: {e:#}", pg::redact(url)),
     }
 }
 
 async fn must_fail(url: &str) -> String {
-    match db::connect(url).await {
-        Ok(_) => panic!("expected {} to be refused", db::redact(url)),
+    match pg::connect(url).await {
+        Ok(_) => panic!("expected {} to be refused", pg::redact(url)),
         Err(e) => {
             let text = format!("{e:#}");
             eprintln!("refused as expected: {text}");

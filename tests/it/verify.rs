@@ -690,7 +690,7 @@ fn tenant_and_sample_select_what_is_probed() {
 fn probe_single_tenant_reports_leaks_for_one_tenant() {
     let (url, name) = clone("single");
     let t = template();
-    let mut project = tenantctl::config::Project::load(&t.dir.join("tenantctl.toml")).unwrap();
+    let mut project = tenantctl::settings::Project::load(&t.dir.join("tenantctl.toml")).unwrap();
     project.config.database.url = Some(url.clone());
     let schema = tenantctl::policy::load(&project).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -8,8 +8,9 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 
 use crate::model::Schema;
+use crate::pg;
+use crate::tenants::seed;
 use crate::tenants::{self, pg_error, qualified, Tenant};
-use crate::{db, seed};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
@@ -47,7 +48,7 @@ pub async fn run(
     let shown_col = &t.tenant_column;
     let count_a = a.rows.get(table).copied().unwrap_or(0);
     let count_b = b.rows.get(table).copied().unwrap_or(0);
-    let mut client = db::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     let app = &schema.tenancy.app_role;
     let admin = &schema.tenancy.admin_role;
 

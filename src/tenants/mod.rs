@@ -15,7 +15,9 @@ use tokio_postgres::{GenericClient, SimpleQueryMessage, Transaction};
 use uuid::Uuid;
 
 use crate::model::Schema;
-use crate::{db, seed};
+use crate::pg;
+pub mod scenarios;
+pub mod seed;
 
 /// Columns the tenant table must have for the tenant commands (besides its key).
 pub const SLUG_COLUMN: &str = "slug";
@@ -204,7 +206,7 @@ pub async fn create(
     if spec.name.trim().is_empty() {
         bail!("the gym's name cannot be empty");
     }
-    let mut client = db::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     client
         .execute(
             "SELECT set_config('application_name', $1, false)",
@@ -331,7 +333,7 @@ async fn admin_read<'c>(
 /// Every tenant with its row counts, sorted by slug (as the platform admin).
 pub async fn list(url: &str, schema: &Schema) -> Result<Vec<Tenant>> {
     check_schema(schema)?;
-    let mut client = db::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     let tx = admin_read(&mut client, schema).await?;
     let rows = tx
         .query(&tenants_sql(schema, ""), &[])
@@ -362,7 +364,7 @@ async fn counts(tx: &Transaction<'_>, schema: &Schema, gym: &Gym) -> Result<Tena
 pub async fn show(url: &str, schema: &Schema, slug: &str) -> Result<(Tenant, serde_json::Value)> {
     check_schema(schema)?;
     validate_slug(slug)?;
-    let mut client = db::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     let tx = admin_read(&mut client, schema).await?;
     let gym = require(&tx, schema, slug).await?;
     let tenant = counts(&tx, schema, &gym).await?;
@@ -388,7 +390,7 @@ pub async fn preview_delete(url: &str, schema: &Schema, slug: &str) -> Result<Te
 /// the platform admin. Returns what was deleted. The id, not the slug, is what was confirmed.
 pub async fn delete(url: &str, schema: &Schema, confirmed: &Tenant) -> Result<Tenant> {
     check_schema(schema)?;
-    let mut client = db::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     let tx = client.transaction().await.map_err(pg_error)?;
     as_admin(&tx, schema).await?;
     let gym = Gym {
@@ -474,7 +476,7 @@ pub async fn exec(
     write: bool,
 ) -> Result<ExecResult> {
     check_schema(schema)?;
-    let mut client = db::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     let tx = client
         .build_transaction()
         .read_only(!write)

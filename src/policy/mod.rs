@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::Project;
 use crate::ident::{Ident, IdentError};
 use crate::model::{
     AdminBypass, Column, Command, Constraint, Grant, Index, OnDelete, Policy, Privilege, Role,
     Schema, Table, Tenancy,
 };
+use crate::settings::Project;
 
 const DOCS_HINT: &str = "the policy format is described in docs/policy-format.md";
 

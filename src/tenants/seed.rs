@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn insert_sql_quotes_every_name_and_binds_every_value() {
         let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tenantctl.toml"));
-        let project = crate::config::Project::load(config).unwrap();
+        let project = crate::settings::Project::load(config).unwrap();
         let schema = crate::policy::load(&project).unwrap();
         let cols: Vec<&KnownColumn> = MEMBER_COLUMNS.iter().collect();
         let sql = insert_sql(&schema, MEMBERS, &cols);
