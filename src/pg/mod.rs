@@ -22,6 +22,9 @@ use rustls::{
 };
 use tokio_postgres::config::Host;
 
+pub mod error;
+pub mod tx;
+
 /// libpq waits forever by default; a CLI (and a CI gate) should not.
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_APPLICATION_NAME: &str = "tenantctl";

@@ -23,31 +23,7 @@ pub mod seed;
 pub const SLUG_COLUMN: &str = "slug";
 pub const NAME_COLUMN: &str = "name";
 
-/// Turn a Postgres error into one that says what the server said (tokio-postgres alone prints
-/// "db error"), with its SQLSTATE, detail and hint.
-pub fn pg_error(e: tokio_postgres::Error) -> anyhow::Error {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut msg = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                msg.push_str(&format!("\n  detail: {d}"));
-            }
-            if let Some(h) = db.hint() {
-                msg.push_str(&format!("\n  hint: {h}"));
-            }
-            anyhow!(msg)
-        }
-        None => {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            anyhow!(msg)
-        }
-    }
-}
+pub use crate::pg::error::pg_error;
 
 /// Slugs: lowercase letters, digits and `-`, 3 to 63 characters, not starting or ending with
 /// `-` (the same rule as the shipped `gyms_slug_check`, so a bad slug fails before the database).
@@ -101,28 +77,28 @@ pub fn check_schema(schema: &Schema) -> Result<()> {
     Ok(())
 }
 
-/// Act as `role` until the transaction ends (SET LOCAL ROLE, with the name bound, not spliced).
+/// Act as `role` until the transaction ends.
 pub async fn set_role(tx: &Transaction<'_>, role: &str) -> Result<()> {
-    tx.execute("SELECT set_config('role', $1, true)", &[&role])
+    pg::tx::set_role(tx, role)
         .await
         .map_err(pg_error)
         .with_context(|| {
             format!("cannot act as role {role} (the connecting user must be a member of it)")
-        })?;
-    Ok(())
+        })
 }
 
 /// Act as the app role in `gym`'s context until the transaction ends, as the application does.
 pub async fn as_tenant(tx: &Transaction<'_>, schema: &Schema, gym: Uuid) -> Result<()> {
-    set_role(tx, &schema.tenancy.app_role).await?;
-    tx.execute(
-        "SELECT set_config($1, $2, true)",
-        &[&schema.tenancy.context_setting, &gym.to_string()],
-    )
-    .await
-    .map_err(pg_error)
-    .context("cannot set the tenant context")?;
-    Ok(())
+    let t = &schema.tenancy;
+    pg::tx::set_tenant(tx, &t.app_role, &t.context_setting, &gym.to_string())
+        .await
+        .map_err(pg_error)
+        .with_context(|| {
+            format!(
+                "cannot act as role {} in the tenant context (the connecting user must be a member of it)",
+                t.app_role
+            )
+        })
 }
 
 pub async fn as_admin(tx: &Transaction<'_>, schema: &Schema) -> Result<()> {
