@@ -279,3 +279,28 @@ pub struct DemoArgs {
     #[arg(long, value_name = "M", default_value = "1000", allow_negative_numbers = true, value_parser = parse_count)]
     pub members: u64,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Plain settings for the commands migrate, status and demo.
+
+impl From<MigrateArgs> for crate::commands::migrate::Settings {
+    fn from(a: MigrateArgs) -> Self {
+        Self {
+            dry_run: a.dry_run,
+            target: a.target,
+            allow_pooler: a.allow_pooler,
+        }
+    }
+}
+
+impl From<StatusArgs> for crate::commands::status::Settings {
+    fn from(a: StatusArgs) -> Self {
+        Self { check: a.check }
+    }
+}
+
+impl From<DemoArgs> for crate::commands::demo::Settings {
+    fn from(a: DemoArgs) -> Self {
+        Self { members: a.members }
+    }
+}

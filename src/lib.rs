@@ -4,6 +4,7 @@ pub mod cli;
 pub mod commands;
 pub mod embedded;
 pub mod ident;
+pub mod migrate;
 pub mod model;
 pub mod output;
 pub mod pg;

@@ -4,13 +4,14 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::cli::{DemoArgs, Format, MigrateArgs};
-use crate::commands::{migrate, tenant};
+use crate::cli::Format;
+use crate::commands::tenant;
 use crate::settings::Project;
+use crate::sqlgen::tenants as sql;
 use crate::tenants::{self, CreateSpec, Created};
 use crate::tenants::{scenarios, seed};
 use crate::verify::{self, render, Severity};
-use crate::{embedded, output, pg, policy, Outcome};
+use crate::{embedded, migrate, output, pg, policy, Outcome};
 
 /// The demo's own database in the local cluster, dropped and recreated on every run so that it
 /// never touches the user's data.
@@ -23,9 +24,16 @@ const GYMS: &[(&str, &str, u64, u64, u64)] = &[
     ("lotus-yoga", "Lotus Yoga Loft", 3, 40, 3),
 ];
 
+/// What `demo` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Members of the largest gym (the other two get 60% and 40% of it).
+    pub members: u64,
+}
+
 pub async fn run(
     project: &Project,
-    args: &DemoArgs,
+    args: &Settings,
     url_flag: Option<&str>,
     format: Format,
 ) -> Result<Outcome> {
@@ -44,36 +52,14 @@ pub async fn run(
     say("==> Starting the embedded local database");
     let cluster = embedded::ensure_running(&project.dev_dir())?;
     let url = database_url(&cluster, DEMO_DATABASE)?;
-    {
-        let admin = pg::connect(&cluster).await?;
-        // A constant name, so nothing is spliced; WITH (FORCE) ends sessions left by a previous run.
-        let name = postgres_protocol::escape::escape_identifier(DEMO_DATABASE);
-        // Two statements: a multi-statement string would run as one transaction, which DROP
-        // DATABASE refuses.
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            admin
-                .batch_execute(&sql)
-                .await
-                .map_err(tenants::pg_error)
-                .with_context(|| format!("cannot recreate the demo database {DEMO_DATABASE}"))?;
-        }
-    }
+    recreate_database(&cluster).await?;
     say(&format!(
         "==> Fresh database {DEMO_DATABASE}: {}",
         pg::redact(&url)
     ));
 
     say("==> Applying the migrations in migrations/");
-    let migrate_args = MigrateArgs {
-        dry_run: false,
-        target: None,
-        allow_pooler: false,
-    };
-    // Table format: migrate reports on stderr and leaves stdout to the demo.
-    migrate::run(project, &url, &migrate_args, Format::Table).await?;
+    apply_migrations(project, &url).await?;
 
     say("==> Creating three gyms, each seeded AS ITSELF (app role + tenant context)");
     let mut created = Vec::new();
@@ -176,6 +162,44 @@ pub async fn run(
     } else {
         Outcome::Findings
     })
+}
+
+/// Drop the demo database (WITH (FORCE) ends sessions left by a previous run) and create it again.
+async fn recreate_database(cluster: &str) -> Result<()> {
+    let admin = pg::connect(cluster).await?;
+    // Two statements: a multi-statement string would run as one transaction, which DROP
+    // DATABASE refuses.
+    for sql in [
+        sql::drop_database(DEMO_DATABASE),
+        sql::create_database(DEMO_DATABASE),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(tenants::pg_error)
+            .with_context(|| format!("cannot recreate the demo database {DEMO_DATABASE}"))?;
+    }
+    Ok(())
+}
+
+/// Apply every migration, reported as `tenantctl migrate` reports it in table format: on stderr,
+/// leaving stdout to the demo.
+async fn apply_migrations(project: &Project, url: &str) -> Result<()> {
+    let migrations = migrate::load_migrations(project)?;
+    let mut client = pg::connect(url).await?;
+    migrate::prepare(&client, project).await?;
+    let plan = migrate::plan(&mut client, migrations, None).await?;
+    let bar = output::progress(plan.pending.len() as u64, "migrating");
+    let dir = project.migrations_dir();
+    let report = migrate::apply(&mut client, &dir, &plan, &bar, true).await;
+    bar.finish_and_clear();
+    let report = report?;
+    if report.applied.is_empty() {
+        eprintln!("Nothing to apply: the database is up to date.");
+    } else {
+        eprintln!("Database is at V{}.", report.version.unwrap_or(0));
+    }
+    Ok(())
 }
 
 /// The cluster's superuser URL, pointed at another database.

@@ -44,17 +44,17 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Migrate(args) => {
             project.require()?;
             let url = project.database_url(global.database_url.as_deref())?;
-            migrate::run(&project, &url, &args, global.format).await
+            migrate::run(&project, &url, &args.into(), global.format).await
         }
         Command::Status(args) => {
             project.require()?;
             let url = project.database_url(global.database_url.as_deref())?;
-            status::run(&project, &url, args.check, global.format).await
+            status::run(&project, &url, &args.into(), global.format).await
         }
         Command::Demo(args) => {
             demo::run(
                 &project,
-                &args,
+                &args.into(),
                 global.database_url.as_deref(),
                 global.format,
             )

@@ -4,25 +4,30 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::Format;
-use crate::commands::migrate::{
-    applied_migrations, compare, load_migrations, pin_search_path, State,
-};
+use crate::migrate::{self, Entry, State};
 use crate::settings::Project;
 use crate::{output, pg, Outcome};
 
-pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> Result<Outcome> {
-    let local = load_migrations(project)?;
+/// What `status` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Pending migrations are a finding too (a CI gate).
+    pub check: bool,
+}
+
+pub async fn run(
+    project: &Project,
+    url: &str,
+    settings: &Settings,
+    format: Format,
+) -> Result<Outcome> {
+    let local = migrate::load_migrations(project)?;
     let mut client = pg::connect(url).await?;
-    pin_search_path(&client, project).await?;
-    let applied = applied_migrations(&mut client).await?;
-    let entries = compare(&local, &applied);
-    let count = |s: State| entries.iter().filter(|e| e.state == s).count();
-    let (pending, divergent, missing) = (
-        count(State::Pending),
-        count(State::Divergent),
-        count(State::Missing),
-    );
+    migrate::pin_search_path(&client, project).await?;
+    let applied = migrate::applied_migrations(&mut client).await?;
+    let entries = migrate::compare(&local, &applied);
     let current = applied.iter().map(|m| m.version()).max();
+    let counts = Counts::of(&entries);
     match format {
         Format::Json => output::print_json(&json!({
             "database": pg::redact(url),
@@ -30,32 +35,59 @@ pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> R
             "migrations": entries.iter().map(|e| json!({
                 "version": e.version, "name": e.name, "state": e.state.as_str(), "applied_on": e.applied_on,
             })).collect::<Vec<_>>(),
-            "summary": {"applied": count(State::Applied), "pending": pending, "divergent": divergent, "missing": missing},
+            "summary": {"applied": counts.applied, "pending": counts.pending, "divergent": counts.divergent, "missing": counts.missing},
         })),
         Format::Table | Format::Junit => {
-            let mut t = output::table(&["version", "name", "state", "applied on"]);
-            for e in &entries {
-                t.add_row(vec![
-                    format!("V{}", e.version),
-                    e.name.clone(),
-                    e.state.as_str().to_string(),
-                    e.applied_on.clone().unwrap_or_default(),
-                ]);
-            }
-            println!("{t}");
+            println!("{}", table(&entries));
             println!(
-                "{}: at V{}; {} applied, {pending} pending, {divergent} divergent, {missing} missing",
+                "{}: at V{}; {} applied, {} pending, {} divergent, {} missing",
                 pg::redact(url),
                 current.unwrap_or(0),
-                count(State::Applied)
+                counts.applied,
+                counts.pending,
+                counts.divergent,
+                counts.missing
             );
         }
     }
     // Divergent or missing migrations are drift, always a finding; pending ones only under --check.
-    let problem = divergent + missing > 0 || (check && pending > 0);
+    let problem = counts.divergent + counts.missing > 0 || (settings.check && counts.pending > 0);
     Ok(if problem {
         Outcome::Findings
     } else {
         Outcome::Clean
     })
+}
+
+/// Migrations per state.
+struct Counts {
+    applied: usize,
+    pending: usize,
+    divergent: usize,
+    missing: usize,
+}
+
+impl Counts {
+    fn of(entries: &[Entry]) -> Counts {
+        let count = |s: State| entries.iter().filter(|e| e.state == s).count();
+        Counts {
+            applied: count(State::Applied),
+            pending: count(State::Pending),
+            divergent: count(State::Divergent),
+            missing: count(State::Missing),
+        }
+    }
+}
+
+fn table(entries: &[Entry]) -> comfy_table::Table {
+    let mut t = output::table(&["version", "name", "state", "applied on"]);
+    for e in entries {
+        t.add_row(vec![
+            format!("V{}", e.version),
+            e.name.clone(),
+            e.state.as_str().to_string(),
+            e.applied_on.clone().unwrap_or_default(),
+        ]);
+    }
+    t
 }

@@ -7,6 +7,7 @@ use postgres_protocol::escape::escape_identifier;
 mod diff;
 mod helpers;
 mod probe;
+pub mod tenants;
 
 pub use diff::diff;
 pub use helpers::*;

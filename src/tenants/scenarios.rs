@@ -3,14 +3,15 @@
 //! insert carrying another gym's id. Each says what it saw and whether isolation held.
 
 use anyhow::{bail, Result};
-use postgres_protocol::escape::escape_identifier;
 use serde::Serialize;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
 
 use crate::model::Schema;
 use crate::pg;
+use crate::sqlgen::tenants as sql;
 use crate::tenants::seed;
-use crate::tenants::{self, pg_error, qualified, Tenant};
+use crate::tenants::{self, pg_error, Tenant};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
@@ -31,6 +32,59 @@ enum Who<'a> {
     Admin,
 }
 
+/// One count scenario: who asks, for which gym's rows (None: every row the session sees), and
+/// how many rows isolation allows.
+struct Case<'a> {
+    scenario: String,
+    who: Who<'a>,
+    filter: Option<&'a Tenant>,
+    expected: i64,
+}
+
+/// The count scenarios on the members table, with gyms `a` and `b`.
+fn cases<'a>(a: &'a Tenant, b: &'a Tenant, all_members: i64) -> Vec<Case<'a>> {
+    let count = |t: &Tenant| t.rows.get(seed::MEMBERS).copied().unwrap_or(0);
+    let case = |scenario: String, who, filter, expected| Case {
+        scenario,
+        who,
+        filter,
+        expected,
+    };
+    vec![
+        case(
+            format!("{} queries its members", a.name),
+            Who::Tenant(a),
+            Some(a),
+            count(a),
+        ),
+        case(
+            format!("{} queries its members", b.name),
+            Who::Tenant(b),
+            Some(b),
+            count(b),
+        ),
+        case(
+            format!("{} asks for {}'s members", a.name, b.name),
+            Who::Tenant(a),
+            Some(b),
+            0,
+        ),
+        case(
+            "The application forgets WHERE gym_id = ?".to_string(),
+            Who::Tenant(a),
+            None,
+            count(a),
+        ),
+        case("No tenant context set".to_string(), Who::NoContext, None, 0),
+        case(
+            "The platform admin queries all members".to_string(),
+            Who::Admin,
+            None,
+            all_members,
+        ),
+    ]
+}
+
 /// Run the scenarios on `members`, with gyms `a` and `b` (their counts taken as the admin).
 pub async fn run(
     url: &str,
@@ -43,121 +97,78 @@ pub async fn run(
     let Some(t) = schema.tables.get(table) else {
         bail!("the scenarios need a {table} table");
     };
-    let target = qualified(schema, table);
-    let col = escape_identifier(&t.tenant_column);
-    let shown_col = &t.tenant_column;
-    let count_a = a.rows.get(table).copied().unwrap_or(0);
-    let count_b = b.rows.get(table).copied().unwrap_or(0);
+    let column = t.tenant_column.as_str();
     let mut client = pg::connect(url).await?;
+    let mut out = Vec::new();
+    for case in cases(a, b, all_members) {
+        out.push(count_as(&mut client, schema, column, case).await?);
+    }
+    out.push(foreign_insert(&mut client, schema, column, a, b).await?);
+    Ok(out)
+}
+
+/// Count members as the case's role, in a transaction rolled back afterwards.
+async fn count_as(
+    client: &mut Client,
+    schema: &Schema,
+    column: &str,
+    case: Case<'_>,
+) -> Result<Scenario> {
+    let table = seed::MEMBERS;
     let app = &schema.tenancy.app_role;
     let admin = &schema.tenancy.admin_role;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let acting_as = match case.who {
+        Who::Tenant(g) => {
+            tenants::as_tenant(&tx, schema, g.id).await?;
+            format!("{app} in {}'s context", g.slug)
+        }
+        Who::NoContext => {
+            tenants::set_role(&tx, app).await?;
+            format!("{app}, no context")
+        }
+        Who::Admin => {
+            tenants::set_role(&tx, admin).await?;
+            admin.to_string()
+        }
+    };
+    let seen: i64 = match case.filter {
+        Some(g) => tx
+            .query_one(&sql::count_rows(schema, table, Some(column)), &[&g.id])
+            .await
+            .map_err(pg_error)?
+            .get(0),
+        None => tx
+            .query_one(&sql::count_rows(schema, table, None), &[])
+            .await
+            .map_err(pg_error)?
+            .get(0),
+    };
+    tx.rollback().await.map_err(pg_error)?;
+    let shown_filter = case.filter.map(|g| (column, g.slug.as_str()));
+    Ok(Scenario {
+        scenario: case.scenario,
+        acting_as,
+        query: sql::shown_count(table, shown_filter),
+        rows_seen: Some(seen),
+        expected: format!("{} rows", case.expected),
+        outcome: format!("{seen} rows"),
+        holds: seen == case.expected,
+    })
+}
 
-    // (scenario, who, shown query, filter gym, expected count)
-    let cases: Vec<(String, Who, String, Option<&Tenant>, i64)> = vec![
-        (
-            format!("{} queries its members", a.name),
-            Who::Tenant(a),
-            format!(
-                "SELECT count(*) FROM {table} WHERE {shown_col} = <{}>",
-                a.slug
-            ),
-            Some(a),
-            count_a,
-        ),
-        (
-            format!("{} queries its members", b.name),
-            Who::Tenant(b),
-            format!(
-                "SELECT count(*) FROM {table} WHERE {shown_col} = <{}>",
-                b.slug
-            ),
-            Some(b),
-            count_b,
-        ),
-        (
-            format!("{} asks for {}'s members", a.name, b.name),
-            Who::Tenant(a),
-            format!(
-                "SELECT count(*) FROM {table} WHERE {shown_col} = <{}>",
-                b.slug
-            ),
-            Some(b),
-            0,
-        ),
-        (
-            "The application forgets WHERE gym_id = ?".to_string(),
-            Who::Tenant(a),
-            format!("SELECT count(*) FROM {table}"),
-            None,
-            count_a,
-        ),
-        (
-            "No tenant context set".to_string(),
-            Who::NoContext,
-            format!("SELECT count(*) FROM {table}"),
-            None,
-            0,
-        ),
-        (
-            "The platform admin queries all members".to_string(),
-            Who::Admin,
-            format!("SELECT count(*) FROM {table}"),
-            None,
-            all_members,
-        ),
-    ];
-    let mut out = Vec::new();
-    for (scenario, who, shown, filter, expected) in cases {
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let acting_as = match who {
-            Who::Tenant(g) => {
-                tenants::as_tenant(&tx, schema, g.id).await?;
-                format!("{app} in {}'s context", g.slug)
-            }
-            Who::NoContext => {
-                tenants::set_role(&tx, app).await?;
-                format!("{app}, no context")
-            }
-            Who::Admin => {
-                tenants::set_role(&tx, admin).await?;
-                admin.to_string()
-            }
-        };
-        let seen: i64 = match filter {
-            Some(g) => tx
-                .query_one(
-                    &format!("SELECT count(*) FROM {target} WHERE {col} = $1"),
-                    &[&g.id],
-                )
-                .await
-                .map_err(pg_error)?
-                .get(0),
-            None => tx
-                .query_one(&format!("SELECT count(*) FROM {target}"), &[])
-                .await
-                .map_err(pg_error)?
-                .get(0),
-        };
-        tx.rollback().await.map_err(pg_error)?;
-        out.push(Scenario {
-            scenario,
-            acting_as,
-            query: shown,
-            rows_seen: Some(seen),
-            expected: format!("{expected} rows"),
-            outcome: format!("{seen} rows"),
-            holds: seen == expected,
-        });
-    }
-
-    // An insert carrying gym B's id, made in gym A's context, must be rejected by WITH CHECK.
+/// An insert carrying gym B's id, made in gym A's context, must be rejected by WITH CHECK.
+async fn foreign_insert(
+    client: &mut Client,
+    schema: &Schema,
+    column: &str,
+    a: &Tenant,
+    b: &Tenant,
+) -> Result<Scenario> {
+    let table = seed::MEMBERS;
     let tx = client.transaction().await.map_err(pg_error)?;
     tenants::as_tenant(&tx, schema, a.id).await?;
-    let insert = format!(
-        "INSERT INTO {target} ({col}, {}, {}) VALUES ($1, 'Mallory', 'mallory@example.com')",
-        escape_identifier("full_name"),
-        escape_identifier("email")
-    );
+    let insert = sql::insert_foreign_member(schema, table, column);
     let result = tx.execute(&insert, &[&b.id]).await;
     tx.rollback().await.map_err(pg_error)?;
     let (outcome, holds) = match result {
@@ -172,17 +183,13 @@ pub async fn run(
         Err(e) => (format!("failed otherwise: {:#}", pg_error(e)), false),
         Ok(_) => ("ACCEPTED".to_string(), false),
     };
-    out.push(Scenario {
+    Ok(Scenario {
         scenario: format!("{} inserts a member carrying {}'s id", a.name, b.name),
-        acting_as: format!("{app} in {}'s context", a.slug),
-        query: format!(
-            "INSERT INTO {table} ({col}, ...) VALUES (<{}>, ...)",
-            b.slug
-        ),
+        acting_as: format!("{} in {}'s context", schema.tenancy.app_role, a.slug),
+        query: sql::shown_foreign_member(table, column, &b.slug),
         rows_seen: None,
         expected: "rejected".to_string(),
         outcome,
         holds,
-    });
-    Ok(out)
+    })
 }

@@ -12,22 +12,21 @@ use fake::faker::name::en::{FirstName, LastName};
 use fake::faker::phone_number::en::CellNumber;
 use fake::Fake;
 use indicatif::ProgressBar;
-use postgres_protocol::escape::escape_identifier;
 use postgres_types::ToSql;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use tokio_postgres::Transaction;
+use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
 use crate::model::{Schema, Table};
+use crate::pg::error::pg_error;
+use crate::sqlgen::tenants::{self as sql, SeedColumn, SeedValue};
 
 /// Rows per INSERT statement: large enough that per-statement overhead vanishes, small enough
 /// that one batch's arrays stay a few MB.
 pub const BATCH_ROWS: usize = 5_000;
 
-/// Dates are sent as day offsets from this fixed day, so a seed gives the same rows on any day.
-const EPOCH_SQL: &str = "DATE '2000-01-01'";
-/// 2025-06-30 as an offset from 2000-01-01: the "today" of generated data.
+/// 2025-06-30 as a day offset from [`sql::EPOCH_SQL`] (2000-01-01): the "today" of generated data.
 const TODAY: i32 = 9_312;
 
 /// The tables tenantctl knows how to fill. Any other tenant table is left empty.
@@ -82,107 +81,90 @@ impl Values {
     }
 }
 
-/// A column tenantctl can generate: its array type on the wire and how the value becomes the
-/// column's value in SQL (`u` is the unnest alias).
-struct KnownColumn {
-    name: &'static str,
-    array_type: &'static str,
-    expr: fn(&str) -> String,
-}
-
-fn plain(v: &str) -> String {
-    v.to_string()
-}
-fn day(v: &str) -> String {
-    format!("{EPOCH_SQL} + {v}")
-}
-fn list(v: &str) -> String {
-    format!("string_to_array({v}, ',')")
-}
-
-const COACH_COLUMNS: &[KnownColumn] = &[
-    KnownColumn {
+// The columns tenantctl can generate: the array type each is sent as, and how its value is made.
+const COACH_COLUMNS: &[SeedColumn] = &[
+    SeedColumn {
         name: "id",
         array_type: "uuid[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
-    KnownColumn {
+    SeedColumn {
         name: "full_name",
         array_type: "text[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
-    KnownColumn {
+    SeedColumn {
         name: "email",
         array_type: "text[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
-    KnownColumn {
+    SeedColumn {
         name: "phone",
         array_type: "text[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
-    KnownColumn {
+    SeedColumn {
         name: "specialties",
         array_type: "text[]",
-        expr: list,
+        value: SeedValue::List,
     },
-    KnownColumn {
+    SeedColumn {
         name: "hired_on",
         array_type: "int4[]",
-        expr: day,
+        value: SeedValue::Day,
     },
-    KnownColumn {
+    SeedColumn {
         name: "active",
         array_type: "bool[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
 ];
 
-const MEMBER_COLUMNS: &[KnownColumn] = &[
-    KnownColumn {
+const MEMBER_COLUMNS: &[SeedColumn] = &[
+    SeedColumn {
         name: "full_name",
         array_type: "text[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
-    KnownColumn {
+    SeedColumn {
         name: "email",
         array_type: "text[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
-    KnownColumn {
+    SeedColumn {
         name: "phone",
         array_type: "text[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
-    KnownColumn {
+    SeedColumn {
         name: "date_of_birth",
         array_type: "int4[]",
-        expr: day,
+        value: SeedValue::Day,
     },
-    KnownColumn {
+    SeedColumn {
         name: "joined_on",
         array_type: "int4[]",
-        expr: day,
+        value: SeedValue::Day,
     },
-    KnownColumn {
+    SeedColumn {
         name: "status",
         array_type: "text[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
-    KnownColumn {
+    SeedColumn {
         name: "home_coach_id",
         array_type: "uuid[]",
-        expr: plain,
+        value: SeedValue::Plain,
     },
 ];
 
 /// The columns of `table` that will be sent (known and present), or why the table cannot be seeded.
 fn plan(
     table: &Table,
-    known: &'static [KnownColumn],
+    known: &'static [SeedColumn],
     tenant_column: &str,
-) -> Result<Vec<&'static KnownColumn>, String> {
-    let cols: Vec<&KnownColumn> = known
+) -> Result<Vec<&'static SeedColumn>, String> {
+    let cols: Vec<&SeedColumn> = known
         .iter()
         .filter(|k| table.column(k.name).is_some())
         .collect();
@@ -196,31 +178,6 @@ fn plan(
         }
     }
     Ok(cols)
-}
-
-/// The INSERT for one table: the tenant id is one parameter ($1), every other column an array.
-fn insert_sql(schema: &Schema, table: &str, cols: &[&KnownColumn]) -> String {
-    let t = &schema.tenancy;
-    let mut names = vec![escape_identifier(&t.tenant_column)];
-    let mut exprs = vec!["$1::uuid".to_string()];
-    let mut arrays = Vec::new();
-    let mut aliases = Vec::new();
-    for (i, c) in cols.iter().enumerate() {
-        let alias = format!("c{i}");
-        names.push(escape_identifier(c.name));
-        exprs.push((c.expr)(&format!("u.{alias}")));
-        arrays.push(format!("${}::{}", i + 2, c.array_type));
-        aliases.push(alias);
-    }
-    format!(
-        "INSERT INTO {}.{} ({}) SELECT {} FROM unnest({}) AS u({})",
-        escape_identifier(&t.table_schema),
-        escape_identifier(table),
-        names.join(", "),
-        exprs.join(", "),
-        arrays.join(", "),
-        aliases.join(", ")
-    )
 }
 
 /// A batch of generated rows for one table, column by column in plan order.
@@ -270,7 +227,7 @@ impl Generator {
         (format!("{first} {last}"), local)
     }
 
-    fn coaches(&mut self, ids: &[Uuid], start: usize, cols: &[&KnownColumn]) -> Batch {
+    fn coaches(&mut self, ids: &[Uuid], start: usize, cols: &[&SeedColumn]) -> Batch {
         let n = ids.len();
         let (mut names, mut emails, mut phones, mut specs, mut hired, mut active) = (
             Vec::with_capacity(n),
@@ -313,7 +270,7 @@ impl Generator {
         }
     }
 
-    fn members(&mut self, n: usize, start: u64, coaches: &[Uuid], cols: &[&KnownColumn]) -> Batch {
+    fn members(&mut self, n: usize, start: u64, coaches: &[Uuid], cols: &[&SeedColumn]) -> Batch {
         let mut names = Vec::with_capacity(n);
         let mut emails = Vec::with_capacity(n);
         let mut phones = Vec::with_capacity(n);
@@ -370,7 +327,7 @@ impl Generator {
 }
 
 /// Keep the generated columns the table has, in plan order.
-fn pick(mut by_name: BTreeMap<&str, Values>, cols: &[&KnownColumn]) -> Vec<Values> {
+fn pick(mut by_name: BTreeMap<&str, Values>, cols: &[&SeedColumn]) -> Vec<Values> {
     cols.iter()
         .map(|c| {
             by_name
@@ -380,22 +337,19 @@ fn pick(mut by_name: BTreeMap<&str, Values>, cols: &[&KnownColumn]) -> Vec<Value
         .collect()
 }
 
-/// Seed the tenant inside `tx`, which must already run as the app role with the tenant's
-/// context set: every row then passes the policies' WITH CHECK like an application's would.
-pub async fn seed(
-    tx: &Transaction<'_>,
-    schema: &Schema,
-    gym_id: Uuid,
-    counts: Counts,
-    seed: u64,
-    bar: &ProgressBar,
-) -> Result<Report> {
-    let started = Instant::now();
-    let mut report = Report::default();
-    let tenancy = &schema.tenancy;
-    let mut plans: BTreeMap<&'static str, Vec<&'static KnownColumn>> = BTreeMap::new();
+/// The columns to send per seeded table (`coaches`, `members`), and whether members point at
+/// coaches.
+struct Plans {
+    tables: BTreeMap<&'static str, Vec<&'static SeedColumn>>,
+    link: bool,
+}
+
+/// Which tables can be seeded and with which columns. A table that cannot be seeded is an error
+/// when rows were asked of it, else it is noted in `report` as skipped.
+fn plan_tables(schema: &Schema, counts: Counts, report: &mut Report) -> Result<Plans> {
+    let mut tables: BTreeMap<&'static str, Vec<&'static SeedColumn>> = BTreeMap::new();
     for (name, table) in &schema.tables {
-        if *name == tenancy.tenant_table {
+        if *name == schema.tenancy.tenant_table {
             continue;
         }
         let (known, wanted) = match name.as_str() {
@@ -411,7 +365,7 @@ pub async fn seed(
         };
         match plan(table, known, &table.tenant_column) {
             Ok(cols) => {
-                plans.insert(if name == COACHES { COACHES } else { MEMBERS }, cols);
+                tables.insert(if name == COACHES { COACHES } else { MEMBERS }, cols);
             }
             Err(why) if wanted > 0 => bail!("cannot seed table {name}: {why}"),
             Err(why) => {
@@ -419,36 +373,36 @@ pub async fn seed(
             }
         }
     }
-    let coach_cols = plans.get(COACHES).cloned();
-    let member_cols = plans.get(MEMBERS).cloned();
-    if coach_cols.is_none() && counts.coaches > 0 {
+    if !tables.contains_key(COACHES) && counts.coaches > 0 {
         bail!("cannot seed coaches: the policies declare no table {COACHES}");
     }
-    if member_cols.is_none() && counts.members > 0 {
+    if !tables.contains_key(MEMBERS) && counts.members > 0 {
         bail!("cannot seed members: the policies declare no table {MEMBERS}");
     }
     // Members point at coaches only when both tables carry the reference.
-    let link = member_cols
-        .as_ref()
-        .is_some_and(|c| c.iter().any(|k| k.name == "home_coach_id"))
-        && coach_cols
-            .as_ref()
-            .is_some_and(|c| c.iter().any(|k| k.name == "id"));
+    let has = |table: &str, column: &str| {
+        tables
+            .get(table)
+            .is_some_and(|c| c.iter().any(|k| k.name == column))
+    };
+    let link = has(MEMBERS, "home_coach_id") && has(COACHES, "id");
+    Ok(Plans { tables, link })
+}
 
-    let mut statements = BTreeMap::new();
-    for (table, cols) in &plans {
-        let sql = insert_sql(schema, table, cols);
-        let stmt = tx
-            .prepare(&sql)
-            .await
-            .map_err(crate::tenants::pg_error)
-            .with_context(|| format!("cannot prepare the insert into {table}"))?;
-        statements.insert(*table, stmt);
-    }
-
-    // Generation runs on a plain thread, one batch ahead (a channel of two), so the server never
-    // waits for the faker and the faker never waits for the server.
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Batch>(2);
+/// Generation runs on a plain thread, one batch ahead (a channel of two), so the server never
+/// waits for the faker and the faker never waits for the server.
+fn spawn_generator(
+    plans: &Plans,
+    counts: Counts,
+    seed: u64,
+) -> (
+    tokio::sync::mpsc::Receiver<Batch>,
+    std::thread::JoinHandle<()>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Batch>(2);
+    let coach_cols = plans.tables.get(COACHES).cloned();
+    let member_cols = plans.tables.get(MEMBERS).cloned();
+    let link = plans.link;
     let generator = std::thread::spawn(move || {
         let mut g = Generator::new(seed);
         let coach_ids: Vec<Uuid> = (0..counts.coaches).map(|_| Uuid::new_v4()).collect();
@@ -477,14 +431,50 @@ pub async fn seed(
             }
         }
     });
+    (receiver, generator)
+}
 
+/// One prepared INSERT per seeded table.
+async fn prepare_inserts(
+    tx: &Transaction<'_>,
+    schema: &Schema,
+    plans: &Plans,
+) -> Result<BTreeMap<&'static str, Statement>> {
+    let mut statements = BTreeMap::new();
+    for (table, cols) in &plans.tables {
+        let sql = sql::seed_insert(schema, table, cols);
+        let stmt = tx
+            .prepare(&sql)
+            .await
+            .map_err(pg_error)
+            .with_context(|| format!("cannot prepare the insert into {table}"))?;
+        statements.insert(*table, stmt);
+    }
+    Ok(statements)
+}
+
+/// Seed the tenant inside `tx`, which must already run as the app role with the tenant's
+/// context set: every row then passes the policies' WITH CHECK like an application's would.
+pub async fn seed(
+    tx: &Transaction<'_>,
+    schema: &Schema,
+    gym_id: Uuid,
+    counts: Counts,
+    seed: u64,
+    bar: &ProgressBar,
+) -> Result<Report> {
+    let started = Instant::now();
+    let mut report = Report::default();
+    let plans = plan_tables(schema, counts, &mut report)?;
+    let statements = prepare_inserts(tx, schema, &plans).await?;
+    let (mut receiver, generator) = spawn_generator(&plans, counts, seed);
     while let Some(batch) = receiver.recv().await {
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&gym_id];
         params.extend(batch.columns.iter().map(Values::as_sql));
         let n = tx
             .execute(&statements[batch.table], &params)
             .await
-            .map_err(crate::tenants::pg_error)
+            .map_err(pg_error)
             .with_context(|| format!("cannot insert into {}", batch.table))?;
         if n != batch.rows as u64 {
             bail!(
@@ -509,7 +499,7 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_people() {
-        let cols: Vec<&KnownColumn> = MEMBER_COLUMNS.iter().collect();
+        let cols: Vec<&SeedColumn> = MEMBER_COLUMNS.iter().collect();
         let coaches = [Uuid::nil()];
         let a = Generator::new(7).members(50, 0, &coaches, &cols);
         let b = Generator::new(7).members(50, 0, &coaches, &cols);
@@ -524,7 +514,7 @@ mod tests {
 
     #[test]
     fn emails_are_unique_and_ascii() {
-        let cols: Vec<&KnownColumn> = MEMBER_COLUMNS.iter().collect();
+        let cols: Vec<&SeedColumn> = MEMBER_COLUMNS.iter().collect();
         let batch = Generator::new(1).members(5_000, 0, &[], &cols);
         let Values::Text(emails) = &batch.columns[1] else {
             unreachable!()
@@ -539,8 +529,8 @@ mod tests {
         let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tenantctl.toml"));
         let project = crate::settings::Project::load(config).unwrap();
         let schema = crate::policy::load(&project).unwrap();
-        let cols: Vec<&KnownColumn> = MEMBER_COLUMNS.iter().collect();
-        let sql = insert_sql(&schema, MEMBERS, &cols);
+        let cols: Vec<&SeedColumn> = MEMBER_COLUMNS.iter().collect();
+        let sql = sql::seed_insert(&schema, MEMBERS, &cols);
         assert!(
             sql.starts_with("INSERT INTO \"public\".\"members\" (\"gym_id\", \"full_name\""),
             "{sql}"

@@ -1,0 +1,46 @@
+//! Migrations on a database, the steps `migrate`, `status` and `demo` share: reading the files,
+//! the database's history, and applying what is pending under the advisory lock.
+
+mod history;
+mod runner;
+
+use anyhow::{anyhow, bail, Context, Result};
+use refinery::Migration;
+use tokio_postgres::Client;
+
+use crate::settings::Project;
+
+pub use history::{applied_migrations, compare, Entry, State, HISTORY_TABLE};
+pub use runner::{apply, plan, prepare, Applied, Plan, Report, MIGRATE_LOCK_KEY};
+
+/// The migration files, as refinery reads them.
+pub fn load_migrations(project: &Project) -> Result<Vec<Migration>> {
+    let dir = project.migrations_dir();
+    if !dir.is_dir() {
+        bail!(
+            "no migrations directory at {}\n  hint: run `tenantctl generate` to write the first migration",
+            dir.display()
+        );
+    }
+    // Our own listing rejects duplicate versions with a clear message before refinery sees them.
+    crate::snapshot::migration_files(&dir)?;
+    let mut migrations = refinery::load_sql_migrations(&dir)
+        .map_err(|e| anyhow!("cannot load the migrations in {}: {e}", dir.display()))?;
+    migrations.sort();
+    Ok(migrations)
+}
+
+/// Pin the session's search_path to the tables' schema (from the snapshot; `public` without one),
+/// so that refinery's history table and unqualified names in hand-written migrations never land
+/// in a schema that happens to share the connecting role's name.
+pub async fn pin_search_path(client: &Client, project: &Project) -> Result<()> {
+    let schema = crate::snapshot::load(&project.migrations_dir())?
+        .map(|s| s.schema.tenancy.table_schema)
+        .unwrap_or_else(|| "public".to_string());
+    let path = postgres_protocol::escape::escape_identifier(&schema);
+    client
+        .execute("SELECT set_config('search_path', $1, false)", &[&path])
+        .await
+        .context("cannot set search_path")?;
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Applying migrations with refinery: one transaction each, under a session-level advisory lock
+//! so that concurrent runs apply each migration once, with the project's timeouts.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::ProgressBar;
+use refinery::{Migration, Runner, Target};
+use tokio_postgres::Client;
+
+use super::{applied_migrations, compare, pin_search_path, State};
+use crate::settings::Project;
+
+/// Advisory lock key shared by every `tenantctl migrate` on a database ("tenantctl" in ASCII).
+pub const MIGRATE_LOCK_KEY: i64 = 0x7465_6e61_6e74_6374;
+
+/// Ready the session for migrating: pin the search_path, take the migration lock (waiting for
+/// another run to finish), then set the project's lock and statement timeouts.
+pub async fn prepare(client: &Client, project: &Project) -> Result<()> {
+    pin_search_path(client, project).await?;
+    // Session-level lock, held for the whole run; released when we finish or the connection drops.
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATE_LOCK_KEY])
+        .await
+        .context("cannot take the migration lock")?
+        .get(0);
+    if !got {
+        eprintln!("Another migration is running on this database; waiting for it to finish...");
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY])
+            .await
+            .context("cannot take the migration lock")?;
+    }
+    client
+        .execute(
+            "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+            &[&project.config.database.lock_timeout, &project.config.database.statement_timeout],
+        )
+        .await
+        .context("invalid lock_timeout or statement_timeout in tenantctl.toml")?;
+    Ok(())
+}
+
+/// What a run would apply.
+pub struct Plan {
+    /// Every migration file, in version order.
+    pub migrations: Vec<Migration>,
+    /// The database's newest applied version.
+    pub current: Option<i32>,
+    /// The files to apply, in order.
+    pub pending: Vec<Migration>,
+}
+
+/// Check the files against the history and list what to apply, up to `target` if given. Refuses
+/// when applied migrations were changed or removed, or a new file is older than the database.
+pub async fn plan(
+    client: &mut Client,
+    migrations: Vec<Migration>,
+    target: Option<i32>,
+) -> Result<Plan> {
+    let applied = applied_migrations(client).await?;
+    check_history(&migrations, &applied)?;
+    let current = applied.iter().map(|m| m.version()).max();
+    let pending: Vec<Migration> = migrations
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a.version() == m.version()))
+        .filter(|m| target.is_none_or(|t| m.version() <= t))
+        .cloned()
+        .collect();
+    if let (Some(c), Some(first)) = (current, pending.first()) {
+        if first.version() < c {
+            bail!(
+                "{first} is older than the database's version V{c} but was never applied\n  hint: give it a version above V{c}"
+            );
+        }
+    }
+    Ok(Plan {
+        migrations,
+        current,
+        pending,
+    })
+}
+
+/// Migrations are immutable once applied: a changed or removed one stops the run before it starts.
+fn check_history(migrations: &[Migration], applied: &[Migration]) -> Result<()> {
+    let bad: Vec<String> = compare(migrations, applied)
+        .iter()
+        .filter_map(|e| match e.state {
+            State::Divergent => Some(format!(
+                "  V{}__{}: the file differs from what was applied",
+                e.version, e.name
+            )),
+            State::Missing => Some(format!(
+                "  V{}__{}: applied, but the file is gone",
+                e.version, e.name
+            )),
+            State::Applied | State::Pending => None,
+        })
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "the migration files do not match the database's history; nothing was applied:\n{}\n  hint: migrations are immutable once applied; restore the files from version control and put changes in a new migration (`tenantctl generate`)",
+            bad.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// One migration a run applied.
+pub struct Applied {
+    pub version: i32,
+    /// `V<n>__<name>`.
+    pub migration: String,
+    pub elapsed: Duration,
+}
+
+/// What a run did.
+pub struct Report {
+    pub applied: Vec<Applied>,
+    /// The database's version afterwards.
+    pub version: Option<i32>,
+}
+
+/// Apply the plan's pending migrations one by one (each in its own transaction), advancing `bar`;
+/// with `announce`, a line on stderr for each. A failure names the file, and where in it Postgres
+/// points.
+pub async fn apply(
+    client: &mut Client,
+    dir: &Path,
+    plan: &Plan,
+    bar: &ProgressBar,
+    announce: bool,
+) -> Result<Report> {
+    let mut done: Vec<Applied> = Vec::new();
+    for m in &plan.pending {
+        bar.set_message(m.to_string());
+        let started = Instant::now();
+        let runner = Runner::new(&plan.migrations)
+            .set_grouped(false)
+            .set_abort_divergent(true)
+            .set_abort_missing(true)
+            .set_target(Target::Version(m.version()));
+        if let Err(e) = runner.run_async(client).await {
+            let previous = plan.current.or(done.last().map(|a| a.version));
+            return Err(migration_error(dir, m, &e, previous));
+        }
+        let elapsed = started.elapsed();
+        done.push(Applied {
+            version: m.version(),
+            migration: m.to_string(),
+            elapsed,
+        });
+        bar.inc(1);
+        if announce {
+            bar.suspend(|| eprintln!("Applied {m} ({:.2}s)", elapsed.as_secs_f64()));
+        }
+    }
+    Ok(Report {
+        version: done.last().map(|a| a.version).or(plan.current),
+        applied: done,
+    })
+}
+
+/// Name the file, Postgres's message and where in the file it points; say where the database stands.
+fn migration_error(
+    dir: &Path,
+    m: &Migration,
+    e: &refinery::Error,
+    previous: Option<i32>,
+) -> anyhow::Error {
+    let file = dir.join(format!("{m}.sql"));
+    let stays = match previous {
+        Some(v) => format!("the database stays at V{v}"),
+        None => "the database has no migration applied".to_string(),
+    };
+    let db_error = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .and_then(|pg| pg.as_db_error());
+    let Some(dbe) = db_error else {
+        return anyhow!("migration {} failed: {e}; {stays}", file.display());
+    };
+    let mut location = String::new();
+    if let Some(tokio_postgres::error::ErrorPosition::Original(pos)) = dbe.position() {
+        if let Some(sql) = m.sql() {
+            let (line, col) = char_position(sql, *pos as usize);
+            location = format!(":{line}:{col}");
+        }
+    }
+    let mut msg = format!(
+        "migration {}{location} failed: {} (SQLSTATE {}); {stays}",
+        file.display(),
+        dbe.message(),
+        dbe.code().code()
+    );
+    if let Some(d) = dbe.detail() {
+        msg.push_str(&format!("\n  detail: {d}"));
+    }
+    if let Some(h) = dbe.hint() {
+        msg.push_str(&format!("\n  hint: {h}"));
+    }
+    anyhow!(msg)
+}
+
+/// Line and column of Postgres's 1-based character position.
+fn char_position(text: &str, pos: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut col = 1;
+    for c in text.chars().take(pos.saturating_sub(1)) {
+        if c == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+    }
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn positions_count_characters() {
+        assert_eq!(super::char_position("SELECT 1;\nSELEC 2;", 11), (2, 1));
+        assert_eq!(super::char_position("é\nab", 4), (2, 2));
+    }
+}

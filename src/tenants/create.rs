@@ -1,0 +1,109 @@
+//! Creating a tenant: the gym inserted as the platform admin, then seeded as itself, all in one
+//! transaction.
+
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::{as_admin, as_tenant, check_schema, find, pg_error, seed, validate_slug, Gym};
+use crate::model::Schema;
+use crate::pg;
+use crate::sqlgen::tenants as sql;
+
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    pub slug: String,
+    pub name: String,
+    pub counts: seed::Counts,
+    pub seed: u64,
+    pub if_not_exists: bool,
+}
+
+#[derive(Debug)]
+pub enum Created {
+    New {
+        gym: Gym,
+        report: seed::Report,
+    },
+    /// `--if-not-exists` and the slug was taken: nothing was written.
+    Existing(Gym),
+}
+
+/// The application_name of a create's session, so an operator (or a test) can find it.
+pub fn create_application_name(slug: &str) -> String {
+    format!("tenantctl tenant create {slug}")
+}
+
+/// Insert the gym as the platform admin, then seed it as the tenant, in ONE transaction: a
+/// create that fails at any point (bad data, a killed backend) leaves no gym behind.
+pub async fn create(
+    url: &str,
+    schema: &Schema,
+    spec: &CreateSpec,
+    bar: &ProgressBar,
+) -> Result<Created> {
+    validate_slug(&spec.slug)?;
+    check_schema(schema)?;
+    if spec.name.trim().is_empty() {
+        bail!("the gym's name cannot be empty");
+    }
+    let mut client = pg::connect(url).await?;
+    client
+        .execute(
+            "SELECT set_config('application_name', $1, false)",
+            &[&create_application_name(&spec.slug)],
+        )
+        .await
+        .map_err(pg_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    as_admin(&tx, schema).await?;
+    if let Some(gym) = find(&tx, schema, &spec.slug).await? {
+        if spec.if_not_exists {
+            return Ok(Created::Existing(gym));
+        }
+        bail!(exists_message(&gym));
+    }
+    let id = insert(&tx, schema, spec).await?;
+    as_tenant(&tx, schema, id).await?;
+    let report = seed::seed(&tx, schema, id, spec.counts, spec.seed, bar)
+        .await
+        .with_context(|| format!("seeding tenant {} failed; nothing was created", spec.slug))?;
+    tx.commit()
+        .await
+        .map_err(pg_error)
+        .with_context(|| format!("cannot commit tenant {}; nothing was created", spec.slug))?;
+    Ok(Created::New {
+        gym: Gym {
+            id,
+            slug: spec.slug.clone(),
+            name: spec.name.clone(),
+        },
+        report,
+    })
+}
+
+/// The gym's row, as the platform admin; returns its id.
+async fn insert(tx: &Transaction<'_>, schema: &Schema, spec: &CreateSpec) -> Result<Uuid> {
+    match tx
+        .query_one(&sql::insert_tenant(schema), &[&spec.slug, &spec.name])
+        .await
+    {
+        Ok(row) => Ok(row.get(0)),
+        // Another create took the slug between our look-up and the insert.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            bail!(
+                "tenant {:?} already exists\n  hint: pick another slug, or pass --if-not-exists",
+                spec.slug
+            )
+        }
+        Err(e) => Err(pg_error(e).context(format!("cannot create tenant {}", spec.slug))),
+    }
+}
+
+fn exists_message(gym: &Gym) -> String {
+    format!(
+        "tenant {:?} already exists (id {})\n  hint: pick another slug, pass --if-not-exists to accept the existing one, or `tenantctl tenant delete {}` first",
+        gym.slug, gym.id, gym.slug
+    )
+}
