@@ -6,10 +6,12 @@ use serde_json::json;
 
 use crate::cli::Format;
 use crate::commands::tenant;
+use crate::model::Schema;
 use crate::settings::Project;
 use crate::sqlgen::tenants as sql;
+use crate::tenants::scenarios::{self, Scenario};
 use crate::tenants::{self, CreateSpec, Created};
-use crate::tenants::{scenarios, seed};
+use crate::tenants::{seed, Tenant};
 use crate::verify::{self, render, Severity};
 use crate::{embedded, migrate, output, pg, policy, Outcome};
 
@@ -62,35 +64,7 @@ pub async fn run(
     apply_migrations(project, &url).await?;
 
     say("==> Creating three gyms, each seeded AS ITSELF (app role + tenant context)");
-    let mut created = Vec::new();
-    for (slug, name, coaches, share, seed_value) in GYMS {
-        let members = args.members * share / 100;
-        let spec = CreateSpec {
-            slug: slug.to_string(),
-            name: name.to_string(),
-            counts: seed::Counts {
-                coaches: *coaches,
-                members,
-            },
-            seed: *seed_value,
-            if_not_exists: false,
-        };
-        let bar = output::rows_progress(coaches + members, &format!("seeding {slug}"));
-        let result = tenants::create(&url, &schema, &spec, &bar).await;
-        bar.finish_and_clear();
-        let Created::New { gym, report } = result? else {
-            unreachable!("the demo database is fresh");
-        };
-        let probe = verify::probe_single_tenant(&url, &schema, gym.id).await?;
-        say(&format!(
-            "    {slug}: {} rows in {:.2}s, isolation probe {}/{} passed",
-            report.total(),
-            report.elapsed.as_secs_f64(),
-            probe.checks - probe.failures.len(),
-            probe.checks
-        ));
-        created.push(gym);
-    }
+    create_gyms(&url, &schema, args.members, &say).await?;
     let list = tenants::list(&url, &schema).await?;
 
     say("==> verify: static checks of the catalog, then every gym's probes (rolled back)");
@@ -118,50 +92,90 @@ pub async fn run(
             "scenarios": results,
             "isolation_holds": holds,
         })),
-        Format::Table | Format::Junit => {
-            println!("\nTenants in {DEMO_DATABASE} (counted as the platform admin):");
-            println!("{}", tenant::tenants_table(&list));
-            println!("\nverify:");
-            println!("{}", render::table(&verified, Severity::Error));
-            println!("\nThe same data, seen by each role:");
-            let mut t =
-                output::table(&["scenario", "acting as", "query", "expected", "outcome", ""]);
-            for s in &results {
-                t.add_row(vec![
-                    s.scenario.clone(),
-                    s.acting_as.clone(),
-                    s.query.clone(),
-                    s.expected.clone(),
-                    s.outcome.clone(),
-                    if s.holds {
-                        "✓".to_string()
-                    } else {
-                        "✗ BROKEN".to_string()
-                    },
-                ]);
-            }
-            println!("{t}");
-            if holds {
-                println!("\nIsolation holds: each gym sees only its own rows, even without WHERE; no context, no rows; the admin sees all.");
-            } else {
-                println!("\nISOLATION IS BROKEN: see the ✗ rows above.");
-            }
-            // The demo database stays until the next run; this is how to look around in it.
-            println!(
-                "\nLook around (the demo database stays until the next demo run):\n  \
-                 export DATABASE_URL=\"$(cargo run -q -- dev url --show-password | sed 's,/postgres$,/{DEMO_DATABASE},')\"\n  \
-                 cargo run -- exec --tenant {} \"SELECT full_name, email, status FROM members LIMIT 5\"\n  \
-                 cargo run -- exec --admin \"SELECT gym_id, count(*) FROM members GROUP BY gym_id\"\n  \
-                 cargo run -- tenant show {}",
-                a.slug, b.slug
-            );
-        }
+        Format::Table | Format::Junit => print_table(&list, &verified, &results, holds, (a, b)),
     }
     Ok(if holds {
         Outcome::Clean
     } else {
         Outcome::Findings
     })
+}
+
+/// The three gyms, each created and seeded as itself, then probed.
+async fn create_gyms(url: &str, schema: &Schema, members: u64, say: &dyn Fn(&str)) -> Result<()> {
+    for (slug, name, coaches, share, seed_value) in GYMS {
+        let members = members * share / 100;
+        let spec = CreateSpec {
+            slug: slug.to_string(),
+            name: name.to_string(),
+            counts: seed::Counts {
+                coaches: *coaches,
+                members,
+            },
+            seed: *seed_value,
+            if_not_exists: false,
+        };
+        let bar = output::rows_progress(coaches + members, &format!("seeding {slug}"));
+        let result = tenants::create(url, schema, &spec, &bar).await;
+        bar.finish_and_clear();
+        let Created::New { gym, report } = result? else {
+            unreachable!("the demo database is fresh");
+        };
+        let probe = verify::probe_single_tenant(url, schema, gym.id).await?;
+        say(&format!(
+            "    {slug}: {} rows in {:.2}s, isolation probe {}/{} passed",
+            report.total(),
+            report.elapsed.as_secs_f64(),
+            probe.checks - probe.failures.len(),
+            probe.checks
+        ));
+    }
+    Ok(())
+}
+
+/// The human report on stdout; `a` and `b` are the gyms the scenarios ran with.
+fn print_table(
+    list: &[Tenant],
+    verified: &verify::Report,
+    results: &[Scenario],
+    holds: bool,
+    (a, b): (&Tenant, &Tenant),
+) {
+    println!("\nTenants in {DEMO_DATABASE} (counted as the platform admin):");
+    println!("{}", tenant::tenants_table(list));
+    println!("\nverify:");
+    println!("{}", render::table(verified, Severity::Error));
+    println!("\nThe same data, seen by each role:");
+    let mut t = output::table(&["scenario", "acting as", "query", "expected", "outcome", ""]);
+    for s in results {
+        t.add_row(vec![
+            s.scenario.clone(),
+            s.acting_as.clone(),
+            s.query.clone(),
+            s.expected.clone(),
+            s.outcome.clone(),
+            if s.holds {
+                "✓".to_string()
+            } else {
+                "✗ BROKEN".to_string()
+            },
+        ]);
+    }
+    println!("{t}");
+    if holds {
+        println!("\nIsolation holds: each gym sees only its own rows, even without WHERE; no context, no rows; the admin sees all.");
+    } else {
+        println!("\nISOLATION IS BROKEN: see the ✗ rows above.");
+    }
+    // The demo database stays until the next run; this is how to look around in it.
+    println!(
+        "\nLook around (the demo database stays until the next demo run):\n  \
+         export DATABASE_URL=\"$(cargo run -q -- dev url --show-password | sed 's,/postgres$,/{DEMO_DATABASE},')\"\n  \
+         cargo run -- exec --tenant {} \"SELECT full_name, email, status FROM members LIMIT 5\"\n  \
+         cargo run -- exec --admin \"SELECT gym_id, count(*) FROM members GROUP BY gym_id\"\n  \
+         cargo run -- tenant show {}",
+        a.slug, b.slug
+    );
 }
 
 /// Drop the demo database (WITH (FORCE) ends sessions left by a previous run) and create it again.
