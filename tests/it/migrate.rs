@@ -234,7 +234,17 @@ fn url_precedence_flag_over_env_over_config() {
         .arg("status")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "env must win over the config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "env must win over the config: {err}"
+    );
+    // Exit 2 alone would pass on any failure: it must be the env URL's (user nobody) connection.
+    assert!(
+        err.contains("cannot connect") && err.contains("nobody") && !err.contains(&db.name),
+        "env must win over the config: {err}"
+    );
     let out = tenantctl(&dir)
         .env("DATABASE_URL", bad)
         .args(["status", "--database-url", &db.url])
