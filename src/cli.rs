@@ -281,26 +281,53 @@ pub struct DemoArgs {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Plain settings for the commands migrate, status and demo.
+// Plain settings for the commands plan, generate, migrate, status and demo. `--format junit` is
+// refused before these run, so only JSON differs from the human output.
 
-impl From<MigrateArgs> for crate::commands::migrate::Settings {
-    fn from(a: MigrateArgs) -> Self {
+impl From<(PlanArgs, Format)> for crate::commands::generate::PlanSettings {
+    fn from((a, format): (PlanArgs, Format)) -> Self {
         Self {
-            dry_run: a.dry_run,
-            target: a.target,
-            allow_pooler: a.allow_pooler,
+            allow_destructive: a.allow_destructive,
+            json: format == Format::Json,
         }
     }
 }
 
-impl From<StatusArgs> for crate::commands::status::Settings {
-    fn from(a: StatusArgs) -> Self {
-        Self { check: a.check }
+impl From<(GenerateArgs, Format)> for crate::commands::generate::Settings {
+    fn from((a, format): (GenerateArgs, Format)) -> Self {
+        Self {
+            name: a.name,
+            allow_destructive: a.allow_destructive,
+            json: format == Format::Json,
+        }
     }
 }
 
-impl From<DemoArgs> for crate::commands::demo::Settings {
-    fn from(a: DemoArgs) -> Self {
-        Self { members: a.members }
+impl From<(MigrateArgs, Format)> for crate::commands::migrate::Settings {
+    fn from((a, format): (MigrateArgs, Format)) -> Self {
+        Self {
+            dry_run: a.dry_run,
+            target: a.target,
+            allow_pooler: a.allow_pooler,
+            json: format == Format::Json,
+        }
+    }
+}
+
+impl From<(StatusArgs, Format)> for crate::commands::status::Settings {
+    fn from((a, format): (StatusArgs, Format)) -> Self {
+        Self {
+            check: a.check,
+            json: format == Format::Json,
+        }
+    }
+}
+
+impl From<(DemoArgs, Format)> for crate::commands::demo::Settings {
+    fn from((a, format): (DemoArgs, Format)) -> Self {
+        Self {
+            members: a.members,
+            json: format == Format::Json,
+        }
     }
 }

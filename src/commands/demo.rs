@@ -4,7 +4,6 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::cli::Format;
 use crate::commands::tenant;
 use crate::model::Schema;
 use crate::settings::Project;
@@ -31,21 +30,18 @@ const GYMS: &[(&str, &str, u64, u64, u64)] = &[
 pub struct Settings {
     /// Members of the largest gym (the other two get 60% and 40% of it).
     pub members: u64,
+    /// JSON on stdout (and no progress on stderr) instead of the human report.
+    pub json: bool,
 }
 
-pub async fn run(
-    project: &Project,
-    args: &Settings,
-    url_flag: Option<&str>,
-    format: Format,
-) -> Result<Outcome> {
+pub async fn run(project: &Project, args: &Settings, url_flag: Option<&str>) -> Result<Outcome> {
     project.require()?;
     // The demo drops and recreates a database: never on a URL the user might care about.
     if url_flag.is_some() {
         bail!("demo runs on the embedded local database only (it recreates a database named {DEMO_DATABASE})\n  hint: drop --database-url; use `tenantctl tenant create` and `tenantctl exec` on other databases");
     }
     let say = |s: &str| {
-        if format == Format::Table {
+        if !args.json {
             eprintln!("{s}");
         }
     };
@@ -84,15 +80,15 @@ pub async fn run(
     let results = scenarios::run(&url, &schema, a, b, all_members).await?;
     let holds = verified.passed(Severity::Error) && results.iter().all(|s| s.holds);
 
-    match format {
-        Format::Json => output::print_json(&json!({
+    match args.json {
+        true => output::print_json(&json!({
             "database": pg::redact(&url),
             "tenants": list,
             "verify": render::json(&verified, Severity::Error),
             "scenarios": results,
             "isolation_holds": holds,
         })),
-        Format::Table | Format::Junit => print_table(&list, &verified, &results, holds, (a, b)),
+        false => print_table(&list, &verified, &results, holds, (a, b)),
     }
     Ok(if holds {
         Outcome::Clean

@@ -3,11 +3,30 @@
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::cli::Format;
 use crate::settings::Project;
 use crate::snapshot::{self, MigrationFile};
 use crate::sqlgen::{self, Statement};
 use crate::{policy, Outcome};
+
+/// What `plan` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct PlanSettings {
+    /// Plan drops of tables and columns too.
+    pub allow_destructive: bool,
+    /// JSON on stdout instead of the SQL.
+    pub json: bool,
+}
+
+/// What `generate` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Migration name (default: derived from the change).
+    pub name: Option<String>,
+    /// Allow DROP TABLE and DROP COLUMN in the generated migration.
+    pub allow_destructive: bool,
+    /// JSON on stdout instead of the human report.
+    pub json: bool,
+}
 
 /// What the next migration would be.
 struct Pending {
@@ -57,22 +76,22 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
     })
 }
 
-pub fn plan(project: &Project, allow_destructive: bool, format: Format) -> Result<Outcome> {
-    let p = compute(project, allow_destructive)?;
-    match format {
-        Format::Json => crate::output::print_json(&json!({
+pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
+    let p = compute(project, settings.allow_destructive)?;
+    match settings.json {
+        true => crate::output::print_json(&json!({
             "changed": !p.statements.is_empty(),
             "version": p.version,
             "statements": p.statements.iter().map(|s| json!({
                 "object": s.provenance, "sql": s.sql, "destructive": s.destructive,
             })).collect::<Vec<_>>(),
         })),
-        Format::Table | Format::Junit if p.statements.is_empty() => {
+        false if p.statements.is_empty() => {
             eprintln!(
                 "No changes: the database schema in migrations/ already matches the policies."
             )
         }
-        Format::Table | Format::Junit => {
+        false => {
             print!("{}", sqlgen::render(p.version, "planned", &p.statements))
         }
     }
@@ -86,27 +105,20 @@ fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-pub fn generate(
-    project: &Project,
-    name: Option<&str>,
-    allow_destructive: bool,
-    format: Format,
-) -> Result<Outcome> {
-    let p = compute(project, allow_destructive)?;
+pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
+    let p = compute(project, settings.allow_destructive)?;
     let dir = project.migrations_dir();
     if p.statements.is_empty() {
-        match format {
-            Format::Json => {
-                crate::output::print_json(&json!({"written": null, "version": p.version - 1}))
-            }
-            Format::Table | Format::Junit => eprintln!(
+        match settings.json {
+            true => crate::output::print_json(&json!({"written": null, "version": p.version - 1})),
+            false => eprintln!(
                 "No changes: nothing written (the policies match V{}).",
                 p.version - 1
             ),
         }
         return Ok(Outcome::Clean);
     }
-    let name = match name {
+    let name = match settings.name.as_deref() {
         Some(n) if valid_name(n) => n.to_string(),
         Some(n) => bail!("migration name {n:?} is not valid\n  hint: use letters, digits and underscores, e.g. --name add_sessions"),
         None if p.version == 1 => "initial".to_string(),
@@ -126,11 +138,11 @@ pub fn generate(
         .unwrap_or(&file)
         .display()
         .to_string();
-    match format {
-        Format::Json => crate::output::print_json(&json!({
+    match settings.json {
+        true => crate::output::print_json(&json!({
             "written": shown, "version": p.version, "statements": p.statements.len(),
         })),
-        Format::Table | Format::Junit => {
+        false => {
             eprintln!("Wrote {shown} ({} statements).", p.statements.len())
         }
     }

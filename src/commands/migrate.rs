@@ -4,7 +4,6 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use crate::cli::Format;
 use crate::migrate::{self, Plan, Report};
 use crate::settings::Project;
 use crate::{output, pg, Outcome};
@@ -18,14 +17,11 @@ pub struct Settings {
     pub target: Option<i32>,
     /// Run through a transaction pooler anyway.
     pub allow_pooler: bool,
+    /// JSON on stdout instead of the human report.
+    pub json: bool,
 }
 
-pub async fn run(
-    project: &Project,
-    url: &str,
-    settings: &Settings,
-    format: Format,
-) -> Result<Outcome> {
+pub async fn run(project: &Project, url: &str, settings: &Settings) -> Result<Outcome> {
     if let Some((pooler, direct)) = pg::neon_pooler(url) {
         if !settings.allow_pooler {
             bail!(
@@ -42,30 +38,29 @@ pub async fn run(
     migrate::prepare(&client, project).await?;
     let plan = migrate::plan(&mut client, migrations, settings.target).await?;
     if settings.dry_run {
-        render_dry_run(&plan, format);
+        render_dry_run(&plan, settings.json);
         return Ok(Outcome::Clean);
     }
     let bar = output::progress(plan.pending.len() as u64, "migrating");
     let dir = project.migrations_dir();
-    let announce = format == Format::Table;
-    let report = migrate::apply(&mut client, &dir, &plan, &bar, announce).await;
+    let report = migrate::apply(&mut client, &dir, &plan, &bar, !settings.json).await;
     bar.finish_and_clear();
-    render(&report?, format);
+    render(&report?, settings.json);
     Ok(Outcome::Clean)
 }
 
-fn render_dry_run(plan: &Plan, format: Format) {
+fn render_dry_run(plan: &Plan, json: bool) {
     let pending = &plan.pending;
-    match format {
-        Format::Json => output::print_json(&json!({
+    match json {
+        true => output::print_json(&json!({
             "dry_run": true,
             "current": plan.current,
             "pending": pending.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
         })),
-        Format::Table | Format::Junit if pending.is_empty() => {
+        false if pending.is_empty() => {
             eprintln!("Nothing to apply: the database is up to date.")
         }
-        Format::Table | Format::Junit => {
+        false => {
             println!("Would apply {} migration(s):", pending.len());
             for m in pending {
                 println!("  {m}");
@@ -74,17 +69,17 @@ fn render_dry_run(plan: &Plan, format: Format) {
     }
 }
 
-fn render(report: &Report, format: Format) {
-    match format {
-        Format::Json => output::print_json(&json!({
+fn render(report: &Report, json: bool) {
+    match json {
+        true => output::print_json(&json!({
             "dry_run": false,
             "applied": report.applied.iter().map(|a| json!({"migration": a.migration, "seconds": a.elapsed.as_secs_f64()})).collect::<Vec<_>>(),
             "version": report.version,
         })),
-        Format::Table | Format::Junit if report.applied.is_empty() => {
+        false if report.applied.is_empty() => {
             eprintln!("Nothing to apply: the database is up to date.")
         }
-        Format::Table | Format::Junit => {
+        false => {
             eprintln!("Database is at V{}.", report.version.unwrap_or(0))
         }
     }

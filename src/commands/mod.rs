@@ -30,33 +30,27 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Dev(args) => dev::run(&project, args).await,
         Command::Plan(args) => {
             project.require()?;
-            generate::plan(&project, args.allow_destructive, global.format)
+            generate::plan(&project, &(args, global.format).into())
         }
         Command::Generate(args) => {
             project.require()?;
-            generate::generate(
-                &project,
-                args.name.as_deref(),
-                args.allow_destructive,
-                global.format,
-            )
+            generate::generate(&project, &(args, global.format).into())
         }
         Command::Migrate(args) => {
             project.require()?;
             let url = project.database_url(global.database_url.as_deref())?;
-            migrate::run(&project, &url, &args.into(), global.format).await
+            migrate::run(&project, &url, &(args, global.format).into()).await
         }
         Command::Status(args) => {
             project.require()?;
             let url = project.database_url(global.database_url.as_deref())?;
-            status::run(&project, &url, &args.into(), global.format).await
+            status::run(&project, &url, &(args, global.format).into()).await
         }
         Command::Demo(args) => {
             demo::run(
                 &project,
-                &args.into(),
+                &(args, global.format).into(),
                 global.database_url.as_deref(),
-                global.format,
             )
             .await
         }

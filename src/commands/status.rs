@@ -3,7 +3,6 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::Format;
 use crate::migrate::{self, Entry, State};
 use crate::settings::Project;
 use crate::{output, pg, Outcome};
@@ -13,14 +12,11 @@ use crate::{output, pg, Outcome};
 pub struct Settings {
     /// Pending migrations are a finding too (a CI gate).
     pub check: bool,
+    /// JSON on stdout instead of the table.
+    pub json: bool,
 }
 
-pub async fn run(
-    project: &Project,
-    url: &str,
-    settings: &Settings,
-    format: Format,
-) -> Result<Outcome> {
+pub async fn run(project: &Project, url: &str, settings: &Settings) -> Result<Outcome> {
     let local = migrate::load_migrations(project)?;
     let mut client = pg::connect(url).await?;
     migrate::pin_search_path(&client, project).await?;
@@ -28,8 +24,8 @@ pub async fn run(
     let entries = migrate::compare(&local, &applied);
     let current = applied.iter().map(|m| m.version()).max();
     let counts = Counts::of(&entries);
-    match format {
-        Format::Json => output::print_json(&json!({
+    match settings.json {
+        true => output::print_json(&json!({
             "database": pg::redact(url),
             "current": current,
             "migrations": entries.iter().map(|e| json!({
@@ -37,7 +33,7 @@ pub async fn run(
             })).collect::<Vec<_>>(),
             "summary": {"applied": counts.applied, "pending": counts.pending, "divergent": counts.divergent, "missing": counts.missing},
         })),
-        Format::Table | Format::Junit => {
+        false => {
             println!("{}", table(&entries));
             println!(
                 "{}: at V{}; {} applied, {} pending, {} divergent, {} missing",
