@@ -186,7 +186,7 @@ async fn recreate_database(cluster: &str) -> Result<()> {
         admin
             .batch_execute(&sql)
             .await
-            .map_err(tenants::pg_error)
+            .map_err(pg::error::pg_error)
             .with_context(|| format!("cannot recreate the demo database {DEMO_DATABASE}"))?;
     }
     Ok(())

@@ -195,3 +195,57 @@ pub fn drop_database(name: &str) -> String {
 pub fn create_database(name: &str) -> String {
     format!("CREATE DATABASE {}", q(name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped schema, with names that break anything that splices them unquoted.
+    fn hostile() -> Schema {
+        let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tenantctl.toml"));
+        let project = crate::settings::Project::load(config).unwrap();
+        let mut schema = crate::policy::load(&project).unwrap();
+        schema.tenancy.table_schema = "app\"; DROP TABLE x; --".into();
+        schema.tenancy.tenant_table = "gy'ms".into();
+        schema.tenancy.tenant_key = "i\"d".into();
+        schema
+    }
+
+    #[test]
+    fn tenant_statements_quote_every_name() {
+        let schema = hostile();
+        let table = r#""app""; DROP TABLE x; --"."gy'ms""#;
+        assert_eq!(
+            find_tenant(&schema),
+            format!(
+                r#"SELECT "i""d" AS id, "slug" AS slug, "name" AS name FROM {table} WHERE "slug" = $1"#
+            )
+        );
+        assert_eq!(
+            insert_tenant(&schema),
+            format!(r#"INSERT INTO {table} ("slug", "name") VALUES ($1, $2) RETURNING "i""d""#)
+        );
+        assert_eq!(
+            delete_tenant(&schema),
+            format!(r#"DELETE FROM {table} WHERE "i""d" = $1"#)
+        );
+        assert_eq!(
+            drop_database("x\"y"),
+            r#"DROP DATABASE IF EXISTS "x""y" WITH (FORCE)"#
+        );
+    }
+
+    #[test]
+    fn counts_are_named_and_filtered_by_a_parameter() {
+        let schema = hostile();
+        let sql = tenants_with_counts(&schema, &[("mem\"bers", "gym_id")], true);
+        assert!(sql.starts_with(r#"SELECT g."i""d" AS id, g."slug" AS slug, g."name" AS name, (SELECT count(*) FROM "app""; DROP TABLE x; --"."mem""bers" x WHERE x."gym_id" = g."i""d") AS rows_0 FROM "#), "{sql}");
+        assert!(
+            sql.ends_with(r#" g WHERE g."i""d" = $1 ORDER BY g."slug""#),
+            "{sql}"
+        );
+        // Listing all tenants keeps the statement's old text, filter slot empty.
+        let all = tenants_with_counts(&schema, &[], false);
+        assert!(all.ends_with(r#""gy'ms" g  ORDER BY g."slug""#), "{all}");
+    }
+}

@@ -6,9 +6,11 @@ use indicatif::ProgressBar;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use super::{as_admin, as_tenant, check_schema, find, pg_error, seed, validate_slug, Gym};
+use super::gym::{as_admin, as_tenant, check_schema, find, validate_slug, Gym};
+use super::seed;
 use crate::model::Schema;
 use crate::pg;
+use crate::pg::error::pg_error;
 use crate::sqlgen::tenants as sql;
 
 #[derive(Debug, Clone)]

@@ -5,9 +5,10 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tokio_postgres::{SimpleQueryMessage, Transaction};
 
-use super::{as_admin, as_tenant, check_schema, pg_error, require, Gym};
+use super::gym::{as_admin, as_tenant, check_schema, require, Gym};
 use crate::model::Schema;
 use crate::pg;
+use crate::pg::error::pg_error;
 
 #[derive(Debug, Clone)]
 pub enum ExecAs {

@@ -7,9 +7,10 @@ use serde::Serialize;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use super::{as_admin, check_schema, data_tables, pg_error, require, validate_slug, Gym};
+use super::gym::{as_admin, check_schema, data_tables, require, validate_slug, Gym};
 use crate::model::Schema;
 use crate::pg;
+use crate::pg::error::pg_error;
 use crate::sqlgen::tenants as sql;
 
 #[derive(Debug, Clone, Serialize)]

@@ -7,11 +7,13 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+use super::gym::{as_tenant, set_role};
+use super::manage::Tenant;
+use super::seed;
 use crate::model::Schema;
 use crate::pg;
+use crate::pg::error::pg_error;
 use crate::sqlgen::tenants as sql;
-use crate::tenants::seed;
-use crate::tenants::{self, pg_error, Tenant};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
@@ -120,15 +122,15 @@ async fn count_as(
     let tx = client.transaction().await.map_err(pg_error)?;
     let acting_as = match case.who {
         Who::Tenant(g) => {
-            tenants::as_tenant(&tx, schema, g.id).await?;
+            as_tenant(&tx, schema, g.id).await?;
             format!("{app} in {}'s context", g.slug)
         }
         Who::NoContext => {
-            tenants::set_role(&tx, app).await?;
+            set_role(&tx, app).await?;
             format!("{app}, no context")
         }
         Who::Admin => {
-            tenants::set_role(&tx, admin).await?;
+            set_role(&tx, admin).await?;
             admin.to_string()
         }
     };
@@ -167,7 +169,7 @@ async fn foreign_insert(
 ) -> Result<Scenario> {
     let table = seed::MEMBERS;
     let tx = client.transaction().await.map_err(pg_error)?;
-    tenants::as_tenant(&tx, schema, a.id).await?;
+    as_tenant(&tx, schema, a.id).await?;
     let insert = sql::insert_foreign_member(schema, table, column);
     let result = tx.execute(&insert, &[&b.id]).await;
     tx.rollback().await.map_err(pg_error)?;
