@@ -9,6 +9,8 @@ use crate::model::Schema;
 mod compile;
 pub mod diagnostics;
 mod raw;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use diagnostics::{toml_error_message, PolicyError, PolicyErrors};
 

@@ -666,3 +666,7 @@ fn grant(out: &mut Out, prov: &str, table: &str, role: &str, old: &Grant, new: &
         out.push(prov, sql);
     }
 }
+
+#[cfg(test)]
+#[path = "diff_tests.rs"]
+mod tests;

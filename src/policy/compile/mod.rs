@@ -68,3 +68,6 @@ pub(crate) fn compile(
         tables,
     })
 }
+
+#[cfg(test)]
+mod tests;
