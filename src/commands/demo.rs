@@ -39,7 +39,11 @@ pub async fn run(
             eprintln!("{s}");
         }
     };
-    let schema = policy::load(project)?;
+    let schema = policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )?;
 
     say("==> Starting the embedded local database");
     let cluster = embedded::ensure_running(&project.dev_dir())?;

@@ -16,7 +16,11 @@ pub async fn run(project: &Project, url: &str, args: &ExecArgs, format: Format) 
         }
         _ => ExecAs::Admin,
     };
-    let schema = policy::load(project)?;
+    let schema = policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )?;
     let result = tenants::exec(url, &schema, &who, &args.sql, args.write).await?;
     let context = match &result.tenant {
         Some(g) => format!("as {} in tenant {} ({})", result.role, g.slug, g.id),

@@ -17,7 +17,11 @@ struct Pending {
 }
 
 fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
-    let schema = policy::load(project)?;
+    let schema = policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )?;
     let dir = project.migrations_dir();
     let files = snapshot::migration_files(&dir)?;
     let snap = snapshot::load(&dir)?;

@@ -19,7 +19,11 @@ pub async fn create(
     format: Format,
 ) -> Result<Outcome> {
     tenants::validate_slug(&args.slug)?;
-    let schema = policy::load(project)?;
+    let schema = policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )?;
     let spec = CreateSpec {
         slug: args.slug.clone(),
         name: args.name.clone(),
@@ -159,7 +163,11 @@ pub fn tenants_table(list: &[Tenant]) -> comfy_table::Table {
 }
 
 pub async fn list(project: &Project, url: &str, format: Format) -> Result<Outcome> {
-    let schema = policy::load(project)?;
+    let schema = policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )?;
     let list = tenants::list(url, &schema).await?;
     match format {
         Format::Json => output::print_json(&json!({ "tenants": list })),
@@ -173,7 +181,11 @@ pub async fn list(project: &Project, url: &str, format: Format) -> Result<Outcom
 
 pub async fn show(project: &Project, url: &str, slug: &str, format: Format) -> Result<Outcome> {
     tenants::validate_slug(slug)?;
-    let schema = policy::load(project)?;
+    let schema = policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )?;
     let (tenant, record) = tenants::show(url, &schema, slug).await?;
     match format {
         Format::Json => output::print_json(&json!({
@@ -209,7 +221,11 @@ pub async fn delete(
     format: Format,
 ) -> Result<Outcome> {
     tenants::validate_slug(slug)?;
-    let schema = policy::load(project)?;
+    let schema = policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )?;
     if !yes && !output::interactive() {
         bail!("refusing to delete tenant {slug} without confirmation: there is no terminal to ask on\n  hint: pass --yes");
     }

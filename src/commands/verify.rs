@@ -15,7 +15,12 @@ pub async fn run(
     args: &VerifyArgs,
     format: Format,
 ) -> Result<Outcome> {
-    let schema = policy::load(project).map_err(|e| anyhow!("{e}"))?;
+    let schema = policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let settings = Settings {
         tenants: match (&args.sample, args.tenant.is_empty()) {
             (Some(n), _) => TenantSelection::Sample(*n),

@@ -692,7 +692,12 @@ fn probe_single_tenant_reports_leaks_for_one_tenant() {
     let t = template();
     let mut project = tenantctl::settings::Project::load(&t.dir.join("tenantctl.toml")).unwrap();
     project.config.database.url = Some(url.clone());
-    let schema = tenantctl::policy::load(&project).unwrap();
+    let schema = tenantctl::policy::load(
+        &project.policies_dir(),
+        &project.config.paths.policies,
+        &project.config.role_names,
+    )
+    .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let gym: uuid::Uuid = GYM_A.parse().unwrap();
     let clean = rt
