@@ -45,7 +45,7 @@ pub async fn run(
     let cluster = embedded::ensure_running(&project.dev_dir())?;
     let url = database_url(&cluster, DEMO_DATABASE)?;
     {
-        let admin = pg::connect(&cluster).await?;
+        let admin = pg::connect(cluster.as_str()).await?;
         // A constant name, so nothing is spliced; WITH (FORCE) ends sessions left by a previous run.
         let name = postgres_protocol::escape::escape_identifier(DEMO_DATABASE);
         // Two statements: a multi-statement string would run as one transaction, which DROP

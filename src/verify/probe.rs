@@ -1677,7 +1677,7 @@ pub(super) async fn run(
     let connecting: Vec<Connecting> = (0..settings.connections.clamp(1, 16))
         .map(|_| {
             let url = url.to_string();
-            tokio::spawn(async move { pg::connect(&url).await })
+            tokio::spawn(async move { pg::connect(url.as_str()).await })
         })
         .collect();
     let plan = Arc::new(Plan::build(client, schema).await?);
