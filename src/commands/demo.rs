@@ -42,10 +42,10 @@ pub async fn run(
     let schema = policy::load(project)?;
 
     say("==> Starting the embedded local database");
-    let cluster = embedded::ensure_running(&project.dev_dir())?;
-    let url = database_url(&cluster, DEMO_DATABASE)?;
+    let cluster = pg::Target::parse(&embedded::ensure_running(&project.dev_dir())?)?;
+    let url = cluster.with_dbname(DEMO_DATABASE)?;
     {
-        let admin = pg::connect(cluster.as_str()).await?;
+        let admin = pg::connect(&cluster).await?;
         // A constant name, so nothing is spliced; WITH (FORCE) ends sessions left by a previous run.
         let name = postgres_protocol::escape::escape_identifier(DEMO_DATABASE);
         // Two statements: a multi-statement string would run as one transaction, which DROP
@@ -61,10 +61,7 @@ pub async fn run(
                 .with_context(|| format!("cannot recreate the demo database {DEMO_DATABASE}"))?;
         }
     }
-    say(&format!(
-        "==> Fresh database {DEMO_DATABASE}: {}",
-        pg::redact(&url)
-    ));
+    say(&format!("==> Fresh database {DEMO_DATABASE}: {}", url));
 
     say("==> Applying the migrations in migrations/");
     let migrate_args = MigrateArgs {
@@ -126,7 +123,7 @@ pub async fn run(
 
     match format {
         Format::Json => output::print_json(&json!({
-            "database": pg::redact(&url),
+            "database": url.to_string(),
             "tenants": list,
             "verify": render::json(&verified, Severity::Error),
             "scenarios": results,
@@ -176,12 +173,4 @@ pub async fn run(
     } else {
         Outcome::Findings
     })
-}
-
-/// The cluster's superuser URL, pointed at another database.
-fn database_url(cluster: &str, dbname: &str) -> Result<String> {
-    let mut url = url::Url::parse(cluster)
-        .map_err(|e| anyhow!("the embedded cluster's URL does not parse: {e}"))?;
-    url.set_path(dbname);
-    Ok(url.to_string())
 }

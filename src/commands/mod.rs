@@ -1,4 +1,5 @@
-//! One file per subcommand; `run` loads the project and dispatches.
+//! One file per subcommand; `run` turns the command line into settings, loads the project,
+//! resolves the database and dispatches.
 
 pub mod demo;
 pub mod dev;
@@ -10,32 +11,51 @@ pub mod status;
 pub mod tenant;
 pub mod verify;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::cli::{Cli, Command, Format, TenantCommand};
-use crate::settings::Project;
-use crate::Outcome;
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::output::Format;
+use crate::pg::Target;
+use crate::settings::{Database, Project};
+use crate::{embedded, Outcome};
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
-    if let Command::Init(args) = cli.command {
-        return init::run(&args.dir);
-    }
-    if global.format == Format::Junit && !matches!(cli.command, Command::Verify(_)) {
-        bail!("--format junit is only for `tenantctl verify`\n  hint: use --format table or --format json");
-    }
-    let project = Project::load(&global.config)?;
     match cli.command {
-        Command::Init(_) => unreachable!("handled above"),
-        Command::Dev(args) => dev::run(&project, args).await,
+        Command::Init(args) => init::run(&args.dir),
+        Command::Verify(args) => {
+            let settings = args.settings(global.format);
+            let project = Project::load(&global.config)?;
+            project.require()?;
+            let target = connect_to(&project, &global)?;
+            verify::run(&project, &target, &settings).await
+        }
+        command => {
+            let format = global.format.plain()?;
+            let project = Project::load(&global.config)?;
+            dispatch(command, &project, &global, format).await
+        }
+    }
+}
+
+/// Every command but `init` and `verify`: the ones whose output is a table or JSON.
+async fn dispatch(
+    command: Command,
+    project: &Project,
+    global: &GlobalArgs,
+    format: Format,
+) -> Result<Outcome> {
+    match command {
+        Command::Init(_) | Command::Verify(_) => unreachable!("dispatched by `run`"),
+        Command::Dev(args) => dev::run(project, args.settings(format)).await,
         Command::Plan(args) => {
             project.require()?;
-            generate::plan(&project, args.allow_destructive, global.format)
+            generate::plan(project, args.allow_destructive, global.format)
         }
         Command::Generate(args) => {
             project.require()?;
             generate::generate(
-                &project,
+                project,
                 args.name.as_deref(),
                 args.allow_destructive,
                 global.format,
@@ -43,17 +63,17 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Migrate(args) => {
             project.require()?;
-            let url = project.database_url(global.database_url.as_deref())?;
-            migrate::run(&project, &url, &args, global.format).await
+            let target = connect_to(project, global)?;
+            migrate::run(project, &target, &args, global.format).await
         }
         Command::Status(args) => {
             project.require()?;
-            let url = project.database_url(global.database_url.as_deref())?;
-            status::run(&project, &url, args.check, global.format).await
+            let target = connect_to(project, global)?;
+            status::run(project, &target, args.check, global.format).await
         }
         Command::Demo(args) => {
             demo::run(
-                &project,
+                project,
                 &args,
                 global.database_url.as_deref(),
                 global.format,
@@ -62,34 +82,33 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Exec(args) => {
             project.require()?;
-            let url = project.database_url(global.database_url.as_deref())?;
-            exec::run(&project, &url, &args, global.format).await
+            let target = connect_to(project, global)?;
+            exec::run(project, &target, &args.settings(format)).await
         }
         Command::Tenant(args) => {
             project.require()?;
+            let action = tenant::Action::from(args.command);
             // Bad input fails before any connection (or embedded cluster start).
-            match &args.command {
-                TenantCommand::Create(a) => crate::tenants::validate_slug(&a.slug)?,
-                TenantCommand::Show { slug } | TenantCommand::Delete { slug, .. } => {
-                    crate::tenants::validate_slug(slug)?
-                }
-                TenantCommand::List => {}
+            if let Some(slug) = action.slug() {
+                crate::tenants::validate_slug(slug)?;
             }
-            let url = project.database_url(global.database_url.as_deref())?;
-            let format = global.format;
-            match &args.command {
-                TenantCommand::Create(a) => tenant::create(&project, &url, a, format).await,
-                TenantCommand::List => tenant::list(&project, &url, format).await,
-                TenantCommand::Show { slug } => tenant::show(&project, &url, slug, format).await,
-                TenantCommand::Delete { slug, yes } => {
-                    tenant::delete(&project, &url, slug, *yes, format).await
-                }
-            }
+            let target = connect_to(project, global)?;
+            tenant::run(project, &target, &action, format).await
         }
-        Command::Verify(args) => {
-            project.require()?;
-            let url = project.database_url(global.database_url.as_deref())?;
-            verify::run(&project, &url, &args, global.format).await
+    }
+}
+
+/// The database to work on, as the settings resolved it. When none was given, this is where the
+/// embedded local cluster is announced and started (settings only say which one).
+fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
+    match project.database(global.database_url.as_deref())? {
+        Database::Target(target) => Ok(*target),
+        Database::Embedded(dir) => {
+            eprintln!(
+                "note: no database URL given; using the embedded local database in {}",
+                dir.display()
+            );
+            Target::parse(&embedded::ensure_running(&dir)?)
         }
     }
 }

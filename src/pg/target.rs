@@ -149,16 +149,6 @@ impl Target {
         &self.conninfo
     }
 
-    /// The password, for a child process's environment (`PGPASSWORD`). Never for messages.
-    pub fn expose_password(&self) -> Option<&[u8]> {
-        self.config.get_password()
-    }
-
-    /// The first port (5432 when none is given).
-    pub fn port(&self) -> u16 {
-        self.config.get_ports().first().copied().unwrap_or(5432)
-    }
-
     /// The Neon pooler host and its direct host, when this target goes through Neon's pooler.
     pub fn neon_pooler(&self) -> Option<(String, String)> {
         super::neon::neon_pooler(&self.conninfo)
