@@ -4,10 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::commands::{dev, exec, tenant, verify};
-use crate::output;
-use crate::verify::{Severity, TenantSelection};
-
 #[derive(Debug, Parser)]
 #[command(
     name = "tenantctl",
@@ -60,30 +56,6 @@ pub enum Format {
     Junit,
 }
 
-impl Format {
-    /// The format of every command but `verify`. `--format` is global (accepted before or after
-    /// the subcommand), so clap cannot refuse JUnit per command: this is the one check.
-    pub fn plain(self) -> anyhow::Result<output::Format> {
-        match self {
-            Format::Table => Ok(output::Format::Table),
-            Format::Json => Ok(output::Format::Json),
-            Format::Junit => anyhow::bail!(
-                "--format junit is only for `tenantctl verify`\n  hint: use --format table or --format json"
-            ),
-        }
-    }
-}
-
-impl From<Format> for output::ReportFormat {
-    fn from(format: Format) -> Self {
-        match format {
-            Format::Table => output::ReportFormat::Table,
-            Format::Json => output::ReportFormat::Json,
-            Format::Junit => output::ReportFormat::Junit,
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Scaffold a new project: tenantctl.toml, policies/ (gyms, coaches, members), migrations/.
@@ -131,29 +103,6 @@ pub struct VerifyArgs {
     /// Static checks only: skip the probes.
     #[arg(long)]
     pub static_only: bool,
-}
-
-impl VerifyArgs {
-    pub fn settings(self, format: Format) -> verify::Settings {
-        let tenants = match (self.sample, self.tenant.is_empty()) {
-            (Some(n), _) => TenantSelection::Sample(n),
-            (None, false) => TenantSelection::Named(self.tenant),
-            (None, true) => TenantSelection::All,
-        };
-        verify::Settings {
-            gate: crate::verify::Settings {
-                tenants,
-                connections: self.connections,
-                static_only: self.static_only,
-                progress: false,
-            },
-            fail_on: match self.fail_on {
-                FailOn::Error => Severity::Error,
-                FailOn::Warning => Severity::Warning,
-            },
-            format: format.into(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -216,23 +165,6 @@ pub struct DevArgs {
     pub command: DevCommand,
 }
 
-impl DevArgs {
-    pub fn settings(self, format: output::Format) -> dev::Settings {
-        let action = match self.command {
-            DevCommand::Up { port } => dev::Action::Up { port },
-            DevCommand::Down => dev::Action::Down,
-            DevCommand::Url { show_password } => dev::Action::Url { show_password },
-            DevCommand::Psql { args } => dev::Action::Psql { args },
-            DevCommand::Reset => dev::Action::Reset,
-        };
-        dev::Settings {
-            dir: self.dir,
-            action,
-            format,
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum DevCommand {
     /// Start the local cluster (initialising it on first use) and print its URL.
@@ -287,24 +219,6 @@ pub enum TenantCommand {
     },
 }
 
-impl From<TenantCommand> for tenant::Action {
-    fn from(command: TenantCommand) -> Self {
-        match command {
-            TenantCommand::Create(a) => tenant::Action::Create(tenant::CreateSettings {
-                slug: a.slug,
-                name: a.name,
-                coaches: a.coaches,
-                members: a.members,
-                seed: a.seed,
-                if_not_exists: a.if_not_exists,
-            }),
-            TenantCommand::List => tenant::Action::List,
-            TenantCommand::Show { slug } => tenant::Action::Show { slug },
-            TenantCommand::Delete { slug, yes } => tenant::Action::Delete { slug, yes },
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct TenantCreateArgs {
     /// URL-safe identifier: 3 to 63 lowercase letters, digits and '-'.
@@ -354,18 +268,6 @@ pub struct ExecArgs {
     pub write: bool,
     /// One SQL statement.
     pub sql: String,
-}
-
-impl ExecArgs {
-    pub fn settings(self, format: output::Format) -> exec::Settings {
-        exec::Settings {
-            // clap makes --tenant and --admin exclusive; --admin wins should both ever arrive.
-            tenant: self.tenant.filter(|_| !self.admin),
-            sql: self.sql,
-            write: self.write,
-            format,
-        }
-    }
 }
 
 #[derive(Debug, Args)]

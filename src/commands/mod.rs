@@ -11,12 +11,13 @@ pub mod status;
 pub mod tenant;
 pub mod verify;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
-use crate::cli::{Cli, Command, GlobalArgs};
-use crate::output::Format;
+use crate::cli::{self, Cli, Command, GlobalArgs};
+use crate::output::{Format, ReportFormat};
 use crate::pg::Target;
 use crate::settings::{Database, Project};
+use crate::verify::{Severity, TenantSelection};
 use crate::{embedded, Outcome};
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
@@ -24,14 +25,14 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init(args) => init::run(&args.dir),
         Command::Verify(args) => {
-            let settings = args.settings(global.format);
+            let settings = verify_settings(args, global.format);
             let project = Project::load(&global.config)?;
             project.require()?;
             let target = connect_to(&project, &global)?;
             verify::run(&project, &target, &settings).await
         }
         command => {
-            let format = global.format.plain()?;
+            let format = plain(global.format)?;
             let project = Project::load(&global.config)?;
             dispatch(command, &project, &global, format).await
         }
@@ -47,7 +48,7 @@ async fn dispatch(
 ) -> Result<Outcome> {
     match command {
         Command::Init(_) | Command::Verify(_) => unreachable!("dispatched by `run`"),
-        Command::Dev(args) => dev::run(project, args.settings(format)).await,
+        Command::Dev(args) => dev::run(project, dev_settings(args, format)).await,
         Command::Plan(args) => {
             project.require()?;
             generate::plan(project, args.allow_destructive, global.format)
@@ -83,11 +84,11 @@ async fn dispatch(
         Command::Exec(args) => {
             project.require()?;
             let target = connect_to(project, global)?;
-            exec::run(project, &target, &args.settings(format)).await
+            exec::run(project, &target, &exec_settings(args, format)).await
         }
         Command::Tenant(args) => {
             project.require()?;
-            let action = tenant::Action::from(args.command);
+            let action = tenant_action(args.command);
             // Bad input fails before any connection (or embedded cluster start).
             if let Some(slug) = action.slug() {
                 crate::tenants::validate_slug(slug)?;
@@ -110,5 +111,87 @@ fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
             );
             Target::parse(&embedded::ensure_running(&dir)?)
         }
+    }
+}
+
+// From the command line to the commands' settings: clap's types go no further than this file.
+
+/// The format of every command but `verify`. `--format` is global (accepted before or after the
+/// subcommand), so clap cannot refuse JUnit per command: this is the one check.
+fn plain(format: cli::Format) -> Result<Format> {
+    match format {
+        cli::Format::Table => Ok(Format::Table),
+        cli::Format::Json => Ok(Format::Json),
+        cli::Format::Junit => bail!(
+            "--format junit is only for `tenantctl verify`\n  hint: use --format table or --format json"
+        ),
+    }
+}
+
+fn verify_settings(args: cli::VerifyArgs, format: cli::Format) -> verify::Settings {
+    let tenants = match (args.sample, args.tenant.is_empty()) {
+        (Some(n), _) => TenantSelection::Sample(n),
+        (None, false) => TenantSelection::Named(args.tenant),
+        (None, true) => TenantSelection::All,
+    };
+    verify::Settings {
+        gate: crate::verify::Settings {
+            tenants,
+            connections: args.connections,
+            static_only: args.static_only,
+            progress: false,
+        },
+        fail_on: match args.fail_on {
+            cli::FailOn::Error => Severity::Error,
+            cli::FailOn::Warning => Severity::Warning,
+        },
+        format: match format {
+            cli::Format::Table => ReportFormat::Table,
+            cli::Format::Json => ReportFormat::Json,
+            cli::Format::Junit => ReportFormat::Junit,
+        },
+    }
+}
+
+fn dev_settings(args: cli::DevArgs, format: Format) -> dev::Settings {
+    use cli::DevCommand as C;
+    let action = match args.command {
+        C::Up { port } => dev::Action::Up { port },
+        C::Down => dev::Action::Down,
+        C::Url { show_password } => dev::Action::Url { show_password },
+        C::Psql { args } => dev::Action::Psql { args },
+        C::Reset => dev::Action::Reset,
+    };
+    dev::Settings {
+        dir: args.dir,
+        action,
+        format,
+    }
+}
+
+fn exec_settings(args: cli::ExecArgs, format: Format) -> exec::Settings {
+    exec::Settings {
+        // clap makes --tenant and --admin exclusive; --admin wins should both ever arrive.
+        tenant: args.tenant.filter(|_| !args.admin),
+        sql: args.sql,
+        write: args.write,
+        format,
+    }
+}
+
+fn tenant_action(command: cli::TenantCommand) -> tenant::Action {
+    use cli::TenantCommand as C;
+    match command {
+        C::Create(a) => tenant::Action::Create(tenant::CreateSettings {
+            slug: a.slug,
+            name: a.name,
+            coaches: a.coaches,
+            members: a.members,
+            seed: a.seed,
+            if_not_exists: a.if_not_exists,
+        }),
+        C::List => tenant::Action::List,
+        C::Show { slug } => tenant::Action::Show { slug },
+        C::Delete { slug, yes } => tenant::Action::Delete { slug, yes },
     }
 }

@@ -699,4 +699,37 @@ mod tests {
             assert!(!r.contains("pässwörd"), "{r}");
         }
     }
+
+    #[test]
+    fn display_and_debug_never_show_the_password() {
+        for conn in [
+            "postgres://u:s3cret@h/db",
+            "host=h user=u password=s3cret",
+            "postgres://u@h/db?password=s3cret",
+        ] {
+            let target = Target::parse(conn).unwrap();
+            assert!(!target.to_string().contains("s3cret"), "{target}");
+            assert!(!format!("{target:?}").contains("s3cret"), "{target:?}");
+            assert!(!format!("{target:#?}").contains("s3cret"), "{target:#?}");
+            assert_eq!(target.expose_url_with_password(), conn);
+        }
+        let target = Target::parse("postgres://u:s3cret@h/db").unwrap();
+        assert_eq!(target.to_string(), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn with_dbname_points_at_another_database() {
+        let cluster = Target::parse("postgres://su:pw@127.0.0.1:5432/postgres").unwrap();
+        let demo = cluster.with_dbname("tenantctl_demo").unwrap();
+        assert_eq!(
+            demo.to_string(),
+            "postgres://su:***@127.0.0.1:5432/tenantctl_demo"
+        );
+        assert_eq!(demo.config.get_dbname(), Some("tenantctl_demo"));
+        assert_eq!(demo.config.get_password(), Some(&b"pw"[..]));
+        let kv = Target::parse("host=h dbname=a password='x y'").unwrap();
+        let other = kv.with_dbname("it's").unwrap();
+        assert_eq!(other.config.get_dbname(), Some("it's"));
+        assert_eq!(other.config.get_password(), Some(&b"x y"[..]));
+    }
 }
