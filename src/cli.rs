@@ -161,9 +161,6 @@ pub struct DevArgs {
     /// Data directory of the cluster (default: .tenantctl/ beside tenantctl.toml).
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The global --format, read here because `dev` is dispatched with its own args only.
-    #[arg(from_global)]
-    pub format: Format,
     #[command(subcommand)]
     pub command: DevCommand,
 }

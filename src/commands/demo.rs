@@ -10,7 +10,7 @@ use crate::settings::Project;
 use crate::tenants::{self, CreateSpec, Created};
 use crate::tenants::{scenarios, seed};
 use crate::verify::{self, render, Severity};
-use crate::{embedded, output, pg, policy, Outcome};
+use crate::{embedded, output, pg, Outcome};
 
 /// The demo's own database in the local cluster, dropped and recreated on every run so that it
 /// never touches the user's data.
@@ -39,15 +39,11 @@ pub async fn run(
             eprintln!("{s}");
         }
     };
-    let schema = policy::load(
-        &project.policies_dir(),
-        &project.config.paths.policies,
-        &project.config.role_names,
-    )?;
+    let schema = project.schema()?;
 
     say("==> Starting the embedded local database");
-    let cluster = embedded::ensure_running(&project.dev_dir())?;
-    let url = database_url(&cluster, DEMO_DATABASE)?;
+    let cluster = pg::Target::parse(&embedded::ensure_running(&project.dev_dir())?)?;
+    let url = cluster.with_dbname(DEMO_DATABASE)?;
     {
         let admin = pg::connect(&cluster).await?;
         // A constant name, so nothing is spliced; WITH (FORCE) ends sessions left by a previous run.
@@ -65,10 +61,7 @@ pub async fn run(
                 .with_context(|| format!("cannot recreate the demo database {DEMO_DATABASE}"))?;
         }
     }
-    say(&format!(
-        "==> Fresh database {DEMO_DATABASE}: {}",
-        pg::redact(&url)
-    ));
+    say(&format!("==> Fresh database {DEMO_DATABASE}: {}", url));
 
     say("==> Applying the migrations in migrations/");
     let migrate_args = MigrateArgs {
@@ -130,7 +123,7 @@ pub async fn run(
 
     match format {
         Format::Json => output::print_json(&json!({
-            "database": pg::redact(&url),
+            "database": url.to_string(),
             "tenants": list,
             "verify": render::json(&verified, Severity::Error),
             "scenarios": results,
@@ -180,12 +173,4 @@ pub async fn run(
     } else {
         Outcome::Findings
     })
-}
-
-/// The cluster's superuser URL, pointed at another database.
-fn database_url(cluster: &str, dbname: &str) -> Result<String> {
-    let mut url = url::Url::parse(cluster)
-        .map_err(|e| anyhow!("the embedded cluster's URL does not parse: {e}"))?;
-    url.set_path(dbname);
-    Ok(url.to_string())
 }

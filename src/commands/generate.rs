@@ -7,7 +7,7 @@ use crate::cli::Format;
 use crate::settings::Project;
 use crate::snapshot::{self, MigrationFile};
 use crate::sqlgen::{self, Statement};
-use crate::{policy, Outcome};
+use crate::Outcome;
 
 /// What the next migration would be.
 struct Pending {
@@ -17,11 +17,7 @@ struct Pending {
 }
 
 fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
-    let schema = policy::load(
-        &project.policies_dir(),
-        &project.config.paths.policies,
-        &project.config.role_names,
-    )?;
+    let schema = project.schema()?;
     let dir = project.migrations_dir();
     let files = snapshot::migration_files(&dir)?;
     let snap = snapshot::load(&dir)?;

@@ -136,11 +136,11 @@ pub fn compare(local: &[Migration], applied: &[Migration]) -> Vec<Entry> {
 
 pub async fn run(
     project: &Project,
-    url: &str,
+    url: &pg::Target,
     args: &MigrateArgs,
     format: Format,
 ) -> Result<Outcome> {
-    if let Some((pooler, direct)) = pg::neon_pooler(url) {
+    if let Some((pooler, direct)) = url.neon_pooler() {
         if !args.allow_pooler {
             bail!(
                 "{pooler} is a Neon pooler endpoint (PgBouncer in transaction mode): it cannot hold the advisory lock that keeps two migrate runs from applying the same migration\n  \

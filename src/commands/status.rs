@@ -10,7 +10,12 @@ use crate::commands::migrate::{
 use crate::settings::Project;
 use crate::{output, pg, Outcome};
 
-pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> Result<Outcome> {
+pub async fn run(
+    project: &Project,
+    url: &pg::Target,
+    check: bool,
+    format: Format,
+) -> Result<Outcome> {
     let local = load_migrations(project)?;
     let mut client = pg::connect(url).await?;
     pin_search_path(&client, project).await?;
@@ -25,7 +30,7 @@ pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> R
     let current = applied.iter().map(|m| m.version()).max();
     match format {
         Format::Json => output::print_json(&json!({
-            "database": pg::redact(url),
+            "database": url.to_string(),
             "current": current,
             "migrations": entries.iter().map(|e| json!({
                 "version": e.version, "name": e.name, "state": e.state.as_str(), "applied_on": e.applied_on,
@@ -45,7 +50,7 @@ pub async fn run(project: &Project, url: &str, check: bool, format: Format) -> R
             println!("{t}");
             println!(
                 "{}: at V{}; {} applied, {pending} pending, {divergent} divergent, {missing} missing",
-                pg::redact(url),
+                url,
                 current.unwrap_or(0),
                 count(State::Applied)
             );

@@ -33,7 +33,7 @@ enum Who<'a> {
 
 /// Run the scenarios on `members`, with gyms `a` and `b` (their counts taken as the admin).
 pub async fn run(
-    url: &str,
+    url: &pg::Target,
     schema: &Schema,
     a: &Tenant,
     b: &Tenant,
