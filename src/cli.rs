@@ -161,9 +161,6 @@ pub struct DevArgs {
     /// Data directory of the cluster (default: .tenantctl/ beside tenantctl.toml).
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The global --format, read here because `dev` is dispatched with its own args only.
-    #[arg(from_global)]
-    pub format: Format,
     #[command(subcommand)]
     pub command: DevCommand,
 }
@@ -278,56 +275,4 @@ pub struct DemoArgs {
     /// Members of the largest gym (the other two get 60% and 40% of it).
     #[arg(long, value_name = "M", default_value = "1000", allow_negative_numbers = true, value_parser = parse_count)]
     pub members: u64,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Plain settings for the commands plan, generate, migrate, status and demo. `--format junit` is
-// refused before these run, so only JSON differs from the human output.
-
-impl From<(PlanArgs, Format)> for crate::commands::generate::PlanSettings {
-    fn from((a, format): (PlanArgs, Format)) -> Self {
-        Self {
-            allow_destructive: a.allow_destructive,
-            json: format == Format::Json,
-        }
-    }
-}
-
-impl From<(GenerateArgs, Format)> for crate::commands::generate::Settings {
-    fn from((a, format): (GenerateArgs, Format)) -> Self {
-        Self {
-            name: a.name,
-            allow_destructive: a.allow_destructive,
-            json: format == Format::Json,
-        }
-    }
-}
-
-impl From<(MigrateArgs, Format)> for crate::commands::migrate::Settings {
-    fn from((a, format): (MigrateArgs, Format)) -> Self {
-        Self {
-            dry_run: a.dry_run,
-            target: a.target,
-            allow_pooler: a.allow_pooler,
-            json: format == Format::Json,
-        }
-    }
-}
-
-impl From<(StatusArgs, Format)> for crate::commands::status::Settings {
-    fn from((a, format): (StatusArgs, Format)) -> Self {
-        Self {
-            check: a.check,
-            json: format == Format::Json,
-        }
-    }
-}
-
-impl From<(DemoArgs, Format)> for crate::commands::demo::Settings {
-    fn from((a, format): (DemoArgs, Format)) -> Self {
-        Self {
-            members: a.members,
-            json: format == Format::Json,
-        }
-    }
 }

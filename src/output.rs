@@ -5,6 +5,21 @@ use std::io::IsTerminal;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// How a command prints its result: a human table, or stable JSON on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// How `verify` prints its report: the two formats every command has, or JUnit XML for CI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Junit,
+}
+
 /// A table with a header row, laid out for the terminal width.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();

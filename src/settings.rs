@@ -1,10 +1,13 @@
-//! The project: `tenantctl.toml`, the directories beside it, and which database URL to use.
+//! The project: `tenantctl.toml`, the directories beside it, and which database to use, resolved
+//! from flags, environment and config without side effects.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+
+use crate::pg::Target;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +125,15 @@ impl Project {
         Ok(())
     }
 
+    /// The compiled policies of this project.
+    pub fn schema(&self) -> Result<crate::model::Schema, crate::policy::PolicyErrors> {
+        crate::policy::load(
+            &self.policies_dir(),
+            &self.config.paths.policies,
+            &self.config.role_names,
+        )
+    }
+
     pub fn policies_dir(&self) -> PathBuf {
         self.path(&self.config.paths.policies)
     }
@@ -143,26 +155,21 @@ impl Project {
         self.root.join(".tenantctl")
     }
 
-    /// Resolve the database URL: flag, then $DATABASE_URL, then the config file, then the embedded
-    /// local cluster. With $CI set, a missing URL is an error: a gate must never pass against an
-    /// empty local database by accident.
-    pub fn database_url(&self, flag: Option<&str>) -> Result<String> {
-        if let Some(url) = flag.filter(|u| !u.is_empty()) {
-            return Ok(url.to_string());
-        }
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            if !url.is_empty() {
-                return Ok(url);
-            }
-        }
-        if let Some(url) = self
-            .config
-            .database
-            .url
-            .as_deref()
+    /// Resolve which database to use: flag, then $DATABASE_URL, then the config file, then the
+    /// embedded local cluster. With $CI set, a missing URL is an error: a gate must never pass
+    /// against an empty local database by accident. Pure: announcing and starting the embedded
+    /// cluster is the command's job.
+    pub fn database(&self, flag: Option<&str>) -> Result<Database> {
+        let given = flag
             .filter(|u| !u.is_empty())
-        {
-            return Ok(url.to_string());
+            .map(str::to_string)
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+            .or_else(|| {
+                let url = self.config.database.url.as_deref();
+                url.filter(|u| !u.is_empty()).map(str::to_string)
+            });
+        if let Some(url) = given {
+            return Ok(Database::Target(Box::new(Target::parse(&url)?)));
         }
         if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
             bail!(
@@ -171,10 +178,15 @@ impl Project {
                 self.config_path.display()
             );
         }
-        eprintln!(
-            "note: no database URL given; using the embedded local database in {}",
-            self.dev_dir().display()
-        );
-        crate::embedded::ensure_running(&self.dev_dir())
+        Ok(Database::Embedded(self.dev_dir()))
     }
+}
+
+/// Where a command connects: what the settings resolved to.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A connection string given by flag, $DATABASE_URL or the config file.
+    Target(Box<Target>),
+    /// None given: the embedded local cluster with its data in this directory.
+    Embedded(PathBuf),
 }

@@ -6,13 +6,14 @@ use serde_json::json;
 
 use crate::commands::tenant;
 use crate::model::Schema;
+use crate::output::Format;
 use crate::settings::Project;
 use crate::sqlgen::tenants as sql;
 use crate::tenants::scenarios::{self, Scenario};
 use crate::tenants::{self, CreateSpec, Created};
 use crate::tenants::{seed, Tenant};
 use crate::verify::{self, render, Severity};
-use crate::{embedded, migrate, output, pg, policy, Outcome};
+use crate::{embedded, migrate, output, pg, Outcome};
 
 /// The demo's own database in the local cluster, dropped and recreated on every run so that it
 /// never touches the user's data.
@@ -30,8 +31,8 @@ const GYMS: &[(&str, &str, u64, u64, u64)] = &[
 pub struct Settings {
     /// Members of the largest gym (the other two get 60% and 40% of it).
     pub members: u64,
-    /// JSON on stdout (and no progress on stderr) instead of the human report.
-    pub json: bool,
+    /// JSON also silences the progress lines on stderr.
+    pub format: Format,
 }
 
 pub async fn run(project: &Project, args: &Settings, url_flag: Option<&str>) -> Result<Outcome> {
@@ -41,20 +42,17 @@ pub async fn run(project: &Project, args: &Settings, url_flag: Option<&str>) -> 
         bail!("demo runs on the embedded local database only (it recreates a database named {DEMO_DATABASE})\n  hint: drop --database-url; use `tenantctl tenant create` and `tenantctl exec` on other databases");
     }
     let say = |s: &str| {
-        if !args.json {
+        if args.format == Format::Table {
             eprintln!("{s}");
         }
     };
-    let schema = policy::load(project)?;
+    let schema = project.schema()?;
 
     say("==> Starting the embedded local database");
-    let cluster = embedded::ensure_running(&project.dev_dir())?;
-    let url = database_url(&cluster, DEMO_DATABASE)?;
+    let cluster = pg::Target::parse(&embedded::ensure_running(&project.dev_dir())?)?;
+    let url = cluster.with_dbname(DEMO_DATABASE)?;
     recreate_database(&cluster).await?;
-    say(&format!(
-        "==> Fresh database {DEMO_DATABASE}: {}",
-        pg::redact(&url)
-    ));
+    say(&format!("==> Fresh database {DEMO_DATABASE}: {}", url));
 
     say("==> Applying the migrations in migrations/");
     apply_migrations(project, &url).await?;
@@ -80,15 +78,15 @@ pub async fn run(project: &Project, args: &Settings, url_flag: Option<&str>) -> 
     let results = scenarios::run(&url, &schema, a, b, all_members).await?;
     let holds = verified.passed(Severity::Error) && results.iter().all(|s| s.holds);
 
-    match args.json {
-        true => output::print_json(&json!({
-            "database": pg::redact(&url),
+    match args.format {
+        Format::Json => output::print_json(&json!({
+            "database": url.to_string(),
             "tenants": list,
             "verify": render::json(&verified, Severity::Error),
             "scenarios": results,
             "isolation_holds": holds,
         })),
-        false => print_table(&list, &verified, &results, holds, (a, b)),
+        Format::Table => print_table(&list, &verified, &results, holds, (a, b)),
     }
     Ok(if holds {
         Outcome::Clean
@@ -98,7 +96,12 @@ pub async fn run(project: &Project, args: &Settings, url_flag: Option<&str>) -> 
 }
 
 /// The three gyms, each created and seeded as itself, then probed.
-async fn create_gyms(url: &str, schema: &Schema, members: u64, say: &dyn Fn(&str)) -> Result<()> {
+async fn create_gyms(
+    url: &pg::Target,
+    schema: &Schema,
+    members: u64,
+    say: &dyn Fn(&str),
+) -> Result<()> {
     for (slug, name, coaches, share, seed_value) in GYMS {
         let members = members * share / 100;
         let spec = CreateSpec {
@@ -175,7 +178,7 @@ fn print_table(
 }
 
 /// Drop the demo database (WITH (FORCE) ends sessions left by a previous run) and create it again.
-async fn recreate_database(cluster: &str) -> Result<()> {
+async fn recreate_database(cluster: &pg::Target) -> Result<()> {
     let admin = pg::connect(cluster).await?;
     // Two statements: a multi-statement string would run as one transaction, which DROP
     // DATABASE refuses.
@@ -194,7 +197,7 @@ async fn recreate_database(cluster: &str) -> Result<()> {
 
 /// Apply every migration, reported as `tenantctl migrate` reports it in table format: on stderr,
 /// leaving stdout to the demo.
-async fn apply_migrations(project: &Project, url: &str) -> Result<()> {
+async fn apply_migrations(project: &Project, url: &pg::Target) -> Result<()> {
     let migrations = migrate::load_migrations(project)?;
     let mut client = pg::connect(url).await?;
     migrate::prepare(&client, project).await?;
@@ -210,12 +213,4 @@ async fn apply_migrations(project: &Project, url: &str) -> Result<()> {
         eprintln!("Database is at V{}.", report.version.unwrap_or(0));
     }
     Ok(())
-}
-
-/// The cluster's superuser URL, pointed at another database.
-fn database_url(cluster: &str, dbname: &str) -> Result<String> {
-    let mut url = url::Url::parse(cluster)
-        .map_err(|e| anyhow!("the embedded cluster's URL does not parse: {e}"))?;
-    url.set_path(dbname);
-    Ok(url.to_string())
 }

@@ -5,27 +5,55 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
-use crate::cli::{DevArgs, DevCommand, Format};
-use crate::{embedded, output, pg, Outcome};
+use crate::output::{self, Format};
+use crate::pg::Target;
+use crate::{embedded, Outcome};
 
-pub async fn run(project: &crate::settings::Project, args: DevArgs) -> Result<Outcome> {
-    let dir = args.dir.clone().unwrap_or_else(|| project.dev_dir());
-    let format = args.format;
-    match args.command {
-        DevCommand::Up { port } => {
+/// Which cluster, and what to do with it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The cluster's directory; `None`: `.tenantctl/` beside tenantctl.toml.
+    pub dir: Option<PathBuf>,
+    pub action: Action,
+    pub format: Format,
+}
+
+/// One `dev` subcommand.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Start (initialising on first use); `None`: a free port, kept across restarts.
+    Up {
+        port: Option<u16>,
+    },
+    Down,
+    Url {
+        show_password: bool,
+    },
+    /// Extra arguments go to psql.
+    Psql {
+        args: Vec<String>,
+    },
+    Reset,
+}
+
+pub async fn run(project: &crate::settings::Project, settings: Settings) -> Result<Outcome> {
+    let dir = settings.dir.unwrap_or_else(|| project.dev_dir());
+    let format = settings.format;
+    match settings.action {
+        Action::Up { port } => {
             let info = blocking({
                 let dir = dir.clone();
                 move || embedded::up(&dir, port)
             })
             .await?;
-            print_url(&info.url, info.port, &info.data_dir, format, false);
+            print_url(&info.url, info.port, &info.data_dir, format, false)?;
             if format == Format::Table && !info.was_running {
                 eprintln!(
                     "note: `tenantctl dev url --show-password` prints the URL with its password"
                 );
             }
         }
-        DevCommand::Down => {
+        Action::Down => {
             let was_running = blocking({
                 let dir = dir.clone();
                 move || embedded::down(&dir)
@@ -36,15 +64,15 @@ pub async fn run(project: &crate::settings::Project, args: DevArgs) -> Result<Ou
                     "was_running": was_running,
                     "data_dir": dir.join("data"),
                 })),
-                Format::Table | Format::Junit if was_running => {
+                Format::Table if was_running => {
                     println!("stopped the local cluster in {}", dir.display())
                 }
-                Format::Table | Format::Junit => {
+                Format::Table => {
                     println!("the local cluster in {} was not running", dir.display())
                 }
             }
         }
-        DevCommand::Url { show_password } => {
+        Action::Url { show_password } => {
             let (url, running) = blocking({
                 let dir = dir.clone();
                 move || Ok((embedded::url(&dir)?, embedded::is_running(&dir)?))
@@ -52,14 +80,14 @@ pub async fn run(project: &crate::settings::Project, args: DevArgs) -> Result<Ou
             .await?;
             let url = url.ok_or_else(|| no_cluster(&dir))?;
             let port = url_port(&url)?;
-            print_url(&url, port, &dir.join("data"), format, show_password);
+            print_url(&url, port, &dir.join("data"), format, show_password)?;
             if !running {
                 eprintln!(
                     "note: the local cluster is not running; start it with `tenantctl dev up`"
                 );
             }
         }
-        DevCommand::Psql { args } => {
+        Action::Psql { args } => {
             let (info, bindir) = blocking({
                 let dir = dir.clone();
                 move || Ok((embedded::up(&dir, None)?, embedded::recorded_bindir(&dir)?))
@@ -67,13 +95,13 @@ pub async fn run(project: &crate::settings::Project, args: DevArgs) -> Result<Ou
             .await?;
             return exec_psql(&info, bindir.as_deref(), &args);
         }
-        DevCommand::Reset => {
+        Action::Reset => {
             let info = blocking({
                 let dir = dir.clone();
                 move || embedded::reset(&dir, None)
             })
             .await?;
-            print_url(&info.url, info.port, &info.data_dir, format, false);
+            print_url(&info.url, info.port, &info.data_dir, format, false)?;
         }
     }
     Ok(Outcome::Clean)
@@ -86,18 +114,26 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .context("the dev task panicked")?
 }
 
-fn print_url(url: &str, port: u16, data_dir: &Path, format: Format, show_password: bool) {
+fn print_url(
+    url: &str,
+    port: u16,
+    data_dir: &Path,
+    format: Format,
+    show_password: bool,
+) -> Result<()> {
+    let target = Target::parse(url)?;
     let url = if show_password {
-        url.to_string()
+        target.expose_url_with_password().to_string()
     } else {
-        pg::redact(url)
+        target.to_string()
     };
     match format {
         Format::Json => {
             output::print_json(&json!({ "url": url, "port": port, "data_dir": data_dir }))
         }
-        Format::Table | Format::Junit => println!("{url}"),
+        Format::Table => println!("{url}"),
     }
+    Ok(())
 }
 
 fn url_port(url: &str) -> Result<u16> {

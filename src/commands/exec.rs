@@ -3,28 +3,41 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::{ExecArgs, Format};
+use crate::output::{self, Format};
+use crate::pg::Target;
 use crate::settings::Project;
 use crate::tenants::{self, ExecAs};
-use crate::{output, policy, Outcome};
+use crate::Outcome;
 
-pub async fn run(project: &Project, url: &str, args: &ExecArgs, format: Format) -> Result<Outcome> {
-    let who = match &args.tenant {
-        Some(slug) if !args.admin => {
+/// What to run, and as whom.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The tenant's slug; `None` runs as the platform admin.
+    pub tenant: Option<String>,
+    /// One SQL statement.
+    pub sql: String,
+    /// Commit; otherwise the transaction is read-only and rolled back.
+    pub write: bool,
+    pub format: Format,
+}
+
+pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Result<Outcome> {
+    let who = match &settings.tenant {
+        Some(slug) => {
             tenants::validate_slug(slug)?;
             ExecAs::Tenant(slug.clone())
         }
-        _ => ExecAs::Admin,
+        None => ExecAs::Admin,
     };
-    let schema = policy::load(project)?;
-    let result = tenants::exec(url, &schema, &who, &args.sql, args.write).await?;
+    let schema = project.schema()?;
+    let result = tenants::exec(target, &schema, &who, &settings.sql, settings.write).await?;
     let context = match &result.tenant {
         Some(g) => format!("as {} in tenant {} ({})", result.role, g.slug, g.id),
         None => format!("as {}", result.role),
     };
-    match format {
+    match settings.format {
         Format::Json => output::print_json(&json!(result)),
-        Format::Table | Format::Junit => {
+        Format::Table => {
             if !result.columns.is_empty() {
                 let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
                 let mut t = output::table(&header);

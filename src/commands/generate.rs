@@ -3,29 +3,28 @@
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
+use crate::output::Format;
 use crate::settings::Project;
 use crate::snapshot::{self, MigrationFile};
 use crate::sqlgen::{self, Statement};
-use crate::{policy, Outcome};
+use crate::Outcome;
 
 /// What `plan` was asked to do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PlanSettings {
     /// Plan drops of tables and columns too.
     pub allow_destructive: bool,
-    /// JSON on stdout instead of the SQL.
-    pub json: bool,
+    pub format: Format,
 }
 
 /// What `generate` was asked to do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Migration name (default: derived from the change).
     pub name: Option<String>,
     /// Allow DROP TABLE and DROP COLUMN in the generated migration.
     pub allow_destructive: bool,
-    /// JSON on stdout instead of the human report.
-    pub json: bool,
+    pub format: Format,
 }
 
 /// What the next migration would be.
@@ -36,7 +35,7 @@ struct Pending {
 }
 
 fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
-    let schema = policy::load(project)?;
+    let schema = project.schema()?;
     let dir = project.migrations_dir();
     let files = snapshot::migration_files(&dir)?;
     let snap = snapshot::load(&dir)?;
@@ -78,20 +77,20 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
 
 pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
     let p = compute(project, settings.allow_destructive)?;
-    match settings.json {
-        true => crate::output::print_json(&json!({
+    match settings.format {
+        Format::Json => crate::output::print_json(&json!({
             "changed": !p.statements.is_empty(),
             "version": p.version,
             "statements": p.statements.iter().map(|s| json!({
                 "object": s.provenance, "sql": s.sql, "destructive": s.destructive,
             })).collect::<Vec<_>>(),
         })),
-        false if p.statements.is_empty() => {
+        Format::Table if p.statements.is_empty() => {
             eprintln!(
                 "No changes: the database schema in migrations/ already matches the policies."
             )
         }
-        false => {
+        Format::Table => {
             print!("{}", sqlgen::render(p.version, "planned", &p.statements))
         }
     }
@@ -109,9 +108,11 @@ pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
     let p = compute(project, settings.allow_destructive)?;
     let dir = project.migrations_dir();
     if p.statements.is_empty() {
-        match settings.json {
-            true => crate::output::print_json(&json!({"written": null, "version": p.version - 1})),
-            false => eprintln!(
+        match settings.format {
+            Format::Json => {
+                crate::output::print_json(&json!({"written": null, "version": p.version - 1}))
+            }
+            Format::Table => eprintln!(
                 "No changes: nothing written (the policies match V{}).",
                 p.version - 1
             ),
@@ -138,11 +139,11 @@ pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
         .unwrap_or(&file)
         .display()
         .to_string();
-    match settings.json {
-        true => crate::output::print_json(&json!({
+    match settings.format {
+        Format::Json => crate::output::print_json(&json!({
             "written": shown, "version": p.version, "statements": p.statements.len(),
         })),
-        false => {
+        Format::Table => {
             eprintln!("Wrote {shown} ({} statements).", p.statements.len())
         }
     }

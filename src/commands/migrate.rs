@@ -5,11 +5,12 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::migrate::{self, Plan, Report};
+use crate::output::Format;
 use crate::settings::Project;
 use crate::{output, pg, Outcome};
 
 /// What `migrate` was asked to do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// List the migrations that would run, and run none.
     pub dry_run: bool,
@@ -17,12 +18,11 @@ pub struct Settings {
     pub target: Option<i32>,
     /// Run through a transaction pooler anyway.
     pub allow_pooler: bool,
-    /// JSON on stdout instead of the human report.
-    pub json: bool,
+    pub format: Format,
 }
 
-pub async fn run(project: &Project, url: &str, settings: &Settings) -> Result<Outcome> {
-    if let Some((pooler, direct)) = pg::neon_pooler(url) {
+pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Result<Outcome> {
+    if let Some((pooler, direct)) = url.neon_pooler() {
         if !settings.allow_pooler {
             bail!(
                 "{pooler} is a Neon pooler endpoint (PgBouncer in transaction mode): it cannot hold the advisory lock that keeps two migrate runs from applying the same migration\n  \
@@ -38,29 +38,36 @@ pub async fn run(project: &Project, url: &str, settings: &Settings) -> Result<Ou
     migrate::prepare(&client, project).await?;
     let plan = migrate::plan(&mut client, migrations, settings.target).await?;
     if settings.dry_run {
-        render_dry_run(&plan, settings.json);
+        render_dry_run(&plan, settings.format);
         return Ok(Outcome::Clean);
     }
     let bar = output::progress(plan.pending.len() as u64, "migrating");
     let dir = project.migrations_dir();
-    let report = migrate::apply(&mut client, &dir, &plan, &bar, !settings.json).await;
+    let report = migrate::apply(
+        &mut client,
+        &dir,
+        &plan,
+        &bar,
+        settings.format == Format::Table,
+    )
+    .await;
     bar.finish_and_clear();
-    render(&report?, settings.json);
+    render(&report?, settings.format);
     Ok(Outcome::Clean)
 }
 
-fn render_dry_run(plan: &Plan, json: bool) {
+fn render_dry_run(plan: &Plan, format: Format) {
     let pending = &plan.pending;
-    match json {
-        true => output::print_json(&json!({
+    match format {
+        Format::Json => output::print_json(&json!({
             "dry_run": true,
             "current": plan.current,
             "pending": pending.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
         })),
-        false if pending.is_empty() => {
+        Format::Table if pending.is_empty() => {
             eprintln!("Nothing to apply: the database is up to date.")
         }
-        false => {
+        Format::Table => {
             println!("Would apply {} migration(s):", pending.len());
             for m in pending {
                 println!("  {m}");
@@ -69,17 +76,17 @@ fn render_dry_run(plan: &Plan, json: bool) {
     }
 }
 
-fn render(report: &Report, json: bool) {
-    match json {
-        true => output::print_json(&json!({
+fn render(report: &Report, format: Format) {
+    match format {
+        Format::Json => output::print_json(&json!({
             "dry_run": false,
             "applied": report.applied.iter().map(|a| json!({"migration": a.migration, "seconds": a.elapsed.as_secs_f64()})).collect::<Vec<_>>(),
             "version": report.version,
         })),
-        false if report.applied.is_empty() => {
+        Format::Table if report.applied.is_empty() => {
             eprintln!("Nothing to apply: the database is up to date.")
         }
-        false => {
+        Format::Table => {
             eprintln!("Database is at V{}.", report.version.unwrap_or(0))
         }
     }

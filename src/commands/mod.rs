@@ -1,4 +1,5 @@
-//! One file per subcommand; `run` loads the project and dispatches.
+//! One file per subcommand; `run` turns the command line into settings, loads the project,
+//! resolves the database and dispatches.
 
 pub mod demo;
 pub mod dev;
@@ -12,78 +13,200 @@ pub mod verify;
 
 use anyhow::{bail, Result};
 
-use crate::cli::{Cli, Command, Format, TenantCommand};
-use crate::settings::Project;
-use crate::Outcome;
+use crate::cli::{self, Cli, Command, GlobalArgs};
+use crate::output::{Format, ReportFormat};
+use crate::pg::Target;
+use crate::settings::{Database, Project};
+use crate::verify::{Severity, TenantSelection};
+use crate::{embedded, Outcome};
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
-    if let Command::Init(args) = cli.command {
-        return init::run(&args.dir);
-    }
-    if global.format == Format::Junit && !matches!(cli.command, Command::Verify(_)) {
-        bail!("--format junit is only for `tenantctl verify`\n  hint: use --format table or --format json");
-    }
-    let project = Project::load(&global.config)?;
     match cli.command {
-        Command::Init(_) => unreachable!("handled above"),
-        Command::Dev(args) => dev::run(&project, args).await,
+        Command::Init(args) => init::run(&args.dir),
+        Command::Verify(args) => {
+            let settings = verify_settings(args, global.format);
+            let project = Project::load(&global.config)?;
+            project.require()?;
+            let target = connect_to(&project, &global)?;
+            verify::run(&project, &target, &settings).await
+        }
+        command => {
+            let format = plain(global.format)?;
+            let project = Project::load(&global.config)?;
+            dispatch(command, &project, &global, format).await
+        }
+    }
+}
+
+/// Every command but `init` and `verify`: the ones whose output is a table or JSON.
+async fn dispatch(
+    command: Command,
+    project: &Project,
+    global: &GlobalArgs,
+    format: Format,
+) -> Result<Outcome> {
+    match command {
+        Command::Init(_) | Command::Verify(_) => unreachable!("dispatched by `run`"),
+        Command::Dev(args) => dev::run(project, dev_settings(args, format)).await,
         Command::Plan(args) => {
             project.require()?;
-            generate::plan(&project, &(args, global.format).into())
+            let settings = generate::PlanSettings {
+                allow_destructive: args.allow_destructive,
+                format,
+            };
+            generate::plan(project, &settings)
         }
         Command::Generate(args) => {
             project.require()?;
-            generate::generate(&project, &(args, global.format).into())
+            let settings = generate::Settings {
+                name: args.name,
+                allow_destructive: args.allow_destructive,
+                format,
+            };
+            generate::generate(project, &settings)
         }
         Command::Migrate(args) => {
             project.require()?;
-            let url = project.database_url(global.database_url.as_deref())?;
-            migrate::run(&project, &url, &(args, global.format).into()).await
+            let target = connect_to(project, global)?;
+            migrate::run(project, &target, &migrate_settings(args, format)).await
         }
         Command::Status(args) => {
             project.require()?;
-            let url = project.database_url(global.database_url.as_deref())?;
-            status::run(&project, &url, &(args, global.format).into()).await
+            let target = connect_to(project, global)?;
+            let settings = status::Settings {
+                check: args.check,
+                format,
+            };
+            status::run(project, &target, &settings).await
         }
         Command::Demo(args) => {
-            demo::run(
-                &project,
-                &(args, global.format).into(),
-                global.database_url.as_deref(),
-            )
-            .await
+            let settings = demo::Settings {
+                members: args.members,
+                format,
+            };
+            demo::run(project, &settings, global.database_url.as_deref()).await
         }
         Command::Exec(args) => {
             project.require()?;
-            let url = project.database_url(global.database_url.as_deref())?;
-            exec::run(&project, &url, &args, global.format).await
+            let target = connect_to(project, global)?;
+            exec::run(project, &target, &exec_settings(args, format)).await
         }
         Command::Tenant(args) => {
             project.require()?;
+            let action = tenant_action(args.command);
             // Bad input fails before any connection (or embedded cluster start).
-            match &args.command {
-                TenantCommand::Create(a) => crate::tenants::validate_slug(&a.slug)?,
-                TenantCommand::Show { slug } | TenantCommand::Delete { slug, .. } => {
-                    crate::tenants::validate_slug(slug)?
-                }
-                TenantCommand::List => {}
+            if let Some(slug) = action.slug() {
+                crate::tenants::validate_slug(slug)?;
             }
-            let url = project.database_url(global.database_url.as_deref())?;
-            let format = global.format;
-            match &args.command {
-                TenantCommand::Create(a) => tenant::create(&project, &url, a, format).await,
-                TenantCommand::List => tenant::list(&project, &url, format).await,
-                TenantCommand::Show { slug } => tenant::show(&project, &url, slug, format).await,
-                TenantCommand::Delete { slug, yes } => {
-                    tenant::delete(&project, &url, slug, *yes, format).await
-                }
-            }
+            let target = connect_to(project, global)?;
+            tenant::run(project, &target, &action, format).await
         }
-        Command::Verify(args) => {
-            project.require()?;
-            let url = project.database_url(global.database_url.as_deref())?;
-            verify::run(&project, &url, &args, global.format).await
+    }
+}
+
+/// The database to work on, as the settings resolved it. When none was given, this is where the
+/// embedded local cluster is announced and started (settings only say which one).
+fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
+    match project.database(global.database_url.as_deref())? {
+        Database::Target(target) => Ok(*target),
+        Database::Embedded(dir) => {
+            eprintln!(
+                "note: no database URL given; using the embedded local database in {}",
+                dir.display()
+            );
+            Target::parse(&embedded::ensure_running(&dir)?)
         }
+    }
+}
+
+// From the command line to the commands' settings: clap's types go no further than this file.
+
+/// The format of every command but `verify`. `--format` is global (accepted before or after the
+/// subcommand), so clap cannot refuse JUnit per command: this is the one check.
+fn plain(format: cli::Format) -> Result<Format> {
+    match format {
+        cli::Format::Table => Ok(Format::Table),
+        cli::Format::Json => Ok(Format::Json),
+        cli::Format::Junit => bail!(
+            "--format junit is only for `tenantctl verify`\n  hint: use --format table or --format json"
+        ),
+    }
+}
+
+fn verify_settings(args: cli::VerifyArgs, format: cli::Format) -> verify::Settings {
+    let tenants = match (args.sample, args.tenant.is_empty()) {
+        (Some(n), _) => TenantSelection::Sample(n),
+        (None, false) => TenantSelection::Named(args.tenant),
+        (None, true) => TenantSelection::All,
+    };
+    verify::Settings {
+        gate: crate::verify::Settings {
+            tenants,
+            connections: args.connections,
+            static_only: args.static_only,
+            progress: false,
+        },
+        fail_on: match args.fail_on {
+            cli::FailOn::Error => Severity::Error,
+            cli::FailOn::Warning => Severity::Warning,
+        },
+        format: match format {
+            cli::Format::Table => ReportFormat::Table,
+            cli::Format::Json => ReportFormat::Json,
+            cli::Format::Junit => ReportFormat::Junit,
+        },
+    }
+}
+
+fn dev_settings(args: cli::DevArgs, format: Format) -> dev::Settings {
+    use cli::DevCommand as C;
+    let action = match args.command {
+        C::Up { port } => dev::Action::Up { port },
+        C::Down => dev::Action::Down,
+        C::Url { show_password } => dev::Action::Url { show_password },
+        C::Psql { args } => dev::Action::Psql { args },
+        C::Reset => dev::Action::Reset,
+    };
+    dev::Settings {
+        dir: args.dir,
+        action,
+        format,
+    }
+}
+
+fn migrate_settings(args: cli::MigrateArgs, format: Format) -> migrate::Settings {
+    migrate::Settings {
+        dry_run: args.dry_run,
+        target: args.target,
+        allow_pooler: args.allow_pooler,
+        format,
+    }
+}
+
+fn exec_settings(args: cli::ExecArgs, format: Format) -> exec::Settings {
+    exec::Settings {
+        // clap makes --tenant and --admin exclusive; --admin wins should both ever arrive.
+        tenant: args.tenant.filter(|_| !args.admin),
+        sql: args.sql,
+        write: args.write,
+        format,
+    }
+}
+
+fn tenant_action(command: cli::TenantCommand) -> tenant::Action {
+    use cli::TenantCommand as C;
+    match command {
+        C::Create(a) => tenant::Action::Create(tenant::CreateSettings {
+            slug: a.slug,
+            name: a.name,
+            coaches: a.coaches,
+            members: a.members,
+            seed: a.seed,
+            if_not_exists: a.if_not_exists,
+        }),
+        C::List => tenant::Action::List,
+        C::Show { slug } => tenant::Action::Show { slug },
+        C::Delete { slug, yes } => tenant::Action::Delete { slug, yes },
     }
 }

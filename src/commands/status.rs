@@ -4,19 +4,19 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::migrate::{self, Entry, State};
+use crate::output::Format;
 use crate::settings::Project;
 use crate::{output, pg, Outcome};
 
 /// What `status` was asked to do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Pending migrations are a finding too (a CI gate).
     pub check: bool,
-    /// JSON on stdout instead of the table.
-    pub json: bool,
+    pub format: Format,
 }
 
-pub async fn run(project: &Project, url: &str, settings: &Settings) -> Result<Outcome> {
+pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Result<Outcome> {
     let local = migrate::load_migrations(project)?;
     let mut client = pg::connect(url).await?;
     migrate::pin_search_path(&client, project).await?;
@@ -24,20 +24,20 @@ pub async fn run(project: &Project, url: &str, settings: &Settings) -> Result<Ou
     let entries = migrate::compare(&local, &applied);
     let current = applied.iter().map(|m| m.version()).max();
     let counts = Counts::of(&entries);
-    match settings.json {
-        true => output::print_json(&json!({
-            "database": pg::redact(url),
+    match settings.format {
+        Format::Json => output::print_json(&json!({
+            "database": url.to_string(),
             "current": current,
             "migrations": entries.iter().map(|e| json!({
                 "version": e.version, "name": e.name, "state": e.state.as_str(), "applied_on": e.applied_on,
             })).collect::<Vec<_>>(),
             "summary": {"applied": counts.applied, "pending": counts.pending, "divergent": counts.divergent, "missing": counts.missing},
         })),
-        false => {
+        Format::Table => {
             println!("{}", table(&entries));
             println!(
                 "{}: at V{}; {} applied, {} pending, {} divergent, {} missing",
-                pg::redact(url),
+                url,
                 current.unwrap_or(0),
                 counts.applied,
                 counts.pending,

@@ -5,21 +5,75 @@ use std::io::{BufRead, Write};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::cli::{Format, TenantCreateArgs};
+use crate::output::{self, Format};
+use crate::pg::Target;
 use crate::settings::Project;
 use crate::tenants::seed;
 use crate::tenants::{self, CreateSpec, Created, Tenant};
 use crate::verify;
-use crate::{output, policy, Outcome};
+use crate::Outcome;
 
-pub async fn create(
+/// One `tenant` subcommand.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Create(CreateSettings),
+    List,
+    Show {
+        slug: String,
+    },
+    /// `yes`: delete without asking.
+    Delete {
+        slug: String,
+        yes: bool,
+    },
+}
+
+impl Action {
+    /// The slug the action names, if any: checked before any connection is made.
+    pub fn slug(&self) -> Option<&str> {
+        match self {
+            Action::Create(a) => Some(&a.slug),
+            Action::Show { slug } | Action::Delete { slug, .. } => Some(slug),
+            Action::List => None,
+        }
+    }
+}
+
+/// `tenant create`: the gym, how much to seed, and with which seed.
+#[derive(Debug, Clone)]
+pub struct CreateSettings {
+    pub slug: String,
+    pub name: String,
+    pub coaches: u64,
+    pub members: u64,
+    /// `None`: a random seed, printed so that the run can be reproduced.
+    pub seed: Option<u64>,
+    /// An existing slug is not an error.
+    pub if_not_exists: bool,
+}
+
+pub async fn run(
     project: &Project,
-    url: &str,
-    args: &TenantCreateArgs,
+    target: &Target,
+    action: &Action,
+    format: Format,
+) -> Result<Outcome> {
+    match action {
+        Action::Create(a) => create(project, target, a, format).await,
+        Action::List => list(project, target, format).await,
+        Action::Show { slug } => show(project, target, slug, format).await,
+        Action::Delete { slug, yes } => delete(project, target, slug, *yes, format).await,
+    }
+}
+
+async fn create(
+    project: &Project,
+    target: &Target,
+    args: &CreateSettings,
     format: Format,
 ) -> Result<Outcome> {
     tenants::validate_slug(&args.slug)?;
-    let schema = policy::load(project)?;
+    let schema = project.schema()?;
     let spec = CreateSpec {
         slug: args.slug.clone(),
         name: args.name.clone(),
@@ -34,7 +88,7 @@ pub async fn create(
         args.coaches + args.members,
         &format!("seeding {}", args.slug),
     );
-    let created = tenants::create(url, &schema, &spec, &bar).await;
+    let created = tenants::create(target, &schema, &spec, &bar).await;
     bar.finish_and_clear();
     let (gym, report) = match created? {
         Created::Existing(gym) => {
@@ -42,7 +96,7 @@ pub async fn create(
                 Format::Json => output::print_json(&json!({
                     "id": gym.id, "slug": gym.slug, "name": gym.name, "created": false,
                 })),
-                Format::Table | Format::Junit => {
+                Format::Table => {
                     eprintln!(
                         "Tenant {} already exists; nothing changed (--if-not-exists).",
                         gym.slug
@@ -54,7 +108,7 @@ pub async fn create(
         }
         Created::New { gym, report } => (gym, report),
     };
-    let probe = verify::probe_single_tenant(url, &schema, gym.id)
+    let probe = verify::probe_single_tenant(target, &schema, gym.id)
         .await
         .with_context(|| {
             format!(
@@ -81,7 +135,7 @@ pub async fn create(
             "rows_per_second": rate.round(),
             "probe": probe,
         })),
-        Format::Table | Format::Junit => {
+        Format::Table => {
             let mut t = output::table(&["table", "rows seeded"]);
             for (table, n) in &report.rows {
                 t.add_row(vec![table.clone(), n.to_string()]);
@@ -158,29 +212,29 @@ pub fn tenants_table(list: &[Tenant]) -> comfy_table::Table {
     t
 }
 
-pub async fn list(project: &Project, url: &str, format: Format) -> Result<Outcome> {
-    let schema = policy::load(project)?;
-    let list = tenants::list(url, &schema).await?;
+async fn list(project: &Project, target: &Target, format: Format) -> Result<Outcome> {
+    let schema = project.schema()?;
+    let list = tenants::list(target, &schema).await?;
     match format {
         Format::Json => output::print_json(&json!({ "tenants": list })),
-        Format::Table | Format::Junit if list.is_empty() => {
+        Format::Table if list.is_empty() => {
             eprintln!("No tenants yet.\n  hint: `tenantctl tenant create SLUG --name NAME`")
         }
-        Format::Table | Format::Junit => println!("{}", tenants_table(&list)),
+        Format::Table => println!("{}", tenants_table(&list)),
     }
     Ok(Outcome::Clean)
 }
 
-pub async fn show(project: &Project, url: &str, slug: &str, format: Format) -> Result<Outcome> {
+async fn show(project: &Project, target: &Target, slug: &str, format: Format) -> Result<Outcome> {
     tenants::validate_slug(slug)?;
-    let schema = policy::load(project)?;
-    let (tenant, record) = tenants::show(url, &schema, slug).await?;
+    let schema = project.schema()?;
+    let (tenant, record) = tenants::show(target, &schema, slug).await?;
     match format {
         Format::Json => output::print_json(&json!({
             "id": tenant.id, "slug": tenant.slug, "name": tenant.name,
             "record": record, "rows": tenant.rows,
         })),
-        Format::Table | Format::Junit => {
+        Format::Table => {
             let mut t = output::table(&["field", "value"]);
             if let serde_json::Value::Object(fields) = &record {
                 for (k, v) in fields {
@@ -201,19 +255,19 @@ pub async fn show(project: &Project, url: &str, slug: &str, format: Format) -> R
     Ok(Outcome::Clean)
 }
 
-pub async fn delete(
+async fn delete(
     project: &Project,
-    url: &str,
+    target: &Target,
     slug: &str,
     yes: bool,
     format: Format,
 ) -> Result<Outcome> {
     tenants::validate_slug(slug)?;
-    let schema = policy::load(project)?;
+    let schema = project.schema()?;
     if !yes && !output::interactive() {
         bail!("refusing to delete tenant {slug} without confirmation: there is no terminal to ask on\n  hint: pass --yes");
     }
-    let tenant = tenants::preview_delete(url, &schema, slug).await?;
+    let tenant = tenants::preview_delete(target, &schema, slug).await?;
     if !yes {
         let rows: Vec<String> = tenant
             .rows
@@ -237,10 +291,10 @@ pub async fn delete(
             bail!("not confirmed; nothing was deleted");
         }
     }
-    let deleted = tenants::delete(url, &schema, &tenant).await?;
+    let deleted = tenants::delete(target, &schema, &tenant).await?;
     match format {
         Format::Json => output::print_json(&json!({ "deleted": deleted })),
-        Format::Table | Format::Junit => {
+        Format::Table => {
             let rows: Vec<String> = deleted
                 .rows
                 .iter()

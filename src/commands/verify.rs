@@ -4,37 +4,34 @@ use std::io::IsTerminal;
 
 use anyhow::{anyhow, Result};
 
-use crate::cli::{FailOn, Format, VerifyArgs};
+use crate::output::{self, ReportFormat};
+use crate::pg::Target;
 use crate::settings::Project;
-use crate::verify::{self, render, Settings, Severity, TenantSelection};
-use crate::{output, policy, Outcome};
+use crate::verify::{self, render, Severity};
+use crate::Outcome;
 
-pub async fn run(
-    project: &Project,
-    url: &str,
-    args: &VerifyArgs,
-    format: Format,
-) -> Result<Outcome> {
-    let schema = policy::load(project).map_err(|e| anyhow!("{e}"))?;
-    let settings = Settings {
-        tenants: match (&args.sample, args.tenant.is_empty()) {
-            (Some(n), _) => TenantSelection::Sample(*n),
-            (None, false) => TenantSelection::Named(args.tenant.clone()),
-            (None, true) => TenantSelection::All,
-        },
-        connections: args.connections,
-        static_only: args.static_only,
-        progress: format == Format::Table && std::io::stderr().is_terminal(),
+/// The gate to run, what fails it, and how to print the report.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Which tenants to probe, and how; its `progress` is decided here, from the format.
+    pub gate: verify::Settings,
+    /// The lowest severity that fails the gate.
+    pub fail_on: Severity,
+    pub format: ReportFormat,
+}
+
+pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Result<Outcome> {
+    let schema = project.schema().map_err(|e| anyhow!("{e}"))?;
+    let gate = verify::Settings {
+        progress: settings.format == ReportFormat::Table && std::io::stderr().is_terminal(),
+        ..settings.gate.clone()
     };
-    let fail_on = match args.fail_on {
-        FailOn::Error => Severity::Error,
-        FailOn::Warning => Severity::Warning,
-    };
-    let report = verify::run(url, &schema, &settings).await?;
-    match format {
-        Format::Json => output::print_json(&render::json(&report, fail_on)),
-        Format::Junit => print!("{}", render::junit(&report, fail_on)),
-        Format::Table => println!("{}", render::table(&report, fail_on)),
+    let fail_on = settings.fail_on;
+    let report = verify::run(target, &schema, &gate).await?;
+    match settings.format {
+        ReportFormat::Json => output::print_json(&render::json(&report, fail_on)),
+        ReportFormat::Junit => print!("{}", render::junit(&report, fail_on)),
+        ReportFormat::Table => println!("{}", render::table(&report, fail_on)),
     }
     Ok(if report.passed(fail_on) {
         Outcome::Clean

@@ -9,6 +9,7 @@ use crate::model::{
     Column, Constraint, Grant, Index, OnDelete, Policy, Role, Schema, Table, Tenancy,
 };
 
+#[derive(Default)]
 struct Out {
     stmts: Vec<Statement>,
 }
@@ -40,63 +41,127 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
         tables: BTreeMap::new(),
     };
     let old_tenancy = old.map(|o| &o.tenancy);
-    let old = old.unwrap_or(&empty);
     let tn = &new.tenancy;
-    let s = tn.table_schema.as_str();
-    let mut out = Out { stmts: Vec::new() };
-    let tenancy_changed = refresh_helpers || old_tenancy.is_none_or(|t| !same_tenancy(t, tn));
+    let mut d = Diff {
+        old: old.unwrap_or(&empty),
+        new,
+        s: &tn.table_schema,
+        out: Out::default(),
+    };
+    // The phases run in this order so that each finds what it needs: roles before anything is
+    // granted to them, drops before the changes they make room for, tables before their
+    // columns, keys before the foreign keys that use them.
+    d.roles();
+    if refresh_helpers || old_tenancy.is_none_or(|t| !same_tenancy(t, tn)) {
+        helper_objects(&mut d.out, tn, new.roles.keys());
+    }
+    let recreate_policies = d.drops();
+    d.drop_tables();
+    d.create_tables();
+    d.columns();
+    d.constraints();
+    d.indexes();
+    d.policies(&recreate_policies);
+    d.grants();
+    if let Some(ot) = old_tenancy {
+        d.drop_old_helpers(ot);
+    }
+    d.out.stmts
+}
 
-    // 1. Roles: created idempotently (roles are cluster-wide and Neon branches share them).
-    for (name, role) in &new.roles {
-        let prov = format!("{}: role {name}", role.source);
-        match old.roles.get(name) {
-            None => create_role(&mut out, &prov, name, role),
-            Some(o) if o.login != role.login || o.bypassrls != role.bypassrls => {
-                // Dropping BYPASSRLS must be said: ALTER ROLE leaves unnamed attributes as they are.
-                let mut attrs = role_attributes(role);
-                if o.bypassrls && !role.bypassrls {
-                    attrs.push_str(" NOBYPASSRLS");
+/// One diff in progress: the two models, the tables' schema and the statements so far.
+struct Diff<'a> {
+    old: &'a Schema,
+    new: &'a Schema,
+    /// The schema that holds the tables.
+    s: &'a str,
+    out: Out,
+}
+
+/// Policies that are dropped and created again (Postgres cannot ALTER them into the new form).
+type Recreate = BTreeSet<(String, String)>;
+
+impl<'a> Diff<'a> {
+    /// Tables in both models: (name, old, new).
+    fn kept(&self) -> impl Iterator<Item = (&'a String, &'a Table, &'a Table)> + 'a {
+        let old = self.old;
+        self.new
+            .tables
+            .iter()
+            .filter_map(move |(n, nt)| old.tables.get(n).map(|ot| (n, ot, nt)))
+    }
+
+    /// Tables of the new model with their old version, if any.
+    fn tables(&self) -> impl Iterator<Item = (&'a String, Option<&'a Table>, &'a Table)> + 'a {
+        let old = self.old;
+        self.new
+            .tables
+            .iter()
+            .map(move |(n, nt)| (n, old.tables.get(n), nt))
+    }
+
+    /// 1. Roles: created idempotently (roles are cluster-wide and Neon branches share them).
+    fn roles(&mut self) {
+        for (name, role) in &self.new.roles {
+            let prov = format!("{}: role {name}", role.source);
+            match self.old.roles.get(name) {
+                None => create_role(&mut self.out, &prov, name, role),
+                Some(o) if o.login != role.login || o.bypassrls != role.bypassrls => {
+                    // Dropping BYPASSRLS must be said: ALTER ROLE leaves unnamed attributes as
+                    // they are.
+                    let mut attrs = role_attributes(role);
+                    if o.bypassrls && !role.bypassrls {
+                        attrs.push_str(" NOBYPASSRLS");
+                    }
+                    self.out
+                        .push(&prov, format!("ALTER ROLE {} {attrs};", q(name)));
                 }
-                out.push(&prov, format!("ALTER ROLE {} {attrs};", q(name)));
+                Some(_) => {}
             }
-            Some(_) => {}
         }
-    }
-    for name in old.roles.keys().filter(|n| !new.roles.contains_key(*n)) {
-        out.push(
-            format!("role {name}"),
-            format!("-- role {} is no longer declared; roles are cluster-wide, so it is left in place: drop it by hand once no database uses it", q(name)),
-        );
-    }
-
-    // 2. Helper schema and functions.
-    if tenancy_changed {
-        helper_objects(&mut out, tn, new.roles.keys());
-    }
-
-    // 3. Removals and changes that must drop first (policies, foreign keys, constraints, indexes,
-    //    privileges), so that columns and tables can then change.
-    let mut recreate_policies: BTreeSet<(String, String)> = BTreeSet::new();
-    for (tname, nt) in &new.tables {
-        let Some(ot) = old.tables.get(tname) else {
-            continue;
-        };
-        let prov = |what: &str| format!("{}: {what}", nt.source);
-        for (pname, op) in &ot.policies {
-            let drop = match nt.policies.get(pname) {
-                None => true,
-                Some(np) => needs_recreate(op, np),
-            };
-            if drop {
-                out.push(
-                    prov(&format!("policy {pname} on {tname}")),
-                    format!("DROP POLICY {} ON {};", q(pname), rel(s, tname)),
+        for name in self.old.roles.keys() {
+            if !self.new.roles.contains_key(name) {
+                self.out.push(
+                    format!("role {name}"),
+                    format!("-- role {} is no longer declared; roles are cluster-wide, so it is left in place: drop it by hand once no database uses it", q(name)),
                 );
-                if nt.policies.contains_key(pname) {
-                    recreate_policies.insert((tname.clone(), pname.clone()));
-                }
             }
         }
+    }
+
+    /// 3. Removals and changes that must drop first (policies, foreign keys, constraints,
+    ///    indexes, privileges), so that columns and tables can then change; table by table.
+    fn drops(&mut self) -> Recreate {
+        let mut recreate = Recreate::new();
+        for (tname, ot, nt) in self.kept() {
+            self.drop_policies(tname, ot, nt, &mut recreate);
+            self.drop_constraints(tname, ot, nt);
+            self.drop_indexes(ot, nt);
+            for (role, og) in &ot.grants {
+                let ng = nt.grants.get(role).cloned().unwrap_or_default();
+                self.revoke(tname, nt, role, og, &ng);
+            }
+        }
+        recreate
+    }
+
+    fn drop_policies(&mut self, tname: &str, ot: &Table, nt: &Table, recreate: &mut Recreate) {
+        for (pname, op) in &ot.policies {
+            let np = nt.policies.get(pname);
+            if np.is_some_and(|np| !needs_recreate(op, np)) {
+                continue;
+            }
+            self.out.push(
+                format!("{}: policy {pname} on {tname}", nt.source),
+                format!("DROP POLICY {} ON {};", q(pname), rel(self.s, tname)),
+            );
+            if np.is_some() {
+                recreate.insert((tname.to_string(), pname.clone()));
+            }
+        }
+    }
+
+    fn drop_constraints(&mut self, tname: &str, ot: &Table, nt: &Table) {
         let mut dropped: Vec<(&String, &Constraint)> = ot
             .constraints
             .iter()
@@ -105,162 +170,106 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
         // Foreign keys first: they depend on the other constraints' unique indexes.
         dropped.sort_by_key(|(n, c)| (!c.is_foreign_key(), (*n).clone()));
         for (cname, _) in dropped {
-            out.push(
-                prov(&format!("constraint {cname} on {tname}")),
+            self.out.push(
+                format!("{}: constraint {cname} on {tname}", nt.source),
                 format!(
                     "ALTER TABLE {} DROP CONSTRAINT {};",
-                    rel(s, tname),
+                    rel(self.s, tname),
                     q(cname)
                 ),
             );
         }
+    }
+
+    fn drop_indexes(&mut self, ot: &Table, nt: &Table) {
         for (iname, oi) in &ot.indexes {
             if nt.indexes.get(iname) != Some(oi) {
-                out.push(
-                    prov(&format!("index {iname}")),
-                    format!("DROP INDEX {};", rel(s, iname)),
-                );
-            }
-        }
-        for (role, og) in &ot.grants {
-            let ng = nt.grants.get(role).cloned().unwrap_or_default();
-            let privs: Vec<&str> = og
-                .privileges
-                .difference(&ng.privileges)
-                .map(|p| p.sql())
-                .collect();
-            if !privs.is_empty() {
-                out.push(
-                    prov(&format!("grants on {tname}")),
-                    format!(
-                        "REVOKE {} ON TABLE {} FROM {};",
-                        privs.join(", "),
-                        rel(s, tname),
-                        q(role)
-                    ),
-                );
-            }
-            let cols: Vec<&String> = og
-                .update_columns
-                .difference(&ng.update_columns)
-                .filter(|c| nt.column(c).is_some())
-                .collect();
-            if !cols.is_empty() {
-                out.push(
-                    prov(&format!("grants on {tname}")),
-                    format!(
-                        "REVOKE UPDATE ({}) ON TABLE {} FROM {};",
-                        qlist(cols),
-                        rel(s, tname),
-                        q(role)
-                    ),
+                self.out.push(
+                    format!("{}: index {iname}", nt.source),
+                    format!("DROP INDEX {};", rel(self.s, iname)),
                 );
             }
         }
     }
-    // Foreign keys of kept tables that point at dropped tables were dropped above (their
-    // declarations changed); the dropped tables go together so their own keys don't matter.
-    let dropped_tables: Vec<(&String, &Table)> = old
-        .tables
-        .iter()
-        .filter(|(n, _)| !new.tables.contains_key(*n))
-        .collect();
-    if !dropped_tables.is_empty() {
-        let names: Vec<&String> = dropped_tables.iter().map(|(n, _)| *n).collect();
-        let sources: BTreeSet<&str> = dropped_tables
-            .iter()
-            .map(|(_, t)| t.source.as_str())
+
+    /// What `og` grants and `ng` does not; UPDATE on a dropped column goes with the column.
+    fn revoke(&mut self, tname: &str, nt: &Table, role: &str, og: &Grant, ng: &Grant) {
+        let prov = format!("{}: grants on {tname}", nt.source);
+        let (privs, cols) = privileges_beyond(og, ng);
+        let cols: Vec<&String> = cols
+            .into_iter()
+            .filter(|c| nt.column(c).is_some())
             .collect();
-        out.destructive(
-            format!(
-                "{}: dropped tables",
-                sources.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-            format!(
-                "DROP TABLE {};",
-                names
-                    .iter()
-                    .map(|n| rel(s, n))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        let (table, role) = (rel(self.s, tname), q(role));
+        if !privs.is_empty() {
+            let privs = privs.join(", ");
+            let sql = format!("REVOKE {privs} ON TABLE {table} FROM {role};");
+            self.out.push(&prov, sql);
+        }
+        if !cols.is_empty() {
+            let sql = format!(
+                "REVOKE UPDATE ({}) ON TABLE {table} FROM {role};",
+                qlist(cols)
+            );
+            self.out.push(&prov, sql);
+        }
+    }
+
+    /// Foreign keys of kept tables that point at dropped tables were dropped above (their
+    /// declarations changed); the dropped tables go together so their own keys don't matter.
+    fn drop_tables(&mut self) {
+        let dropped: Vec<(&String, &Table)> = self
+            .old
+            .tables
+            .iter()
+            .filter(|(n, _)| !self.new.tables.contains_key(*n))
+            .collect();
+        if dropped.is_empty() {
+            return;
+        }
+        let sources: BTreeSet<&str> = dropped.iter().map(|(_, t)| t.source.as_str()).collect();
+        let sources: Vec<&str> = sources.into_iter().collect();
+        let names: Vec<String> = dropped.iter().map(|(n, _)| rel(self.s, n)).collect();
+        self.out.destructive(
+            format!("{}: dropped tables", sources.join(", ")),
+            format!("DROP TABLE {};", names.join(", ")),
         );
     }
 
-    // 4. New tables, each with RLS enabled and forced in the same migration as its creation.
-    for (tname, nt) in &new.tables {
-        if !old.tables.contains_key(tname) {
-            create_table(&mut out, tn, tname, nt);
-        }
-    }
-
-    // 5. Column changes of kept tables.
-    for (tname, nt) in &new.tables {
-        let Some(ot) = old.tables.get(tname) else {
-            continue;
-        };
-        let prov = |c: &str| format!("{}: column {tname}.{c}", nt.source);
-        for nc in &nt.columns {
-            match ot.column(&nc.name) {
-                None => out.push(
-                    prov(&nc.name),
-                    format!(
-                        "ALTER TABLE {} ADD COLUMN {};",
-                        rel(s, tname),
-                        column_def(nc)
-                    ),
-                ),
-                Some(oc) => {
-                    let at = format!("ALTER TABLE {} ALTER COLUMN {}", rel(s, tname), q(&nc.name));
-                    if oc.ty != nc.ty {
-                        out.push(
-                            prov(&nc.name),
-                            format!("{at} TYPE {} USING {}::{};", nc.ty, q(&nc.name), nc.ty),
-                        );
-                    }
-                    if oc.default != nc.default {
-                        match &nc.default {
-                            Some(d) => out.push(prov(&nc.name), format!("{at} SET DEFAULT {d};")),
-                            None => out.push(prov(&nc.name), format!("{at} DROP DEFAULT;")),
-                        }
-                    }
-                    if oc.nullable != nc.nullable {
-                        let verb = if nc.nullable { "DROP" } else { "SET" };
-                        out.push(prov(&nc.name), format!("{at} {verb} NOT NULL;"));
-                    }
-                }
-            }
-        }
-        for oc in &ot.columns {
-            if nt.column(&oc.name).is_none() {
-                out.destructive(
-                    prov(&oc.name),
-                    format!("ALTER TABLE {} DROP COLUMN {};", rel(s, tname), q(&oc.name)),
-                );
+    /// 4. New tables, each with RLS enabled and forced in the same migration as its creation.
+    fn create_tables(&mut self) {
+        for (tname, nt) in &self.new.tables {
+            if !self.old.tables.contains_key(tname) {
+                create_table(&mut self.out, &self.new.tenancy, tname, nt);
             }
         }
     }
 
-    // 6. Constraints that are new or changed: keys and checks first, then foreign keys (which
-    //    need the referenced keys), across all tables.
-    for fk_pass in [false, true] {
-        for (tname, nt) in &new.tables {
-            let ot = old.tables.get(tname);
-            for (cname, c) in &nt.constraints {
-                if c.is_foreign_key() != fk_pass {
-                    continue;
-                }
-                let is_new_table = ot.is_none();
-                let changed = ot.is_some_and(|ot| ot.constraints.get(cname) != Some(c));
-                // Non-FK constraints of new tables are inline in CREATE TABLE.
-                if (is_new_table && fk_pass) || changed {
-                    out.push(
-                        format!("{}: constraint {cname} on {tname}", nt.source),
+    /// 5. Column changes of kept tables.
+    fn columns(&mut self) {
+        for (tname, ot, nt) in self.kept() {
+            let prov = |c: &str| format!("{}: column {tname}.{c}", nt.source);
+            for nc in &nt.columns {
+                match ot.column(&nc.name) {
+                    None => self.out.push(
+                        prov(&nc.name),
                         format!(
-                            "ALTER TABLE {} ADD CONSTRAINT {} {};",
-                            rel(s, tname),
-                            q(cname),
-                            constraint_def(s, c)
+                            "ALTER TABLE {} ADD COLUMN {};",
+                            rel(self.s, tname),
+                            column_def(nc)
+                        ),
+                    ),
+                    Some(oc) => self.alter_column(&prov(&nc.name), tname, oc, nc),
+                }
+            }
+            for oc in &ot.columns {
+                if nt.column(&oc.name).is_none() {
+                    self.out.destructive(
+                        prov(&oc.name),
+                        format!(
+                            "ALTER TABLE {} DROP COLUMN {};",
+                            rel(self.s, tname),
+                            q(&oc.name)
                         ),
                     );
                 }
@@ -268,63 +277,120 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
         }
     }
 
-    // 7. Indexes, led by the tenant column.
-    for (tname, nt) in &new.tables {
-        let ot = old.tables.get(tname);
-        for (iname, ix) in &nt.indexes {
-            if ot.and_then(|t| t.indexes.get(iname)) != Some(ix) {
-                out.push(
-                    format!("{}: index {iname}", nt.source),
-                    index_def(&rel(s, tname), iname, ix),
-                );
-            }
-        }
-    }
-
-    // 8. Policies: ALTER POLICY where Postgres allows it, else the drop above and a create here.
-    for (tname, nt) in &new.tables {
-        let ot = old.tables.get(tname);
-        for (pname, np) in &nt.policies {
-            let prov = format!("{}: policy {pname} on {tname}", np.source);
-            match ot.and_then(|t| t.policies.get(pname)) {
-                Some(op) if same_policy(op, np) => {}
-                Some(op) if !recreate_policies.contains(&(tname.clone(), pname.clone())) => {
-                    out.push(prov, alter_policy(&rel(s, tname), pname, op, np));
-                }
-                _ => out.push(prov, create_policy(&rel(s, tname), pname, np)),
-            }
-        }
-    }
-
-    // 9. Privileges.
-    for (tname, nt) in &new.tables {
-        let ot = old.tables.get(tname);
-        for (role, ng) in &nt.grants {
-            let og = ot
-                .and_then(|t| t.grants.get(role))
-                .cloned()
-                .unwrap_or_default();
-            grant(
-                &mut out,
-                &format!("{}: grants on {tname}", nt.source),
-                &rel(s, tname),
-                role,
-                &og,
-                ng,
+    fn alter_column(&mut self, prov: &str, tname: &str, oc: &Column, nc: &Column) {
+        let at = format!(
+            "ALTER TABLE {} ALTER COLUMN {}",
+            rel(self.s, tname),
+            q(&nc.name)
+        );
+        if oc.ty != nc.ty {
+            self.out.push(
+                prov,
+                format!("{at} TYPE {} USING {}::{};", nc.ty, q(&nc.name), nc.ty),
             );
         }
+        if oc.default != nc.default {
+            match &nc.default {
+                Some(d) => self.out.push(prov, format!("{at} SET DEFAULT {d};")),
+                None => self.out.push(prov, format!("{at} DROP DEFAULT;")),
+            }
+        }
+        if oc.nullable != nc.nullable {
+            let verb = if nc.nullable { "DROP" } else { "SET" };
+            self.out.push(prov, format!("{at} {verb} NOT NULL;"));
+        }
     }
 
-    // 10. A renamed helper function or schema: the old ones go once nothing uses them.
-    if let Some(ot) = old_tenancy {
+    /// 6. Constraints that are new or changed: keys and checks first, then foreign keys (which
+    ///    need the referenced keys), across all tables.
+    fn constraints(&mut self) {
+        for fk_pass in [false, true] {
+            for (tname, ot, nt) in self.tables() {
+                for (cname, c) in &nt.constraints {
+                    if c.is_foreign_key() != fk_pass {
+                        continue;
+                    }
+                    let changed = ot.is_some_and(|ot| ot.constraints.get(cname) != Some(c));
+                    // Non-FK constraints of new tables are inline in CREATE TABLE.
+                    if (ot.is_none() && fk_pass) || changed {
+                        self.out.push(
+                            format!("{}: constraint {cname} on {tname}", nt.source),
+                            format!(
+                                "ALTER TABLE {} ADD CONSTRAINT {} {};",
+                                rel(self.s, tname),
+                                q(cname),
+                                constraint_def(self.s, c)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// 7. Indexes, led by the tenant column.
+    fn indexes(&mut self) {
+        for (tname, ot, nt) in self.tables() {
+            for (iname, ix) in &nt.indexes {
+                if ot.and_then(|t| t.indexes.get(iname)) != Some(ix) {
+                    self.out.push(
+                        format!("{}: index {iname}", nt.source),
+                        index_def(&rel(self.s, tname), iname, ix),
+                    );
+                }
+            }
+        }
+    }
+
+    /// 8. Policies: ALTER POLICY where Postgres allows it, else the drop above and a create here.
+    fn policies(&mut self, recreate: &Recreate) {
+        for (tname, ot, nt) in self.tables() {
+            let table = rel(self.s, tname);
+            for (pname, np) in &nt.policies {
+                let prov = format!("{}: policy {pname} on {tname}", np.source);
+                match ot.and_then(|t| t.policies.get(pname)) {
+                    Some(op) if same_policy(op, np) => {}
+                    Some(op) if !recreate.contains(&(tname.clone(), pname.clone())) => {
+                        self.out.push(prov, alter_policy(&table, pname, op, np));
+                    }
+                    _ => self.out.push(prov, create_policy(&table, pname, np)),
+                }
+            }
+        }
+    }
+
+    /// 9. Privileges.
+    fn grants(&mut self) {
+        for (tname, ot, nt) in self.tables() {
+            let prov = format!("{}: grants on {tname}", nt.source);
+            let table = rel(self.s, tname);
+            for (role, ng) in &nt.grants {
+                let og = ot
+                    .and_then(|t| t.grants.get(role))
+                    .cloned()
+                    .unwrap_or_default();
+                grant(&mut self.out, &prov, &table, role, &og, ng);
+            }
+        }
+    }
+
+    /// 10. A renamed helper function or schema: the old ones go once nothing uses them.
+    fn drop_old_helpers(&mut self, ot: &Tenancy) {
+        let tn = &self.new.tenancy;
         if ot.helper_schema != tn.helper_schema || ot.context_function != tn.context_function {
-            out.push(
+            self.out.push(
                 format!("{}: tenancy", tn.source),
                 format!("DROP FUNCTION IF EXISTS {}();", context_function(ot)),
             );
         }
     }
-    out.stmts
+}
+
+/// The privileges and UPDATE columns that `a` has and `b` has not.
+fn privileges_beyond<'g>(a: &'g Grant, b: &'g Grant) -> (Vec<&'static str>, Vec<&'g String>) {
+    let privs = a.privileges.difference(&b.privileges).map(|p| p.sql());
+    let cols = a.update_columns.difference(&b.update_columns);
+    (privs.collect(), cols.collect())
 }
 
 /// Tenancy settings without their provenance.
@@ -589,32 +655,18 @@ fn alter_policy(table: &str, name: &str, old: &Policy, new: &Policy) -> String {
 }
 
 fn grant(out: &mut Out, prov: &str, table: &str, role: &str, old: &Grant, new: &Grant) {
-    let privs: Vec<&str> = new
-        .privileges
-        .difference(&old.privileges)
-        .map(|p| p.sql())
-        .collect();
+    let (privs, cols) = privileges_beyond(new, old);
+    let role = q(role);
     if !privs.is_empty() {
-        out.push(
-            prov,
-            format!(
-                "GRANT {} ON TABLE {} TO {};",
-                privs.join(", "),
-                table,
-                q(role)
-            ),
-        );
+        let privs = privs.join(", ");
+        out.push(prov, format!("GRANT {privs} ON TABLE {table} TO {role};"));
     }
-    let cols: Vec<&String> = new.update_columns.difference(&old.update_columns).collect();
     if !cols.is_empty() {
-        out.push(
-            prov,
-            format!(
-                "GRANT UPDATE ({}) ON TABLE {} TO {};",
-                qlist(cols),
-                table,
-                q(role)
-            ),
-        );
+        let sql = format!("GRANT UPDATE ({}) ON TABLE {table} TO {role};", qlist(cols));
+        out.push(prov, sql);
     }
 }
+
+#[cfg(test)]
+#[path = "diff_tests.rs"]
+mod tests;

@@ -47,3 +47,14 @@ pub fn trigger_function_body() -> String {
         literal(TENANT_IMMUTABLE_SQLSTATE)
     )
 }
+
+/// A call of the context function: the tenant column's default.
+pub fn context_call(t: &Tenancy) -> String {
+    format!("{}()", context_function(t))
+}
+
+/// The generated tenant isolation policy's USING and WITH CHECK expression. The call sits in a
+/// sub-select so that Postgres can evaluate it once per statement (an InitPlan), not per row.
+pub fn tenant_isolation_expr(t: &Tenancy, tenant_column: &str) -> String {
+    format!("({} = (SELECT {}))", q(tenant_column), context_call(t))
+}

@@ -204,7 +204,7 @@ mod tests {
     fn hostile() -> Schema {
         let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tenantctl.toml"));
         let project = crate::settings::Project::load(config).unwrap();
-        let mut schema = crate::policy::load(&project).unwrap();
+        let mut schema = project.schema().unwrap();
         schema.tenancy.table_schema = "app\"; DROP TABLE x; --".into();
         schema.tenancy.tenant_table = "gy'ms".into();
         schema.tenancy.tenant_key = "i\"d".into();

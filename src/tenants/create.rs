@@ -40,7 +40,7 @@ pub fn create_application_name(slug: &str) -> String {
 /// Insert the gym as the platform admin, then seed it as the tenant, in ONE transaction: a
 /// create that fails at any point (bad data, a killed backend) leaves no gym behind.
 pub async fn create(
-    url: &str,
+    url: &pg::Target,
     schema: &Schema,
     spec: &CreateSpec,
     bar: &ProgressBar,

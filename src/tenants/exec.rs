@@ -38,7 +38,7 @@ pub struct ExecResult {
 /// refused before it runs, and one that leaves the role or the context (SET ROLE, RESET ROLE,
 /// COMMIT) is detected after it, so for ordinary statements what is shown is what the tenant sees.
 pub async fn exec(
-    url: &str,
+    url: &pg::Target,
     schema: &Schema,
     who: &ExecAs,
     sql: &str,

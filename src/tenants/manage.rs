@@ -60,7 +60,7 @@ async fn admin_read<'c>(
 }
 
 /// Every tenant with its row counts, sorted by slug (as the platform admin).
-pub async fn list(url: &str, schema: &Schema) -> Result<Vec<Tenant>> {
+pub async fn list(url: &pg::Target, schema: &Schema) -> Result<Vec<Tenant>> {
     check_schema(schema)?;
     let mut client = pg::connect(url).await?;
     let tx = admin_read(&mut client, schema).await?;
@@ -85,7 +85,11 @@ async fn counts(tx: &Transaction<'_>, schema: &Schema, gym: &Gym) -> Result<Tena
 }
 
 /// A tenant: its counts and its whole row in the tenant table (as JSON, every column).
-pub async fn show(url: &str, schema: &Schema, slug: &str) -> Result<(Tenant, serde_json::Value)> {
+pub async fn show(
+    url: &pg::Target,
+    schema: &Schema,
+    slug: &str,
+) -> Result<(Tenant, serde_json::Value)> {
     check_schema(schema)?;
     validate_slug(slug)?;
     let mut client = pg::connect(url).await?;
@@ -101,13 +105,13 @@ pub async fn show(url: &str, schema: &Schema, slug: &str) -> Result<(Tenant, ser
 }
 
 /// What `delete` would remove, for the confirmation prompt.
-pub async fn preview_delete(url: &str, schema: &Schema, slug: &str) -> Result<Tenant> {
+pub async fn preview_delete(url: &pg::Target, schema: &Schema, slug: &str) -> Result<Tenant> {
     Ok(show(url, schema, slug).await?.0)
 }
 
 /// Delete the gym `id` (and, through ON DELETE CASCADE, every row of it) in one transaction, as
 /// the platform admin. Returns what was deleted. The id, not the slug, is what was confirmed.
-pub async fn delete(url: &str, schema: &Schema, confirmed: &Tenant) -> Result<Tenant> {
+pub async fn delete(url: &pg::Target, schema: &Schema, confirmed: &Tenant) -> Result<Tenant> {
     check_schema(schema)?;
     let mut client = pg::connect(url).await?;
     let tx = client.transaction().await.map_err(pg_error)?;

@@ -89,7 +89,7 @@ fn cases<'a>(a: &'a Tenant, b: &'a Tenant, all_members: i64) -> Vec<Case<'a>> {
 
 /// Run the scenarios on `members`, with gyms `a` and `b` (their counts taken as the admin).
 pub async fn run(
-    url: &str,
+    url: &pg::Target,
     schema: &Schema,
     a: &Tenant,
     b: &Tenant,

@@ -528,7 +528,7 @@ mod tests {
     fn insert_sql_quotes_every_name_and_binds_every_value() {
         let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tenantctl.toml"));
         let project = crate::settings::Project::load(config).unwrap();
-        let schema = crate::policy::load(&project).unwrap();
+        let schema = project.schema().unwrap();
         let cols: Vec<&SeedColumn> = MEMBER_COLUMNS.iter().collect();
         let sql = sql::seed_insert(&schema, MEMBERS, &cols);
         assert!(

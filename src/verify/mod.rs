@@ -282,7 +282,7 @@ impl Report {
 
 /// Run the whole gate against `url`. Any error (no connection, a connection lost mid-run, a
 /// role it cannot switch to) is an `Err`: never a pass.
-pub async fn run(url: &str, schema: &Schema, settings: &Settings) -> Result<Report> {
+pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Result<Report> {
     let started = Instant::now();
     let client = pg::connect(url).await?;
     check_set_role(&client, schema).await?;
@@ -316,7 +316,7 @@ pub async fn run(url: &str, schema: &Schema, settings: &Settings) -> Result<Repo
         ))
     });
     Ok(Report {
-        database: pg::redact(url),
+        database: url.to_string(),
         tally,
         tenants_probed,
         synthetic_tenants,

@@ -29,7 +29,11 @@ pub struct ProbeSummary {
 /// Run every probe for one tenant (the context probes too) on one connection, inside a single
 /// transaction that is rolled back. Two synthetic tenants are created inside it, so there is
 /// always another tenant's row to attack, even in a database with one tenant.
-pub async fn probe_single_tenant(url: &str, schema: &Schema, gym_id: Uuid) -> Result<ProbeSummary> {
+pub async fn probe_single_tenant(
+    url: &pg::Target,
+    schema: &Schema,
+    gym_id: Uuid,
+) -> Result<ProbeSummary> {
     let client = pg::connect(url).await?;
     super::check_set_role(&client, schema).await?;
     let plan = Arc::new(Plan::build(&client, schema).await?);
@@ -693,8 +697,7 @@ impl Conn {
             Ok(usable) => usable,
             Err(e) if e.as_db_error().is_some() => false,
             Err(e) => {
-                return Err(anyhow!(pg::redact_text(&describe(&e))))
-                    .context("cannot create the probe function")
+                return Err(anyhow!(describe(&e))).context("cannot create the probe function")
             }
         };
         if usable {
@@ -716,7 +719,7 @@ impl Conn {
         self.client
             .batch_execute(sql)
             .await
-            .map_err(|e| anyhow!(pg::redact_text(&e.to_string())))
+            .map_err(|e| anyhow!(e.to_string()))
             .with_context(|| format!("{sql} failed"))
     }
 }
@@ -800,7 +803,7 @@ impl<'a> Pipeline<'a> {
 fn must(r: &Result<Vec<Row>, tokio_postgres::Error>, what: &str) -> Result<Vec<Row>> {
     match r {
         Ok(rows) => Ok(rows.clone()),
-        Err(e) => Err(anyhow!(pg::redact_text(&describe(e)))).with_context(|| what.to_string()),
+        Err(e) => Err(anyhow!(describe(e))).with_context(|| what.to_string()),
     }
 }
 
@@ -836,8 +839,7 @@ fn probe_result<'r>(
                 .map(|c| c.code().to_string())
                 .unwrap_or_default()))
         }
-        Err(e) => Err(anyhow!(pg::redact_text(&describe(e))))
-            .with_context(|| format!("probe failed: {what}")),
+        Err(e) => Err(anyhow!(describe(e))).with_context(|| format!("probe failed: {what}")),
     }
 }
 
@@ -1102,7 +1104,7 @@ async fn probe_batch(
             must(&results[end], "cannot roll back a probe transaction")?;
             return slowly(jobs).await;
         }
-        Err(e) => return Err(anyhow!(pg::redact_text(&describe(e)))).context("probe failed"),
+        Err(e) => return Err(anyhow!(describe(e))).context("probe failed"),
     };
     must(&results[end], "cannot roll back a probe transaction")?;
     // Exactly one row per tenant and target; a tenant with any other shape is probed again
@@ -1605,8 +1607,7 @@ async fn create_synthetic(
                 )
             }
         }
-        Err(e) => Err(anyhow!(pg::redact_text(&describe(&e))))
-            .context("cannot create synthetic probe tenants"),
+        Err(e) => Err(anyhow!(describe(&e))).context("cannot create synthetic probe tenants"),
     }
 }
 
@@ -1647,7 +1648,7 @@ async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Result<Tally> 
     .await;
     conn.simple(end).await?;
     let totals = result
-        .map_err(|e| anyhow!(pg::redact_text(&describe(&e))))
+        .map_err(|e| anyhow!(describe(&e)))
         .context("cannot count as the admin")?;
     for (i, total) in totals.into_iter().enumerate() {
         let name = &plan.targets[i].name;
@@ -1668,7 +1669,7 @@ async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Result<Tally> 
 }
 
 pub(super) async fn run(
-    url: &str,
+    url: &pg::Target,
     client: &Client,
     schema: &Schema,
     settings: &Settings,
@@ -1676,7 +1677,7 @@ pub(super) async fn run(
     // The probe connections are opened (authentication included) while the plan is built.
     let connecting: Vec<Connecting> = (0..settings.connections.clamp(1, 16))
         .map(|_| {
-            let url = url.to_string();
+            let url = url.clone();
             tokio::spawn(async move { pg::connect(&url).await })
         })
         .collect();
@@ -1786,9 +1787,7 @@ async fn probe_all(
                 .context("cannot begin")?;
             None
         }
-        Err(e) => {
-            return Err(anyhow!(pg::redact_text(&describe(&e)))).context("cannot export a snapshot")
-        }
+        Err(e) => return Err(anyhow!(describe(&e))).context("cannot export a snapshot"),
     };
     let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ".to_string();
     if let Some(id) = &snapshot {
@@ -1825,7 +1824,7 @@ async fn probe_all(
     }
     .await;
     let victims = setup
-        .map_err(|e| anyhow!(pg::redact_text(&describe(&e))))
+        .map_err(|e| anyhow!(describe(&e)))
         .context("cannot read reference rows as the admin")?;
     let shared = Arc::new(Shared { begin, victims });
 
@@ -1951,7 +1950,7 @@ async fn probe_all(
     };
     let fed = feed
         .await
-        .map_err(|e| anyhow!(pg::redact_text(&describe(&e))))
+        .map_err(|e| anyhow!(describe(&e)))
         .context("cannot list tenants");
     drop(tx);
     let mut tally = Tally::default();
@@ -2015,7 +2014,7 @@ fn admin_sees_all(plan: &Plan, sums: &Sums) -> Tally {
 /// Fewer than two tenants: create two synthetic ones in one transaction, probe every tenant in
 /// it on one connection (nothing uncommitted is visible to another), and roll it all back.
 async fn run_synthetic(
-    url: &str,
+    url: &pg::Target,
     plan: Arc<Plan>,
     schema: &Schema,
     named: Option<Vec<Uuid>>,
@@ -2042,7 +2041,7 @@ async fn run_synthetic(
                 conn.simple("ROLLBACK TO SAVEPOINT tc_list; RELEASE SAVEPOINT tc_list")
                     .await?;
                 listed
-                    .map_err(|e| anyhow!(pg::redact_text(&describe(&e))))
+                    .map_err(|e| anyhow!(describe(&e)))
                     .context("cannot list tenants")?
                     .iter()
                     .map(|r| r.get::<_, Uuid>(0))

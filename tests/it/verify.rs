@@ -692,11 +692,15 @@ fn probe_single_tenant_reports_leaks_for_one_tenant() {
     let t = template();
     let mut project = tenantctl::settings::Project::load(&t.dir.join("tenantctl.toml")).unwrap();
     project.config.database.url = Some(url.clone());
-    let schema = tenantctl::policy::load(&project).unwrap();
+    let schema = project.schema().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let gym: uuid::Uuid = GYM_A.parse().unwrap();
     let clean = rt
-        .block_on(tenantctl::verify::probe_single_tenant(&url, &schema, gym))
+        .block_on(tenantctl::verify::probe_single_tenant(
+            &url.parse().unwrap(),
+            &schema,
+            gym,
+        ))
         .unwrap();
     assert!(clean.checks > 10 && clean.failures.is_empty(), "{clean:?}");
     psql_exec(
@@ -707,7 +711,11 @@ fn probe_single_tenant_reports_leaks_for_one_tenant() {
         ),
     );
     let leaky = rt
-        .block_on(tenantctl::verify::probe_single_tenant(&url, &schema, gym))
+        .block_on(tenantctl::verify::probe_single_tenant(
+            &url.parse().unwrap(),
+            &schema,
+            gym,
+        ))
         .unwrap();
     assert!(
         leaky

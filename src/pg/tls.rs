@@ -1,0 +1,211 @@
+//! TLS for every sslmode: the rustls client configuration and the two verifiers libpq's weaker
+//! modes need. The crypto provider (ring) is always passed explicitly, so rustls never looks for
+//! a process-level default provider and cannot panic for lack of one.
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+use super::target::{RootCert, Target, Verification};
+
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// Mozilla's roots (webpki-roots) plus the operating system's: Neon's certificates chain to a
+/// public CA, and a corporate proxy CA would be in the system store.
+fn default_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            roots.add_parsable_certificates(native_roots());
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+fn native_roots() -> Vec<CertificateDer<'static>> {
+    static NATIVE: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    // Unreadable entries in the system store are skipped, as OpenSSL does.
+    NATIVE
+        .get_or_init(|| rustls_native_certs::load_native_certs().certs)
+        .clone()
+}
+
+fn root_store(root_cert: Option<&RootCert>) -> Result<Arc<RootCertStore>> {
+    match root_cert {
+        None => Ok(default_roots()),
+        Some(RootCert::System) => {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(native_roots());
+            if roots.is_empty() {
+                bail!("sslrootcert=system: no certificates found in the system store");
+            }
+            Ok(Arc::new(roots))
+        }
+        Some(RootCert::File(path)) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(|| format!("cannot read sslrootcert {}", path.display()))?;
+            let mut roots = RootCertStore::empty();
+            let (added, _ignored) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                bail!(
+                    "sslrootcert {}: no usable PEM certificate in the file",
+                    path.display()
+                );
+            }
+            Ok(Arc::new(roots))
+        }
+    }
+}
+
+/// The rustls configuration for a parsed connection string.
+pub fn tls_config(target: &Target) -> Result<ClientConfig> {
+    let provider = provider();
+    let verifier: Arc<dyn ServerCertVerifier> = match target.verification {
+        Verification::None => Arc::new(EncryptOnly(provider.signature_verification_algorithms)),
+        level => {
+            let roots = root_store(target.root_cert.as_ref())?;
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .context("cannot build the certificate verifier")?;
+            if level == Verification::Full {
+                webpki
+            } else {
+                Arc::new(ChainOnly(webpki))
+            }
+        }
+    };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("cannot configure TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    // libpq 17 sends this ALPN; servers 17+ require it for sslnegotiation=direct.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(config)
+}
+
+/// verify-ca: the full webpki chain check, forgiving only a host-name mismatch. webpki checks
+/// the name last, after the chain has been accepted, so this error means "chain is fine".
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// require/prefer/allow without a root certificate: any certificate, but the server must still
+/// prove it holds the certificate's key, so SCRAM channel binding protects against a relay.
+#[derive(Debug)]
+struct EncryptOnly(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::target::parse;
+
+    #[test]
+    fn tls_never_relies_on_a_process_default_provider() {
+        for conn in [
+            "host=h sslmode=require",
+            "host=h sslmode=verify-ca",
+            "host=h sslmode=verify-full",
+        ] {
+            tls_config(&parse(conn).unwrap()).unwrap();
+        }
+        // Had any of these used rustls' process-level default, it would now be installed.
+        assert!(CryptoProvider::get_default().is_none());
+    }
+}
