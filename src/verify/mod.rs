@@ -1,6 +1,8 @@
 //! The isolation gate: static checks of the catalog and probes that impersonate tenants, each
 //! result a [`Finding`] with a stable check id. Nothing here prints; `commands::verify` renders.
 
+#[macro_use]
+mod row;
 mod catalog;
 mod preflight;
 mod probe;
@@ -178,6 +180,18 @@ impl Tally {
         if let Some(f) = finding {
             self.findings.push(f);
         }
+    }
+
+    /// Count one run of check `id`; when it `failed`, record a finding on `object` with the
+    /// message `message` builds.
+    pub fn fail_if(
+        &mut self,
+        id: &'static str,
+        failed: bool,
+        object: impl Into<String>,
+        message: impl FnOnce() -> String,
+    ) {
+        self.record(id, failed.then(|| Finding::new(id, object, message())));
     }
 
     pub fn fail(&mut self, f: Finding) {

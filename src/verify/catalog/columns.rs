@@ -3,17 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use anyhow::Result;
+use tokio_postgres::Client;
 
 use super::normalise::Normalised;
+use super::query;
 use super::relations::Rel;
-use super::{col, typed};
-use crate::model::{Constraint, OnDelete, Schema, Table};
+use super::tables::Declared;
+use crate::model::{Constraint, OnDelete, Schema};
 use crate::verify::{Finding, Tally};
 
 pub(super) const COLUMNS: &str = "
-SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS data_type, a.attnotnull AS not_null,
        pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default
 FROM pg_catalog.pg_attribute a
 LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -40,27 +41,21 @@ SELECT ic.relname::text AS name, i.indisunique AS unique,
 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
 WHERE i.indrelid = $1";
 
-/// A column's type, NOT NULL and default as Postgres renders them (a row of [`COLUMNS`]).
-#[derive(Debug)]
-pub(super) struct ColumnShape {
-    pub name: String,
-    ty: String,
-    not_null: bool,
-    default: Option<String>,
+typed_row! {
+    /// A column's type, NOT NULL and default as Postgres renders them (a row of [`COLUMNS`]).
+    #[derive(Debug)]
+    pub(super) struct ColumnShape {
+        pub name: String,
+        data_type: String,
+        not_null: bool,
+        default: Option<String>,
+    }
 }
 
 impl ColumnShape {
-    pub(super) fn from_row(r: &Row) -> Result<ColumnShape> {
-        Ok(ColumnShape {
-            name: col(r, "name")?,
-            ty: col(r, "type")?,
-            not_null: col(r, "not_null")?,
-            default: col(r, "default")?,
-        })
-    }
-
     fn same(&self, other: &ColumnShape) -> bool {
-        (&self.ty, self.not_null, &self.default) == (&other.ty, other.not_null, &other.default)
+        (&self.data_type, self.not_null, &self.default)
+            == (&other.data_type, other.not_null, &other.default)
     }
 }
 
@@ -69,7 +64,7 @@ impl std::fmt::Display for ColumnShape {
         write!(
             f,
             "{} {}",
-            self.ty,
+            self.data_type,
             if self.not_null { "NOT NULL" } else { "NULL" }
         )?;
         if let Some(d) = &self.default {
@@ -79,102 +74,74 @@ impl std::fmt::Display for ColumnShape {
     }
 }
 
-/// `pg_constraint.contype`, for the kinds tenantctl declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConKind {
-    PrimaryKey,
-    Unique,
-    Check,
-    ForeignKey,
-    Other,
-}
-
-impl ConKind {
-    fn from_code(code: &str) -> ConKind {
-        match code {
-            "p" => ConKind::PrimaryKey,
-            "u" => ConKind::Unique,
-            "c" => ConKind::Check,
-            "f" => ConKind::ForeignKey,
-            _ => ConKind::Other,
-        }
+catalog_code! {
+    /// `pg_constraint.contype`, for the kinds tenantctl declares.
+    enum ConKind {
+        "p" => PrimaryKey,
+        "u" => Unique,
+        "c" => Check,
+        "f" => ForeignKey,
+        _ => Other,
     }
 }
 
-/// `pg_constraint.confdeltype`, for the actions tenantctl declares (None: another, or none).
-fn on_delete(code: &str) -> Option<OnDelete> {
-    match code {
-        "a" => Some(OnDelete::NoAction),
-        "r" => Some(OnDelete::Restrict),
-        "c" => Some(OnDelete::Cascade),
-        _ => None,
+catalog_code! {
+    /// `pg_constraint.confdeltype`, for the actions tenantctl declares.
+    enum FkAction {
+        "a" => NoAction,
+        "r" => Restrict,
+        "c" => Cascade,
+        _ => Other,
     }
 }
 
-/// A constraint as it is (a row of [`CONSTRAINTS`]).
-struct LiveConstraint {
-    name: String,
-    kind: ConKind,
-    def: String,
-    columns: Vec<String>,
-    ref_table: String,
-    ref_schema: String,
-    ref_columns: Vec<String>,
-    on_delete: Option<OnDelete>,
-}
-
-impl LiveConstraint {
-    fn from_row(r: &Row) -> Result<LiveConstraint> {
-        Ok(LiveConstraint {
-            name: col(r, "name")?,
-            kind: ConKind::from_code(&col::<String>(r, "kind")?),
-            def: col(r, "def")?,
-            columns: col(r, "columns")?,
-            ref_table: col(r, "ref_table")?,
-            ref_schema: col(r, "ref_schema")?,
-            ref_columns: col(r, "ref_columns")?,
-            on_delete: on_delete(&col::<String>(r, "on_delete")?),
-        })
+impl FkAction {
+    fn is(self, declared: OnDelete) -> bool {
+        matches!(
+            (self, declared),
+            (FkAction::NoAction, OnDelete::NoAction)
+                | (FkAction::Restrict, OnDelete::Restrict)
+                | (FkAction::Cascade, OnDelete::Cascade)
+        )
     }
 }
 
-/// An index as it is (a row of [`INDEXES`]).
-struct LiveIndex {
-    name: String,
-    unique: bool,
-    columns: Vec<String>,
-    /// On an expression, or partial.
-    partial: bool,
+typed_row! {
+    /// A constraint as it is (a row of [`CONSTRAINTS`]).
+    struct LiveConstraint {
+        name: String,
+        kind: ConKind,
+        def: String,
+        columns: Vec<String>,
+        ref_table: String,
+        ref_schema: String,
+        ref_columns: Vec<String>,
+        on_delete: FkAction,
+    }
 }
 
-impl LiveIndex {
-    fn from_row(r: &Row) -> Result<LiveIndex> {
-        Ok(LiveIndex {
-            name: col(r, "name")?,
-            unique: col(r, "unique")?,
-            columns: col(r, "columns")?,
-            partial: col(r, "partial")?,
-        })
+typed_row! {
+    /// An index as it is (a row of [`INDEXES`]).
+    struct LiveIndex {
+        name: String,
+        unique: bool,
+        columns: Vec<String>,
+        /// On an expression, or partial.
+        partial: bool,
     }
 }
 
 /// drift.column: every declared column exists as Postgres renders the declaration.
-pub(super) async fn columns(
-    client: &Client,
-    table: &Table,
-    rel: &Rel,
-    norm: Option<&Normalised>,
-    tally: &mut Tally,
-) -> Result<()> {
+pub(super) async fn columns(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
+    let (client, table, rel, norm) = (cx.client, cx.table, cx.rel, cx.norm);
     let disp = rel.display();
-    let rows = client
-        .query(COLUMNS, &[&rel.oid])
-        .await
-        .context("cannot read columns")?;
-    let live: BTreeMap<String, ColumnShape> = typed(&rows, ColumnShape::from_row)?
-        .into_iter()
-        .map(|c| (c.name.clone(), c))
-        .collect();
+    let what = "cannot read columns";
+    let live: BTreeMap<String, ColumnShape> =
+        query(client, COLUMNS, &[&rel.oid], what, ColumnShape::from_row)
+            .await?
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
     if let Some(e) = norm.and_then(|n| n.error.as_ref()) {
         tally.fail(Finding::new(
             "drift.column",
@@ -202,23 +169,21 @@ pub(super) async fn columns(
 }
 
 /// drift.constraint: every declared key, CHECK and foreign key exists as declared.
-pub(super) async fn constraints(
-    client: &Client,
-    schema: &Schema,
-    table: &Table,
-    rel: &Rel,
-    norm: Option<&Normalised>,
-    tally: &mut Tally,
-) -> Result<()> {
+pub(super) async fn constraints(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
+    let (client, schema, table, rel, norm) = (cx.client, cx.schema, cx.table, cx.rel, cx.norm);
     let disp = rel.display();
-    let rows = client
-        .query(CONSTRAINTS, &[&rel.oid])
-        .await
-        .context("cannot read constraints")?;
-    let live: BTreeMap<String, LiveConstraint> = typed(&rows, LiveConstraint::from_row)?
-        .into_iter()
-        .map(|c| (c.name.clone(), c))
-        .collect();
+    let what = "cannot read constraints";
+    let live: BTreeMap<String, LiveConstraint> = query(
+        client,
+        CONSTRAINTS,
+        &[&rel.oid],
+        what,
+        LiveConstraint::from_row,
+    )
+    .await?
+    .into_iter()
+    .map(|c| (c.name.clone(), c))
+    .collect();
     for (cname, c) in &table.constraints {
         let problem = match live.get(cname) {
             None => Some("is missing".to_string()),
@@ -275,18 +240,14 @@ fn constraint_problem(
             || &l.ref_table != rt
             || l.ref_schema != schema.tenancy.table_schema
             || &l.ref_columns != ref_columns
-            || l.on_delete != Some(*on_delete))
+            || !l.on_delete.is(*on_delete))
         .then(|| format!("is {}", l.def)),
     }
 }
 
 /// drift.index: every declared index exists on the declared columns, not partial.
-pub(super) async fn indexes(
-    client: &Client,
-    table: &Table,
-    rel: &Rel,
-    tally: &mut Tally,
-) -> Result<()> {
+pub(super) async fn indexes(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
+    let (client, table, rel) = (cx.client, cx.table, cx.rel);
     let disp = rel.display();
     let live = read_indexes(client, rel).await?;
     for (iname, ix) in &table.indexes {
@@ -316,11 +277,8 @@ pub(super) async fn indexes(
 }
 
 async fn read_indexes(client: &Client, rel: &Rel) -> Result<Vec<LiveIndex>> {
-    let rows = client
-        .query(INDEXES, &[&rel.oid])
-        .await
-        .context("cannot read indexes")?;
-    typed(&rows, LiveIndex::from_row)
+    let what = "cannot read indexes";
+    query(client, INDEXES, &[&rel.oid], what, LiveIndex::from_row).await
 }
 
 /// perf.tenant-index: some index (not partial, not on an expression) is led by the tenant

@@ -2,9 +2,9 @@
 //! tenant context (a missing context must fail closed).
 
 use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Client;
 
-use super::{col, typed};
+use super::{col, query};
 use crate::model::Schema;
 use crate::verify::{Finding, Tally};
 
@@ -18,18 +18,11 @@ WHERE (s.setdatabase = 0 OR d.datname = pg_catalog.current_database())
 
 const CURRENT_CONTEXT: &str = "SELECT pg_catalog.current_setting($1, true) AS value";
 
-/// A database or role default of the context setting (a row of [`DEFAULT_CONTEXT`]).
-struct Default {
-    database: String,
-    role: String,
-}
-
-impl Default {
-    fn from_row(r: &Row) -> Result<Default> {
-        Ok(Default {
-            database: col(r, "database")?,
-            role: col(r, "role")?,
-        })
+typed_row! {
+    /// A database or role default of the context setting (a row of [`DEFAULT_CONTEXT`]).
+    struct Default {
+        database: String,
+        role: String,
     }
 }
 
@@ -40,11 +33,8 @@ pub(super) async fn default_context(
 ) -> Result<()> {
     let setting = &schema.tenancy.context_setting;
     tally.pass("config.default-context");
-    let rows = client
-        .query(DEFAULT_CONTEXT, &[setting])
-        .await
-        .context("cannot read database and role settings")?;
-    for d in typed(&rows, Default::from_row)? {
+    let what = "cannot read database and role settings";
+    for d in query(client, DEFAULT_CONTEXT, &[setting], what, Default::from_row).await? {
         tally.fail(Finding::new(
             "config.default-context",
             format!("setting {setting}"),

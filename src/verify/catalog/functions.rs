@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
 
-use super::{col, owned_by, typed};
+use super::{col, owned_by, query, query_opt};
 use crate::model::{Schema, Tenancy};
 use crate::sqlgen;
 use crate::verify::{Finding, Tally};
@@ -40,73 +41,39 @@ WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND pg_catalog.has_schema_privilege($1, n.oid, 'USAGE')
 ORDER BY 1, 2, 3";
 
-/// `pg_proc.provolatile`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Volatility {
-    Immutable,
-    Stable,
-    Volatile,
-}
-
-impl Volatility {
-    fn from_code(code: &str) -> Result<Volatility> {
-        Ok(match code {
-            "i" => Volatility::Immutable,
-            "s" => Volatility::Stable,
-            "v" => Volatility::Volatile,
-            other => anyhow::bail!("unexpected catalog value in column provolatile: {other:?}"),
-        })
+catalog_code! {
+    /// `pg_proc.provolatile`.
+    enum Volatility {
+        "i" => Immutable,
+        "s" => Stable,
+        "v" => Volatile,
     }
 }
 
-/// A helper function as it is (a row of [`FUNCTION`]).
-struct LiveFunction {
-    src: String,
-    volatility: Volatility,
-    definer: bool,
-    owner: String,
-    config: Vec<String>,
-}
-
-impl LiveFunction {
-    fn from_row(r: &Row) -> Result<LiveFunction> {
-        Ok(LiveFunction {
-            src: col(r, "src")?,
-            volatility: Volatility::from_code(&col::<String>(r, "volatility")?)?,
-            definer: col(r, "definer")?,
-            owner: col(r, "owner")?,
-            config: col(r, "config")?,
-        })
+typed_row! {
+    /// A helper function as it is (a row of [`FUNCTION`]).
+    struct LiveFunction {
+        src: String,
+        volatility: Volatility,
+        definer: bool,
+        owner: String,
+        config: Vec<String>,
     }
 }
 
-/// A SECURITY DEFINER function the app role can execute (a row of [`DEFINER_FUNCTIONS`]).
-struct DefinerFunction {
-    schema: String,
-    name: String,
-    args: String,
-    src: String,
-    config: Vec<String>,
-    owner: String,
-    superuser: bool,
-    bypassrls: bool,
-    /// Which of the owner and admin roles its owner is a member of.
-    member_of: Vec<String>,
-}
-
-impl DefinerFunction {
-    fn from_row(r: &Row) -> Result<DefinerFunction> {
-        Ok(DefinerFunction {
-            schema: col(r, "schema")?,
-            name: col(r, "name")?,
-            args: col(r, "args")?,
-            src: col(r, "src")?,
-            config: col(r, "config")?,
-            owner: col(r, "owner")?,
-            superuser: col(r, "superuser")?,
-            bypassrls: col(r, "bypassrls")?,
-            member_of: col(r, "member_of")?,
-        })
+typed_row! {
+    /// A SECURITY DEFINER function the app role can execute (a row of [`DEFINER_FUNCTIONS`]).
+    struct DefinerFunction {
+        schema: String,
+        name: String,
+        args: String,
+        src: String,
+        config: Vec<String>,
+        owner: String,
+        superuser: bool,
+        bypassrls: bool,
+        /// Which of the owner and admin roles its owner is a member of.
+        member_of: Vec<String>,
     }
 }
 
@@ -152,14 +119,11 @@ pub(super) async fn check(
 /// drift.function (and perf.context-function, drift.owner) for one helper function.
 async fn helper(client: &Client, t: &Tenancy, h: &Helper, tally: &mut Tally) -> Result<()> {
     let obj = format!("function {}.{}()", t.helper_schema, h.name);
-    let row = client
-        .query_opt(FUNCTION, &[&t.helper_schema, &h.name])
-        .await
-        .context("cannot read functions")?;
-    let problem = match row {
+    let params: [&(dyn ToSql + Sync); 2] = [&t.helper_schema, &h.name];
+    let what = "cannot read functions";
+    let problem = match query_opt(client, FUNCTION, &params, what, LiveFunction::from_row).await? {
         None => Some("does not exist".to_string()),
-        Some(r) => {
-            let f = LiveFunction::from_row(&r)?;
+        Some(f) => {
             let pinned = f.config == [PINNED_SEARCH_PATH];
             if h.context {
                 // The context function: Postgres inlines a SQL function into the statement
@@ -246,11 +210,17 @@ async fn definer_functions(
 ) -> Result<()> {
     let t = &schema.tenancy;
     let owner_admin = vec![t.owner_role.clone(), t.admin_role.clone()];
-    let rows = client
-        .query(DEFINER_FUNCTIONS, &[&t.app_role, &owner_admin])
-        .await
-        .context("cannot read SECURITY DEFINER functions")?;
-    for f in typed(&rows, DefinerFunction::from_row)? {
+    let params: [&(dyn ToSql + Sync); 2] = [&t.app_role, &owner_admin];
+    let what = "cannot read SECURITY DEFINER functions";
+    for f in query(
+        client,
+        DEFINER_FUNCTIONS,
+        &params,
+        what,
+        DefinerFunction::from_row,
+    )
+    .await?
+    {
         // tenantctl's own helpers are SECURITY INVOKER; drift.function reports them otherwise.
         if f.schema == t.helper_schema && f.args.is_empty() && helper_names.contains(&&f.name) {
             continue;

@@ -5,11 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
 
 use super::relations::Rel;
-use super::{col, typed};
-use crate::model::{Schema, Table};
+use super::tables::Declared;
+use super::{col, query};
+use crate::model::Schema;
 use crate::verify::{Finding, Tally};
 
 const TABLE_GRANTS: &str = "
@@ -20,7 +22,7 @@ WHERE c.oid = $1 AND a.grantee <> c.relowner";
 
 const COLUMN_GRANTS: &str = "
 SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END AS grantee,
-       a.privilege_type AS privilege, att.attname::text AS column
+       a.privilege_type || ' (' || att.attname::text || ')' AS privilege
 FROM pg_catalog.pg_attribute att JOIN pg_catalog.pg_class c ON c.oid = att.attrelid, aclexplode(att.attacl) a
 WHERE att.attrelid = $1 AND att.attnum > 0 AND NOT att.attisdropped AND att.attacl IS NOT NULL
   AND a.grantee <> c.relowner";
@@ -34,96 +36,47 @@ FROM unnest(ARRAY['TRUNCATE', 'REFERENCES', 'TRIGGER']) p";
 const TENANT_COLUMN_UPDATE: &str =
     "SELECT pg_catalog.has_column_privilege($1, $2::oid, $3, 'UPDATE') AS can";
 
-/// A privilege granted on the table or one of its columns (a row of [`TABLE_GRANTS`] or
-/// [`COLUMN_GRANTS`]).
-struct LiveGrant {
-    grantee: String,
-    /// `SELECT`, or `UPDATE (column)` for a column privilege.
-    privilege: String,
-}
-
-impl LiveGrant {
-    fn table(r: &Row) -> Result<LiveGrant> {
-        Ok(LiveGrant {
-            grantee: col(r, "grantee")?,
-            privilege: col(r, "privilege")?,
-        })
-    }
-
-    fn column(r: &Row) -> Result<LiveGrant> {
-        let (p, column): (String, String) = (col(r, "privilege")?, col(r, "column")?);
-        Ok(LiveGrant {
-            grantee: col(r, "grantee")?,
-            privilege: format!("{p} ({column})"),
-        })
+typed_row! {
+    /// A privilege granted on the table or one of its columns (a row of [`TABLE_GRANTS`] or
+    /// [`COLUMN_GRANTS`]).
+    struct LiveGrant {
+        grantee: String,
+        /// `SELECT`, or `UPDATE (column)` for a column privilege.
+        privilege: String,
     }
 }
 
-/// A privilege RLS does not cover (a row of [`DANGEROUS`]).
-struct Dangerous {
-    privilege: String,
-    app: bool,
-    public: bool,
-}
-
-impl Dangerous {
-    fn from_row(r: &Row) -> Result<Dangerous> {
-        Ok(Dangerous {
-            privilege: col(r, "privilege")?,
-            app: col(r, "app")?,
-            public: col(r, "public")?,
-        })
+typed_row! {
+    /// A privilege RLS does not cover (a row of [`DANGEROUS`]).
+    struct Dangerous {
+        privilege: String,
+        app: bool,
+        public: bool,
     }
 }
 
 type PerGrantee = BTreeMap<String, BTreeSet<String>>;
 
-async fn read(
-    client: &Client,
-    sql: &str,
-    oid: u32,
-    what: &'static str,
-    from_row: fn(&Row) -> Result<LiveGrant>,
-) -> Result<PerGrantee> {
-    let rows = client.query(sql, &[&oid]).await.context(what)?;
+async fn read(client: &Client, sql: &str, oid: u32, what: &'static str) -> Result<PerGrantee> {
     let mut out = PerGrantee::new();
-    for g in typed(&rows, from_row)? {
+    for g in query(client, sql, &[&oid], what, LiveGrant::from_row).await? {
         out.entry(g.grantee).or_default().insert(g.privilege);
     }
     Ok(out)
 }
 
-pub(super) async fn check(
-    client: &Client,
-    schema: &Schema,
-    table: &Table,
-    rel: &Rel,
-    tally: &mut Tally,
-) -> Result<()> {
-    declared(client, table, rel, tally).await?;
-    dangerous(client, schema, rel, tally).await?;
-    tenant_column_update(client, schema, table, rel, tally).await
+pub(super) async fn check(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
+    declared(cx, tally).await?;
+    dangerous(cx.client, cx.schema, cx.rel, tally).await?;
+    tenant_column_update(cx, tally).await
 }
 
 /// drift.grant: each role's privileges (table and column) equal the declaration.
-async fn declared(client: &Client, table: &Table, rel: &Rel, tally: &mut Tally) -> Result<()> {
+async fn declared(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
+    let (client, table, rel) = (cx.client, cx.table, cx.rel);
     let disp = rel.display();
-    let live = read(
-        client,
-        TABLE_GRANTS,
-        rel.oid,
-        "cannot read grants",
-        LiveGrant::table,
-    )
-    .await?;
-    let live_cols = read(
-        client,
-        COLUMN_GRANTS,
-        rel.oid,
-        "cannot read column grants",
-        LiveGrant::column,
-    )
-    .await?;
+    let live = read(client, TABLE_GRANTS, rel.oid, "cannot read grants").await?;
+    let live_cols = read(client, COLUMN_GRANTS, rel.oid, "cannot read column grants").await?;
     let mut grantees: BTreeSet<&String> = live.keys().chain(live_cols.keys()).collect();
     grantees.extend(table.grants.keys());
     for who in grantees {
@@ -178,11 +131,9 @@ async fn declared(client: &Client, table: &Table, rel: &Rel, tally: &mut Tally) 
 /// membership) or PUBLIC.
 async fn dangerous(client: &Client, schema: &Schema, rel: &Rel, tally: &mut Tally) -> Result<()> {
     let app = &schema.tenancy.app_role;
-    let rows = client
-        .query(DANGEROUS, &[app, &rel.oid])
-        .await
-        .context("cannot read privileges")?;
-    for d in typed(&rows, Dangerous::from_row)? {
+    let params: [&(dyn ToSql + Sync); 2] = [app, &rel.oid];
+    let what = "cannot read privileges";
+    for d in query(client, DANGEROUS, &params, what, Dangerous::from_row).await? {
         let who = match (d.app, d.public) {
             (_, true) => Some("PUBLIC".to_string()),
             (true, false) => Some(app.clone()),
@@ -203,13 +154,8 @@ async fn dangerous(client: &Client, schema: &Schema, rel: &Rel, tally: &mut Tall
 }
 
 /// grant.tenant-column-update: the app role may not UPDATE the tenant column.
-async fn tenant_column_update(
-    client: &Client,
-    schema: &Schema,
-    table: &Table,
-    rel: &Rel,
-    tally: &mut Tally,
-) -> Result<()> {
+async fn tenant_column_update(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
+    let (client, schema, table, rel) = (cx.client, cx.schema, cx.table, cx.rel);
     let t = &schema.tenancy;
     let disp = rel.display();
     let can: bool = col(

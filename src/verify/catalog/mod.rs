@@ -15,10 +15,10 @@ mod triggers;
 
 use std::collections::{BTreeSet, HashSet};
 
-use anyhow::{Context, Result};
-use tokio_postgres::types::FromSql;
-use tokio_postgres::{Client, Row};
+use anyhow::Result;
+use tokio_postgres::Client;
 
+use super::row::{col, query, query_opt};
 use super::{Finding, Tally};
 use crate::model::Schema;
 use relations::Rel;
@@ -30,10 +30,10 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     let rels = relations::list(client, schema).await?;
     let tenant = TenantData::of(schema, &rels);
     functions::check(client, schema, &tenant.owners(&rels), &mut tally).await?;
-    triggers::rules(client, &rels, &tenant.oids, &mut tally).await?;
+    triggers::rules(client, &rels, &tenant, &mut tally).await?;
     let norm = normalise::normalise(client, schema).await?;
     tables::check_declared(client, schema, &rels, &norm, &mut tally).await?;
-    relations::check_reachable(client, schema, &rels, &tenant.oids, &mut tally).await?;
+    relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
     Ok(tally)
 }
 
@@ -41,6 +41,8 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
 /// table) that carries the tenant column.
 struct TenantData {
     oids: HashSet<u32>,
+    /// The same, as a query parameter.
+    list: Vec<u32>,
 }
 
 impl TenantData {
@@ -49,8 +51,9 @@ impl TenantData {
             .iter()
             .filter(|r| r.kind.holds_rows() && (r.is_declared(schema) || r.has_tc))
             .map(|r| r.oid)
-            .collect();
-        TenantData { oids }
+            .collect::<HashSet<u32>>();
+        let list = oids.iter().copied().collect();
+        TenantData { oids, list }
     }
 
     /// The roles that own a tenant table.
@@ -60,23 +63,6 @@ impl TenantData {
             .map(|r| r.owner.as_str())
             .collect()
     }
-}
-
-/// A column of a catalog row, by name. A value of an unexpected type is an error (verify exits
-/// 2), never a panic.
-fn col<'a, T: FromSql<'a>>(r: &'a Row, name: &str) -> Result<T> {
-    r.try_get(name).with_context(|| {
-        let i = r.columns().iter().position(|c| c.name() == name);
-        format!(
-            "unexpected catalog value in column {} ({name})",
-            i.map_or_else(|| "?".to_string(), |i| i.to_string())
-        )
-    })
-}
-
-/// Every row of `rows` read into `T` by its `from_row`.
-fn typed<T>(rows: &[Row], from_row: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
-    rows.iter().map(from_row).collect()
 }
 
 /// `e`, or `(none)`: a policy expression in a finding.

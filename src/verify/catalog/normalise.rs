@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use tokio_postgres::{Client, Row};
 
+use super::col;
 use super::columns::{ColumnShape, COLUMNS};
-use super::{col, typed};
 use crate::model::{Policy, Schema, Table};
 use crate::sqlgen;
 use crate::verify::tx::{rolled_back, Scope};
@@ -81,10 +81,8 @@ async fn scratch_table(client: &Client, i: usize, table: &Table) -> Result<Norma
         Ok(_) => {}
     }
     let oid: u32 = col(&client.query_one(SCRATCH_OID, &[&scratch]).await?, "oid")?;
-    for c in typed(
-        &client.query(COLUMNS, &[&oid]).await?,
-        ColumnShape::from_row,
-    )? {
+    for r in client.query(COLUMNS, &[&oid]).await? {
+        let c = ColumnShape::from_row(&r)?;
         n.columns.insert(c.name.clone(), c);
     }
     for r in client.query(SCRATCH_CHECKS, &[&oid]).await? {

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use anyhow::Result;
+use tokio_postgres::Client;
 
 use super::normalise::Normalised;
 use super::relations::Rel;
 use super::roles::LiveRole;
-use super::{col, show, typed};
+use super::{query, show};
 use crate::model::{AdminBypass, Command, Policy, Schema, Table};
 use crate::verify::{Finding, Tally};
 
@@ -17,31 +17,43 @@ const POLICIES: &str = "
 SELECT p.polname::text AS name, p.polcmd::text AS cmd, p.polpermissive AS permissive,
        ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END
              FROM unnest(p.polroles) r ORDER BY 1) AS roles,
-       pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual,
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS \"using\",
        pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
 FROM pg_catalog.pg_policy p WHERE p.polrelid = $1";
 
-/// A policy as it is (a row of [`POLICIES`]).
-#[derive(Debug)]
-pub(super) struct LivePolicy {
-    name: String,
-    cmd: Command,
-    permissive: bool,
-    roles: Vec<String>,
-    using: Option<String>,
-    with_check: Option<String>,
+catalog_code! {
+    /// `pg_policy.polcmd`.
+    enum PolicyCmd {
+        "*" => All,
+        "r" => Select,
+        "a" => Insert,
+        "w" => Update,
+        "d" => Delete,
+    }
+}
+
+typed_row! {
+    /// A policy as it is (a row of [`POLICIES`]).
+    #[derive(Debug)]
+    pub(super) struct LivePolicy {
+        name: String,
+        cmd: PolicyCmd,
+        permissive: bool,
+        roles: Vec<String>,
+        using: Option<String>,
+        with_check: Option<String>,
+    }
 }
 
 impl LivePolicy {
-    fn from_row(r: &Row) -> Result<LivePolicy> {
-        Ok(LivePolicy {
-            name: col(r, "name")?,
-            cmd: command(&col::<String>(r, "cmd")?),
-            permissive: col(r, "permissive")?,
-            roles: col(r, "roles")?,
-            using: col(r, "qual")?,
-            with_check: col(r, "with_check")?,
-        })
+    fn command(&self) -> Command {
+        match self.cmd {
+            PolicyCmd::All => Command::All,
+            PolicyCmd::Select => Command::Select,
+            PolicyCmd::Insert => Command::Insert,
+            PolicyCmd::Update => Command::Update,
+            PolicyCmd::Delete => Command::Delete,
+        }
     }
 
     fn kind(&self) -> &'static str {
@@ -50,17 +62,6 @@ impl LivePolicy {
         } else {
             "RESTRICTIVE"
         }
-    }
-}
-
-/// `pg_policy.polcmd` (`*` and anything unknown: ALL).
-fn command(code: &str) -> Command {
-    match code {
-        "r" => Command::Select,
-        "a" => Command::Insert,
-        "w" => Command::Update,
-        "d" => Command::Delete,
-        _ => Command::All,
     }
 }
 
@@ -76,11 +77,14 @@ fn code(c: Command) -> &'static str {
 }
 
 pub(super) async fn read(client: &Client, oid: u32) -> Result<Vec<LivePolicy>> {
-    let rows = client
-        .query(POLICIES, &[&oid])
-        .await
-        .context("cannot read policies")?;
-    typed(&rows, LivePolicy::from_row)
+    query(
+        client,
+        POLICIES,
+        &[&oid],
+        "cannot read policies",
+        LivePolicy::from_row,
+    )
+    .await
 }
 
 /// drift.policy, drift.policy-undeclared and (admin_bypass = "policy") role.admin-bypass on a
@@ -128,7 +132,7 @@ pub(super) fn drift(
                 "policy {} on {disp} ({} {} TO {}) is not declared",
                 l.name,
                 l.kind(),
-                l.cmd.sql(),
+                l.command().sql(),
                 l.roles.join(", ")
             ),
         ));
@@ -139,10 +143,10 @@ pub(super) fn drift(
 /// How a live policy differs from its declaration (expressions as Postgres renders both).
 fn differences(pname: &str, p: &Policy, l: &LivePolicy, norm: Option<&Normalised>) -> Vec<String> {
     let mut diffs = Vec::new();
-    if l.cmd != p.command {
+    if l.command() != p.command {
         diffs.push(format!(
             "command is {}, declared {}",
-            code(l.cmd),
+            code(l.command()),
             p.command.sql()
         ));
     }
@@ -186,7 +190,7 @@ fn admin_bypass_policy(schema: &Schema, rel: &Rel, live: &[LivePolicy], tally: &
     }
     let ok = live.iter().any(|l| {
         l.permissive
-            && l.cmd == Command::All
+            && l.cmd == PolicyCmd::All
             && l.roles.contains(&t.admin_role)
             && l.using.as_deref() == Some("true")
     });
@@ -226,7 +230,7 @@ pub(super) fn shape(
         let pobj = format!("policy {} on {}", p.name, rel.display());
         let exprs: Vec<&String> = p.using.iter().chain(p.with_check.iter()).collect();
         if p.permissive {
-            for c in commands(p.cmd) {
+            for c in commands(p.command()) {
                 per_cmd.entry(c).or_default().push(&p.name);
             }
             permissive_shape(schema, p, &pobj, &exprs, &func, tally);
@@ -296,14 +300,17 @@ fn permissive_shape(
             )
         }),
     );
-    let writes = matches!(p.cmd, Command::All | Command::Insert | Command::Update);
+    let writes = matches!(
+        p.cmd,
+        PolicyCmd::All | PolicyCmd::Insert | PolicyCmd::Update
+    );
     tally.record(
         "policy.missing-with-check",
         (writes && p.with_check.is_none()).then(|| {
             Finding::new(
                 "policy.missing-with-check",
                 pobj,
-                format!("{pobj} ({}) has no WITH CHECK", p.cmd.sql()),
+                format!("{pobj} ({}) has no WITH CHECK", p.command().sql()),
             )
         }),
     );

@@ -1,12 +1,11 @@
 //! The relations the app role can reach: listing them, and the exposure checks of every one that
 //! policies/ does not declare (tables without RLS, views, materialized views, foreign tables).
 
-use std::collections::HashSet;
-
 use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
 
-use super::{col, columns, policies, typed};
+use super::{col, columns, policies, query, TenantData};
 use crate::model::Schema;
 use crate::sqlgen;
 use crate::verify::{Finding, Tally};
@@ -49,28 +48,18 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_constraint c
                WHERE c.conrelid = $1 AND c.contype = 'f' AND c.confrelid = ANY($2))
     OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = $1 AND i.inhparent = ANY($2)) AS derived";
 
-/// `pg_class.relkind`, for the kinds the checks look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RelKind {
-    Table,
-    PartitionedTable,
-    View,
-    MaterializedView,
-    ForeignTable,
+catalog_code! {
+    /// `pg_class.relkind`, for the kinds the checks look at.
+    pub(super) enum RelKind {
+        "r" => Table,
+        "p" => PartitionedTable,
+        "v" => View,
+        "m" => MaterializedView,
+        "f" => ForeignTable,
+    }
 }
 
 impl RelKind {
-    fn from_code(code: &str) -> Result<RelKind> {
-        Ok(match code {
-            "r" => RelKind::Table,
-            "p" => RelKind::PartitionedTable,
-            "v" => RelKind::View,
-            "m" => RelKind::MaterializedView,
-            "f" => RelKind::ForeignTable,
-            other => anyhow::bail!("unexpected catalog value in column relkind: {other:?}"),
-        })
-    }
-
     /// A plain or partitioned table.
     pub(super) fn is_table(self) -> bool {
         matches!(self, RelKind::Table | RelKind::PartitionedTable)
@@ -86,38 +75,25 @@ impl RelKind {
     }
 }
 
-/// A relation the checks look at (a row of [`RELATIONS`]).
-#[derive(Debug, Clone)]
-pub(super) struct Rel {
-    pub oid: u32,
-    pub schema: String,
-    pub name: String,
-    pub kind: RelKind,
-    pub rls: bool,
-    pub forced: bool,
-    pub owner: String,
-    pub has_tc: bool,
-    pub options: Vec<String>,
-    /// Whether the app role can reach it (schema USAGE and a table or column privilege).
-    pub reachable: bool,
+typed_row! {
+    /// A relation the checks look at (a row of [`RELATIONS`]).
+    #[derive(Debug, Clone)]
+    pub(super) struct Rel {
+        pub oid: u32,
+        pub schema: String,
+        pub name: String,
+        pub kind: RelKind,
+        pub rls: bool,
+        pub forced: bool,
+        pub owner: String,
+        pub has_tc: bool,
+        pub options: Vec<String>,
+        /// Whether the app role can reach it (schema USAGE and a table or column privilege).
+        pub reachable: bool,
+    }
 }
 
 impl Rel {
-    fn from_row(r: &Row) -> Result<Rel> {
-        Ok(Rel {
-            oid: col(r, "oid")?,
-            schema: col(r, "schema")?,
-            name: col(r, "name")?,
-            kind: RelKind::from_code(&col::<String>(r, "kind")?)?,
-            rls: col(r, "rls")?,
-            forced: col(r, "forced")?,
-            owner: col(r, "owner")?,
-            has_tc: col(r, "has_tc")?,
-            options: col(r, "options")?,
-            reachable: col(r, "reachable")?,
-        })
-    }
-
     pub(super) fn display(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
@@ -152,11 +128,15 @@ impl Rel {
 /// Every relation outside the system schemas, in name order.
 pub(super) async fn list(client: &Client, schema: &Schema) -> Result<Vec<Rel>> {
     let t = &schema.tenancy;
-    let rows = client
-        .query(RELATIONS, &[&t.tenant_column, &t.app_role])
-        .await
-        .context("cannot list relations")?;
-    typed(&rows, Rel::from_row)
+    let params: [&(dyn ToSql + Sync); 2] = [&t.tenant_column, &t.app_role];
+    query(
+        client,
+        RELATIONS,
+        &params,
+        "cannot list relations",
+        Rel::from_row,
+    )
+    .await
 }
 
 /// Everything else the app role can reach: the relations policies/ does not declare.
@@ -164,18 +144,17 @@ pub(super) async fn check_reachable(
     client: &Client,
     schema: &Schema,
     rels: &[Rel],
-    tenant_oids: &HashSet<u32>,
+    tenant: &TenantData,
     tally: &mut Tally,
 ) -> Result<()> {
-    let tenant_oid_list: Vec<u32> = tenant_oids.iter().copied().collect();
     for rel in rels {
         if rel.is_declared(schema) || !rel.reachable {
             continue;
         }
         let reads = view_reads(client, rel).await?;
-        let tenant_data = rel.has_tc || reads.iter().any(|o| tenant_oids.contains(o));
+        let tenant_data = rel.has_tc || reads.iter().any(|o| tenant.oids.contains(o));
         let derived = tenant_data
-            || rel.kind.holds_rows() && table_derived(client, rel, &tenant_oid_list).await?;
+            || rel.kind.holds_rows() && table_derived(client, rel, &tenant.list).await?;
         // A security_invoker view, over security_invoker views only, reads with the app role's
         // own rights: row-level security and the app role's grants apply beneath it, and every
         // relation it can reach that way is checked on its own.
@@ -197,11 +176,8 @@ async fn view_reads(client: &Client, rel: &Rel) -> Result<Vec<u32>> {
     if !rel.kind.is_view() {
         return Ok(Vec::new());
     }
-    let rows = client
-        .query(VIEW_READS, &[&rel.oid])
-        .await
-        .context("cannot read view dependencies")?;
-    typed(&rows, |r| col(r, "rel"))
+    let what = "cannot read view dependencies";
+    query(client, VIEW_READS, &[&rel.oid], what, |r| col(r, "rel")).await
 }
 
 /// Whether a table references or inherits from a tenant table.
@@ -225,16 +201,14 @@ async fn exposure(
         RelKind::Table | RelKind::PartitionedTable if rel.has_tc => {
             exposed_table(client, schema, rel, tally).await?
         }
-        RelKind::ForeignTable if tenant_data => tally.record(
-            "exposure.foreign-table",
-            (!rel.rls).then(|| {
-                Finding::new(
-                    "exposure.foreign-table",
-                    rel.object(),
-                    format!("foreign table {} carries tenant data and the app role can reach it", rel.display()),
+        RelKind::ForeignTable if tenant_data => {
+            tally.fail_if("exposure.foreign-table", !rel.rls, rel.object(), || {
+                format!(
+                    "foreign table {} carries tenant data and the app role can reach it",
+                    rel.display()
                 )
-            }),
-        ),
+            })
+        }
         RelKind::MaterializedView if tenant_data => tally.fail(Finding::new(
             "exposure.materialized-view",
             rel.object(),
@@ -243,20 +217,15 @@ async fn exposure(
                 rel.display()
             ),
         )),
-        RelKind::View if tenant_data => tally.record(
-            "exposure.view",
-            (!rel.security_invoker()).then(|| {
-                Finding::new(
-                    "exposure.view",
-                    rel.object(),
-                    format!(
-                        "view {} reads tenant data with the rights of its owner {} (no security_invoker)",
-                        rel.display(),
-                        rel.owner
-                    ),
+        RelKind::View if tenant_data => {
+            tally.fail_if("exposure.view", !rel.security_invoker(), rel.object(), || {
+                format!(
+                    "view {} reads tenant data with the rights of its owner {} (no security_invoker)",
+                    rel.display(),
+                    rel.owner
                 )
-            }),
-        ),
+            })
+        }
         _ => {}
     }
     Ok(())
@@ -284,16 +253,9 @@ async fn exposed_table(
         return Ok(());
     }
     tally.pass("exposure.table");
-    tally.record(
-        "rls.not-forced",
-        (!rel.forced).then(|| {
-            Finding::new(
-                "rls.not-forced",
-                rel.object(),
-                format!("row-level security on {} is not forced", rel.display()),
-            )
-        }),
-    );
+    tally.fail_if("rls.not-forced", !rel.forced, rel.object(), || {
+        format!("row-level security on {} is not forced", rel.display())
+    });
     let live = policies::read(client, rel.oid).await?;
     let memberships = super::roles::app_memberships(client, schema).await?;
     policies::shape(schema, rel, &live, &memberships, tally);

@@ -3,16 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use anyhow::Result;
+use tokio_postgres::Client;
 
-use super::{col, typed};
+use super::{col, query};
 use crate::model::{AdminBypass, Schema};
 use crate::sqlgen;
 use crate::verify::{Finding, Tally};
 
 const ROLES: &str = "
-SELECT rolname::text AS name, rolsuper, rolbypassrls, rolcanlogin, rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = ANY($1)";
+SELECT rolname::text AS name, rolsuper AS superuser, rolbypassrls AS bypassrls, rolcanlogin AS login,
+       rolcreaterole AS createrole
+FROM pg_catalog.pg_roles WHERE rolname = ANY($1)";
 
 /// Every role the app role is a member of, directly or through other roles.
 const APP_MEMBERSHIPS: &str = "
@@ -22,7 +24,9 @@ WITH RECURSIVE up(roleid) AS (
   UNION
     SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN up ON m.member = up.roleid
 )
-SELECT r.rolname::text AS name, r.rolsuper, r.rolbypassrls, r.rolcreaterole FROM up JOIN pg_catalog.pg_roles r ON r.oid = up.roleid
+SELECT r.rolname::text AS name, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls, false AS login,
+       r.rolcreaterole AS createrole
+FROM up JOIN pg_catalog.pg_roles r ON r.oid = up.roleid
 ORDER BY 1";
 
 /// Predefined roles that reach past row-level security or out to the server's files and programs.
@@ -44,7 +48,7 @@ WITH RECURSIVE down(member) AS (
   UNION
     SELECT m.member FROM pg_catalog.pg_auth_members m JOIN down ON m.roleid = down.member
 )
-SELECT r.rolname::text AS name, r.rolsuper, r.rolbypassrls,
+SELECT r.rolname::text AS name, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls,
        ARRAY(SELECT o.rolname::text FROM pg_catalog.pg_roles o
              WHERE o.rolname = ANY($2) AND pg_catalog.pg_has_role(r.oid, o.oid, 'MEMBER') ORDER BY 1) AS also
 FROM down JOIN pg_catalog.pg_roles r ON r.oid = down.member
@@ -59,53 +63,26 @@ WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.deptype = 'o'
   AND s.dbid IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
 ORDER BY 1";
 
-/// A live role's attributes (a row of [`ROLES`], or of [`APP_MEMBERSHIPS`] without LOGIN).
-#[derive(Debug, Clone, Default)]
-pub(super) struct LiveRole {
-    pub name: String,
-    pub superuser: bool,
-    pub bypassrls: bool,
-    pub login: bool,
-    pub createrole: bool,
-}
-
-impl LiveRole {
-    fn from_row(r: &Row) -> Result<LiveRole> {
-        Ok(LiveRole {
-            login: col(r, "rolcanlogin")?,
-            ..LiveRole::membership(r)?
-        })
-    }
-
-    /// A role the app role is a member of: name, superuser, BYPASSRLS, CREATEROLE.
-    fn membership(r: &Row) -> Result<LiveRole> {
-        Ok(LiveRole {
-            name: col(r, "name")?,
-            superuser: col(r, "rolsuper")?,
-            bypassrls: col(r, "rolbypassrls")?,
-            login: false,
-            createrole: col(r, "rolcreaterole")?,
-        })
+typed_row! {
+    /// A live role's attributes (a row of [`ROLES`] or [`APP_MEMBERSHIPS`]).
+    #[derive(Debug, Clone, Default)]
+    pub(super) struct LiveRole {
+        pub name: String,
+        pub superuser: bool,
+        pub bypassrls: bool,
+        pub login: bool,
+        pub createrole: bool,
     }
 }
 
-/// A role granted the app role (a row of [`APP_GRANTEES`]).
-struct Grantee {
-    name: String,
-    superuser: bool,
-    bypassrls: bool,
-    /// Which of the owner and admin roles it is also a member of.
-    also: Vec<String>,
-}
-
-impl Grantee {
-    fn from_row(r: &Row) -> Result<Grantee> {
-        Ok(Grantee {
-            name: col(r, "name")?,
-            superuser: col(r, "rolsuper")?,
-            bypassrls: col(r, "rolbypassrls")?,
-            also: col(r, "also")?,
-        })
+typed_row! {
+    /// A role granted the app role (a row of [`APP_GRANTEES`]).
+    struct Grantee {
+        name: String,
+        superuser: bool,
+        bypassrls: bool,
+        /// Which of the owner and admin roles it is also a member of.
+        also: Vec<String>,
     }
 }
 
@@ -134,14 +111,15 @@ async fn live_roles(client: &Client, schema: &Schema) -> Result<BTreeMap<String,
             names.push(r);
         }
     }
-    let rows = client
-        .query(ROLES, &[&names])
-        .await
-        .context("cannot read roles")?;
-    Ok(typed(&rows, LiveRole::from_row)?
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect())
+    let roles = query(
+        client,
+        ROLES,
+        &[&names],
+        "cannot read roles",
+        LiveRole::from_row,
+    )
+    .await?;
+    Ok(roles.into_iter().map(|r| (r.name.clone(), r)).collect())
 }
 
 fn login(yes: bool) -> &'static str {
@@ -208,11 +186,8 @@ fn app_attributes(schema: &Schema, app: &LiveRole, tally: &mut Tally) {
 /// role.app-owns: the app role owns nothing.
 async fn app_owns(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()> {
     let app = &schema.tenancy.app_role;
-    let rows = client
-        .query(OWNED, &[app])
-        .await
-        .context("cannot read object owners")?;
-    let owned: Vec<String> = typed(&rows, |r| col(r, "object"))?;
+    let what = "cannot read object owners";
+    let owned: Vec<String> = query(client, OWNED, &[app], what, |r| col(r, "object")).await?;
     tally.pass("role.app-owns");
     for o in owned {
         tally.fail(Finding::new(
@@ -317,11 +292,9 @@ fn admin_bypassrls(schema: &Schema, live: &BTreeMap<String, LiveRole>, tally: &m
 
 /// Every role the app role is a member of, directly or transitively.
 pub(super) async fn app_memberships(client: &Client, schema: &Schema) -> Result<Vec<LiveRole>> {
-    let rows = client
-        .query(APP_MEMBERSHIPS, &[&schema.tenancy.app_role])
-        .await
-        .context("cannot read role memberships")?;
-    typed(&rows, LiveRole::membership)
+    let app = &schema.tenancy.app_role;
+    let what = "cannot read role memberships";
+    query(client, APP_MEMBERSHIPS, &[app], what, LiveRole::from_row).await
 }
 
 /// The roles granted the app role (the application's login roles) must not carry more than it:
@@ -331,11 +304,16 @@ async fn app_grantees(client: &Client, schema: &Schema, tally: &mut Tally) -> Re
     let app = &t.app_role;
     let others = vec![t.owner_role.clone(), t.admin_role.clone()];
     tally.pass("role.app-grantee");
-    let rows = client
-        .query(APP_GRANTEES, &[app, &others])
-        .await
-        .context("cannot read the roles granted the app role")?;
-    for g in typed(&rows, Grantee::from_row)? {
+    let what = "cannot read the roles granted the app role";
+    for g in query(
+        client,
+        APP_GRANTEES,
+        &[app, &others],
+        what,
+        Grantee::from_row,
+    )
+    .await?
+    {
         let mut why = Vec::new();
         let mut fix = Vec::new();
         if g.superuser {

@@ -38,19 +38,36 @@ pub(super) async fn check_declared(
             continue;
         };
         tally.pass("drift.table");
-        declared_table(client, schema, table, rel, norm.get(name), tally).await?;
+        let cx = Declared {
+            client,
+            schema,
+            table,
+            rel,
+            norm: norm.get(name),
+        };
+        declared_table(&cx, tally).await?;
     }
     Ok(())
 }
 
-async fn declared_table(
-    client: &Client,
-    schema: &Schema,
-    table: &Table,
-    rel: &Rel,
-    norm: Option<&Normalised>,
-    tally: &mut Tally,
-) -> Result<()> {
+/// One declared table that exists, and what its checks read.
+pub(super) struct Declared<'a> {
+    pub client: &'a Client,
+    pub schema: &'a Schema,
+    pub table: &'a Table,
+    pub rel: &'a Rel,
+    /// The declaration as Postgres renders it.
+    pub norm: Option<&'a Normalised>,
+}
+
+async fn declared_table(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
+    let Declared {
+        client,
+        schema,
+        table,
+        rel,
+        norm,
+    } = *cx;
     let t = &schema.tenancy;
     owned_by(
         &rel.object(),
@@ -60,12 +77,12 @@ async fn declared_table(
         tally,
     );
     row_level_security(rel, tally);
-    columns::columns(client, table, rel, norm, tally).await?;
-    columns::constraints(client, schema, table, rel, norm, tally).await?;
-    columns::indexes(client, table, rel, tally).await?;
+    columns::columns(cx, tally).await?;
+    columns::constraints(cx, tally).await?;
+    columns::indexes(cx, tally).await?;
     columns::tenant_index(client, schema, rel, &table.tenant_column, tally).await?;
-    grants::check(client, schema, table, rel, tally).await?;
-    triggers::immutability(client, schema, table, rel, tally).await?;
+    grants::check(cx, tally).await?;
+    triggers::immutability(cx, tally).await?;
     triggers::others(client, rel, tally).await?;
     let live = policies::read(client, rel.oid).await?;
     policies::drift(schema, table, rel, &live, norm, tally);
@@ -76,28 +93,14 @@ async fn declared_table(
 
 /// rls.disabled and rls.not-forced on a declared table.
 fn row_level_security(rel: &Rel, tally: &mut Tally) {
-    let (obj, disp) = (rel.object(), rel.display());
-    tally.record(
-        "rls.disabled",
-        (!rel.rls).then(|| {
-            Finding::new(
-                "rls.disabled",
-                &obj,
-                format!("row-level security is disabled on {disp}"),
-            )
-        }),
-    );
-    tally.record(
-        "rls.not-forced",
-        (!rel.forced).then(|| {
-            Finding::new(
-                "rls.not-forced",
-                &obj,
-                format!(
-                    "row-level security on {disp} is not forced: its owner {} bypasses it",
-                    rel.owner
-                ),
-            )
-        }),
-    );
+    let disp = rel.display();
+    tally.fail_if("rls.disabled", !rel.rls, rel.object(), || {
+        format!("row-level security is disabled on {disp}")
+    });
+    tally.fail_if("rls.not-forced", !rel.forced, rel.object(), || {
+        format!(
+            "row-level security on {disp} is not forced: its owner {} bypasses it",
+            rel.owner
+        )
+    });
 }

@@ -1,19 +1,19 @@
 //! What runs beside a tenant table's statements: the tenant-id immutability trigger as generated,
 //! no trigger that fires after it and can change the tenant id, no other trigger, and no rule.
 
-use std::collections::HashSet;
-
-use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use anyhow::Result;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
 
 use super::relations::Rel;
-use super::{col, typed};
-use crate::model::{Schema, Table};
+use super::tables::Declared;
+use super::TenantData;
+use super::{query, query_opt};
 use crate::sqlgen;
 use crate::verify::{Finding, Tally};
 
 const TRIGGER: &str = "
-SELECT t.tgenabled::text AS enabled, t.tgtype::int4 AS type, n.nspname::text AS schema,
+SELECT t.tgenabled::text AS enabled, t.tgtype::int4 AS tgtype, n.nspname::text AS schema,
        p.proname::text AS function, t.tgargs AS args
 FROM pg_catalog.pg_trigger t
 JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
@@ -22,7 +22,7 @@ WHERE t.tgrelid = $1 AND t.tgname = $2";
 
 /// User triggers on a table other than the immutability trigger ($2); foreign-key triggers are internal.
 const OTHER_TRIGGERS: &str = "
-SELECT t.tgname::text AS name, t.tgtype::int4 AS type, t.tgenabled::text AS enabled FROM pg_catalog.pg_trigger t
+SELECT t.tgname::text AS name, t.tgtype::int4 AS tgtype, t.tgenabled::text AS enabled FROM pg_catalog.pg_trigger t
 WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname <> $2
 ORDER BY 1";
 
@@ -39,30 +39,19 @@ const INSERT: i32 = 4;
 const UPDATE: i32 = 16;
 const INSTEAD: i32 = 64;
 
-/// `tgenabled` / `ev_enabled`: when the trigger or rule fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Firing {
-    /// `O`: in origin and local sessions (the default).
-    Origin,
-    /// `D`: never.
-    Disabled,
-    /// `R`: only in replica sessions.
-    Replica,
-    /// `A`: always.
-    Always,
+catalog_code! {
+    /// `tgenabled` / `ev_enabled`: when the trigger or rule fires.
+    enum Firing {
+        /// In origin and local sessions (the default).
+        "O" => Origin,
+        "D" => Disabled,
+        /// Only in replica sessions.
+        "R" => Replica,
+        "A" => Always,
+    }
 }
 
 impl Firing {
-    fn from_code(code: &str) -> Result<Firing> {
-        Ok(match code {
-            "O" => Firing::Origin,
-            "D" => Firing::Disabled,
-            "R" => Firing::Replica,
-            "A" => Firing::Always,
-            other => anyhow::bail!("unexpected catalog value in column tgenabled: {other:?}"),
-        })
-    }
-
     fn disabled_note(self) -> &'static str {
         if self == Firing::Disabled {
             " (disabled)"
@@ -72,87 +61,68 @@ impl Firing {
     }
 }
 
-/// The immutability trigger as it is (a row of [`TRIGGER`]).
-struct LiveTrigger {
-    enabled: Firing,
-    tgtype: i32,
-    schema: String,
-    function: String,
-    args: Vec<u8>,
-}
-
-impl LiveTrigger {
-    fn from_row(r: &Row) -> Result<LiveTrigger> {
-        Ok(LiveTrigger {
-            enabled: Firing::from_code(&col::<String>(r, "enabled")?)?,
-            tgtype: col(r, "type")?,
-            schema: col(r, "schema")?,
-            function: col(r, "function")?,
-            args: col(r, "args")?,
-        })
+catalog_code! {
+    /// `pg_rewrite.ev_type`: the command a rule rewrites.
+    enum RuleEvent {
+        "1" => Select,
+        "2" => Update,
+        "3" => Insert,
+        "4" => Delete,
+        _ => Unknown,
     }
 }
 
-/// Another trigger on a tenant table (a row of [`OTHER_TRIGGERS`]).
-struct OtherTrigger {
-    name: String,
-    tgtype: i32,
-    enabled: Firing,
-}
-
-impl OtherTrigger {
-    fn from_row(r: &Row) -> Result<OtherTrigger> {
-        Ok(OtherTrigger {
-            name: col(r, "name")?,
-            tgtype: col(r, "type")?,
-            enabled: Firing::from_code(&col::<String>(r, "enabled")?)?,
-        })
+impl RuleEvent {
+    fn sql(self) -> &'static str {
+        match self {
+            RuleEvent::Select => "SELECT",
+            RuleEvent::Update => "UPDATE",
+            RuleEvent::Insert => "INSERT",
+            RuleEvent::Delete => "DELETE",
+            RuleEvent::Unknown => "?",
+        }
     }
 }
 
-/// A rule on a tenant table (a row of [`RULES`]).
-struct Rule {
-    table: u32,
-    name: String,
-    /// The command it rewrites (`ev_type`).
-    event: &'static str,
-    enabled: Firing,
+typed_row! {
+    /// The immutability trigger as it is (a row of [`TRIGGER`]).
+    struct LiveTrigger {
+        enabled: Firing,
+        tgtype: i32,
+        schema: String,
+        function: String,
+        args: Vec<u8>,
+    }
 }
 
-impl Rule {
-    fn from_row(r: &Row) -> Result<Rule> {
-        Ok(Rule {
-            table: col(r, "table")?,
-            name: col(r, "name")?,
-            event: match col::<String>(r, "event")?.as_str() {
-                "1" => "SELECT",
-                "2" => "UPDATE",
-                "3" => "INSERT",
-                "4" => "DELETE",
-                _ => "?",
-            },
-            enabled: Firing::from_code(&col::<String>(r, "enabled")?)?,
-        })
+typed_row! {
+    /// Another trigger on a tenant table (a row of [`OTHER_TRIGGERS`]).
+    struct OtherTrigger {
+        name: String,
+        tgtype: i32,
+        enabled: Firing,
+    }
+}
+
+typed_row! {
+    /// A rule on a tenant table (a row of [`RULES`]).
+    struct Rule {
+        table: u32,
+        name: String,
+        event: RuleEvent,
+        enabled: Firing,
     }
 }
 
 /// drift.trigger: the tenant-id immutability trigger on a declared table, as generated.
-pub(super) async fn immutability(
-    client: &Client,
-    schema: &Schema,
-    table: &Table,
-    rel: &Rel,
-    tally: &mut Tally,
-) -> Result<()> {
+pub(super) async fn immutability(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
+    let (client, schema, table, rel) = (cx.client, cx.schema, cx.table, cx.rel);
     let disp = rel.display();
-    let row = client
-        .query_opt(TRIGGER, &[&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER])
-        .await
-        .context("cannot read triggers")?;
-    let problem = match row {
+    let params: [&(dyn ToSql + Sync); 2] = [&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER];
+    let what = "cannot read triggers";
+    let problem = match query_opt(client, TRIGGER, &params, what, LiveTrigger::from_row).await? {
         None => Some("is missing".to_string()),
-        Some(r) => {
-            let live = LiveTrigger::from_row(&r)?;
+        Some(live) => {
             let mut want_args = table.tenant_column.as_bytes().to_vec();
             want_args.push(0);
             let row_before_update = ROW | BEFORE | UPDATE;
@@ -193,11 +163,17 @@ pub(super) async fn others(client: &Client, rel: &Rel, tally: &mut Tally) -> Res
     let disp = rel.display();
     let mut late = false;
     let mut other = false;
-    let rows = client
-        .query(OTHER_TRIGGERS, &[&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER])
-        .await
-        .context("cannot read triggers")?;
-    for trigger in typed(&rows, OtherTrigger::from_row)? {
+    let params: [&(dyn ToSql + Sync); 2] = [&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER];
+    let what = "cannot read triggers";
+    for trigger in query(
+        client,
+        OTHER_TRIGGERS,
+        &params,
+        what,
+        OtherTrigger::from_row,
+    )
+    .await?
+    {
         let name = &trigger.name;
         let row_before = trigger.tgtype & (INSTEAD | BEFORE | ROW) == BEFORE | ROW;
         let writes = trigger.tgtype & (INSERT | UPDATE) != 0;
@@ -246,16 +222,12 @@ pub(super) async fn others(client: &Client, rel: &Rel, tally: &mut Tally) -> Res
 pub(super) async fn rules(
     client: &Client,
     rels: &[Rel],
-    tenant_oids: &HashSet<u32>,
+    tenant: &TenantData,
     tally: &mut Tally,
 ) -> Result<()> {
-    let oids: Vec<u32> = tenant_oids.iter().copied().collect();
-    let rows = client
-        .query(RULES, &[&oids])
-        .await
-        .context("cannot read rules")?;
-    let found = typed(&rows, Rule::from_row)?;
-    for rel in rels.iter().filter(|r| tenant_oids.contains(&r.oid)) {
+    let what = "cannot read rules";
+    let found = query(client, RULES, &[&tenant.list], what, Rule::from_row).await?;
+    for rel in rels.iter().filter(|r| tenant.oids.contains(&r.oid)) {
         let mine: Vec<&Rule> = found.iter().filter(|f| f.table == rel.oid).collect();
         if mine.is_empty() {
             tally.pass("drift.rule");
@@ -268,7 +240,7 @@ pub(super) async fn rules(
                     format!("rule {name} on {}", rel.display()),
                     format!(
                         "rule {name} ON {} on tenant table {}{} rewrites statements with the rights of its owner {}",
-                        rule.event,
+                        rule.event.sql(),
                         rel.display(),
                         rule.enabled.disabled_note(),
                         rel.owner

@@ -2,7 +2,7 @@
 //! declaration and shared by every probe connection.
 
 use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Client;
 
 use super::synthetic::{self, SyntheticTable};
 use crate::model::{Constraint, Schema, Table, Tenancy};
@@ -106,42 +106,24 @@ const NAME_CLASH: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute \
                  WHERE attrelid = ANY ($1::text[]::regclass[]) AND NOT attisdropped \
                  AND pg_catalog.starts_with(attname::text, $2)) AS clash";
 
-/// A row of [`TARGETS`].
-struct Facts {
-    app_select: bool,
-    app_insert: bool,
-    app_delete: bool,
-    admin_select: bool,
-    /// A column the app role may update (not the tenant column or the key).
-    update_column: Option<String>,
-    key_type: Option<String>,
-}
-
-impl Facts {
-    fn from_row(r: &Row) -> Result<Facts> {
-        Ok(Facts {
-            app_select: r.try_get("app_select")?,
-            app_insert: r.try_get("app_insert")?,
-            app_delete: r.try_get("app_delete")?,
-            admin_select: r.try_get("admin_select")?,
-            update_column: r.try_get("update_column")?,
-            key_type: r.try_get("key_type")?,
-        })
+typed_row! {
+    /// What the app and admin roles may do with one table (a row of [`TARGETS`]).
+    struct Facts {
+        app_select: bool,
+        app_insert: bool,
+        app_delete: bool,
+        admin_select: bool,
+        /// A column the app role may update (not the tenant column or the key).
+        update_column: Option<String>,
+        key_type: Option<String>,
     }
 }
 
-/// A view or function the app role can read (a row of [`READABLES`] or [`FUNCTIONS`]).
-struct Named {
-    schema: String,
-    name: String,
-}
-
-impl Named {
-    fn from_row(r: &Row) -> Result<Named> {
-        Ok(Named {
-            schema: r.try_get("schema")?,
-            name: r.try_get("name")?,
-        })
+typed_row! {
+    /// A view or function the app role can read (a row of [`READABLES`] or [`FUNCTIONS`]).
+    struct Named {
+        schema: String,
+        name: String,
     }
 }
 
