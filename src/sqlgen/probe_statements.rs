@@ -37,18 +37,22 @@ pub fn table_probes(t: &ProbeTable, admin_select: bool) -> TableProbes {
     let (r, tc, pk) = (rel(&t.schema, &t.table), q(&t.tenant_column), q(&t.key));
     TableProbes {
         count: format!(
-            "SELECT count(*), count(*) FILTER (WHERE {tc} IS DISTINCT FROM $1), count(*) FILTER (WHERE {pk}::text = $2) FROM {r}"
+            "SELECT count(*) AS visible, count(*) FILTER (WHERE {tc} IS DISTINCT FROM $1) AS other_tenants, \
+             count(*) FILTER (WHERE {pk}::text = $2) AS looked_up FROM {r}"
         ),
         admin: admin_select.then(|| {
             format!(
-                "SELECT (SELECT count(*) FROM {r} WHERE {tc} = $1), o.pk, o.tenant, (SELECT {pk}::text FROM {r} WHERE {tc} = $1 LIMIT 1) \
+                "SELECT (SELECT count(*) FROM {r} WHERE {tc} = $1) AS own_rows, o.pk, o.tenant, \
+                 (SELECT {pk}::text FROM {r} WHERE {tc} = $1 LIMIT 1) AS own_pk \
                  FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT {pk}::text, {tc} FROM {r} WHERE {tc} <> $1 LIMIT 1) AS o(pk, tenant) ON true"
             )
         }),
         admin_total: admin_select.then(|| format!("SELECT count(*) FROM {r}")),
-        admin_first: admin_select.then(|| format!("SELECT {pk}::text, {tc} FROM {r} LIMIT 1")),
-        admin_other: admin_select
-            .then(|| format!("SELECT {pk}::text, {tc} FROM {r} WHERE {tc} <> $1 LIMIT 1")),
+        admin_first: admin_select
+            .then(|| format!("SELECT {pk}::text AS pk, {tc} AS tenant FROM {r} LIMIT 1")),
+        admin_other: admin_select.then(|| {
+            format!("SELECT {pk}::text AS pk, {tc} AS tenant FROM {r} WHERE {tc} <> $1 LIMIT 1")
+        }),
         update: t.update_column.as_ref().map(|c| {
             let c = q(c);
             format!("UPDATE {r} SET {c} = {c} WHERE {pk}::text = $1 RETURNING 1")

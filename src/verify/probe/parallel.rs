@@ -157,9 +157,9 @@ async fn victims(
         let mut v: Vec<(String, Uuid)> = Vec::new();
         if let (Some(first), Some(other)) = (&t.sql.admin_first, &t.sql.admin_other) {
             if let Some(r) = client.query_opt(first.as_str(), &[]).await? {
-                let (pk, tenant): (String, Uuid) = (r.get(0), r.get(1));
+                let (pk, tenant): (String, Uuid) = (r.get("pk"), r.get("tenant"));
                 if let Some(r) = client.query_opt(other.as_str(), &[&tenant]).await? {
-                    v.push((r.get(0), r.get(1)));
+                    v.push((r.get("pk"), r.get("tenant")));
                 }
                 v.push((pk, tenant));
             }

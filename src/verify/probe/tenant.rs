@@ -3,7 +3,7 @@
 //! the probes that run once: the context probes, the context leak and the admin's totals.
 
 use anyhow::{Context, Result};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::pipeline::{must, probe_result, run_error, Pipeline, Sent};
@@ -39,27 +39,45 @@ pub(super) async fn probe_in(
     Ok((tally, own))
 }
 
-/// What the admin reads of one table for one tenant (a row of its `admin` statement).
+typed_row! {
+    /// What the admin reads of one table for one tenant (a row of its `admin` statement).
+    struct AdminRef {
+        /// The tenant's rows.
+        own_rows: i64,
+        /// Another tenant's row (key as text) and that tenant.
+        pk: Option<String>,
+        tenant: Option<Uuid>,
+        /// One of the tenant's own keys.
+        own_pk: Option<String>,
+    }
+}
+
+/// [`AdminRef`], or nothing when the admin cannot read the table.
 #[derive(Default)]
 struct Ref {
-    /// The tenant's rows.
     count: Option<i64>,
-    /// Another tenant's row (key as text) and that tenant.
     other_pk: Option<String>,
     other_tenant: Option<Uuid>,
-    /// One of the tenant's own keys.
     own_pk: Option<String>,
 }
 
-impl Ref {
-    /// The columns in the order `sqlgen::table_probes` selects them (unnamed there).
-    fn from_row(r: &Row) -> Result<Ref> {
-        Ok(Ref {
-            count: Some(r.try_get(0)?),
-            other_pk: r.try_get(1)?,
-            other_tenant: r.try_get(2)?,
-            own_pk: r.try_get(3)?,
-        })
+impl From<AdminRef> for Ref {
+    fn from(a: AdminRef) -> Ref {
+        Ref {
+            count: Some(a.own_rows),
+            other_pk: a.pk,
+            other_tenant: a.tenant,
+            own_pk: a.own_pk,
+        }
+    }
+}
+
+typed_row! {
+    /// The app role's reads of one table (a row of its `count` statement).
+    struct Reads {
+        visible: i64,
+        other_tenants: i64,
+        looked_up: i64,
     }
 }
 
@@ -81,7 +99,7 @@ async fn admin_refs(conn: &Conn, tenant: &Uuid) -> Result<Vec<Ref>> {
             None => Ref::default(),
             Some(j) => {
                 let what = format!("the admin cannot read {}", plan.targets[i].name);
-                Ref::from_row(&must(&results[*j], &what)?[0])?
+                AdminRef::from_row(&must(&results[*j], &what)?[0])?.into()
             }
         });
     }
@@ -171,7 +189,8 @@ fn record_table(
         &results[at.count],
         &format!("the app role cannot read {}", target.name),
     )?;
-    let reads = (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    let read = Reads::from_row(&rows[0])?;
+    let reads = (read.visible, read.other_tenants, read.looked_up);
     let own = record::reads(
         tally,
         &target.name,
@@ -218,7 +237,7 @@ pub(super) async fn context_probes(conn: &Conn, nested: bool) -> Result<Tally> {
         for (i, j) in idx.into_iter().enumerate() {
             let name = &conn.plan.targets[i].name;
             let seen = match probe_result(&results[j], id)? {
-                Ok(rows) => rows[0].get::<_, i64>(0),
+                Ok(rows) => Reads::from_row(&rows[0])?.visible,
                 Err(_) => 0,
             };
             tally.record(id, record::context_finding(id, value, seen, name));
