@@ -5,13 +5,17 @@
 use postgres_protocol::escape::escape_identifier;
 
 mod diff;
+mod fixes;
 mod helpers;
 mod probe;
+mod probe_statements;
 pub mod tenants;
 
 pub use diff::diff;
+pub use fixes::*;
 pub use helpers::*;
 pub use probe::*;
+pub use probe_statements::*;
 
 /// SQLSTATE raised when a row's tenant id is changed.
 pub const TENANT_IMMUTABLE_SQLSTATE: &str = "TC001";

@@ -105,11 +105,44 @@ pub struct ProbeReadable {
 /// change with every tenant, the plans do not.
 pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeReadable]) -> String {
     let n = tables.len();
-    let at = |j: usize| format!("(tc_probe_i - 1) * {n} + {}", j + 1);
-    let key = |j: usize, t: &ProbeTable| format!("$3[{}]::{}", at(j), t.key_type);
+    let (vars, mut body) = table_reads(tables);
+    body.push_str(&cross_writes(tables));
+    body.push_str(&inserts_and_moves(tables));
+    body.push_str(&table_rows(n));
+    body.push_str(&readable_rows(n, readables));
+    let body = format!(
+        "\n#variable_conflict error\nDECLARE\n    tc_probe_tenant uuid;\n    tc_probe_other uuid;\n    \
+         tc_probe_stage integer;\n    tc_probe_rows bigint;\n{vars}BEGIN\n    \
+         FOR tc_probe_i IN 1 .. coalesce(pg_catalog.array_length($1, 1), 0) LOOP\n        \
+         tc_probe_tenant := $1[tc_probe_i]; tc_probe_other := $2[tc_probe_i]; tc_probe_tenant_no := tc_probe_i;\n        \
+         PERFORM pg_catalog.set_config({}, tc_probe_tenant::text, true);\n{body}    END LOOP;\nEND\n",
+        literal(setting)
+    );
+    format!(
+        "CREATE FUNCTION {PROBE_SIGNATURE}\n\
+         RETURNS TABLE (tc_probe_tenant_no integer, tc_probe_target integer, tc_probe_visible bigint,\n    \
+         tc_probe_foreign bigint, tc_probe_looked_up bigint, tc_probe_updated bigint, tc_probe_deleted bigint,\n    \
+         tc_probe_attack text, tc_probe_insert text, tc_probe_change text)\n\
+         LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = force_generic_plan AS {}",
+        dollar_quote(&body)
+    )
+}
+
+/// The index of table `j` (of `n`) for the current tenant in the `$3` and `$4` arrays.
+fn at(n: usize, j: usize) -> String {
+    format!("(tc_probe_i - 1) * {n} + {}", j + 1)
+}
+
+/// Another tenant's key in table `j` (of `n`), as the key's type.
+fn key(n: usize, j: usize, t: &ProbeTable) -> String {
+    format!("$3[{}]::{}", at(n, j), t.key_type)
+}
+
+/// The variables per table, and the reads: one statement per table.
+fn table_reads(tables: &[ProbeTable]) -> (String, String) {
+    let n = tables.len();
     let mut vars = String::new();
     let mut body = String::new();
-    // Reads, one statement per table.
     for (j, t) in tables.iter().enumerate() {
         let (r, tc, pk) = (rel(&t.schema, &t.table), q(&t.tenant_column), q(&t.key));
         vars.push_str(&format!(
@@ -120,10 +153,16 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
             "        SELECT count(*), count(*) FILTER (WHERE {tc} IS DISTINCT FROM tc_probe_tenant),\n               \
              (SELECT count(*) FROM {r} WHERE {pk} = {})\n            \
              INTO tc_probe_visible_{j}, tc_probe_foreign_{j}, tc_probe_looked_up_{j} FROM {r};\n",
-            key(j, t)
+            key(n, j, t)
         ));
     }
-    // The UPDATE and DELETE of another tenant's row, every table in one statement.
+    (vars, body)
+}
+
+/// The UPDATE and DELETE of another tenant's row, every table in one statement (in a block).
+fn cross_writes(tables: &[ProbeTable]) -> String {
+    let n = tables.len();
+    let mut body = String::new();
     let mut ctes = Vec::new();
     let mut outs = Vec::new();
     let mut into = Vec::new();
@@ -133,7 +172,7 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
             let c = q(c);
             ctes.push(format!(
                 "u{j} AS (UPDATE {r} SET {c} = {c} WHERE {pk} = {} RETURNING 1)",
-                key(j, t)
+                key(n, j, t)
             ));
             outs.push(format!("(SELECT count(*) FROM u{j})"));
             into.push(format!("tc_probe_updated_{j}"));
@@ -141,7 +180,7 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
         if t.delete {
             ctes.push(format!(
                 "d{j} AS (DELETE FROM {r} WHERE {pk} = {} RETURNING 1)",
-                key(j, t)
+                key(n, j, t)
             ));
             outs.push(format!("(SELECT count(*) FROM d{j})"));
             into.push(format!("tc_probe_deleted_{j}"));
@@ -158,7 +197,13 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
             into.join(", ")
         ));
     }
-    // The INSERT with another tenant's id; moving one of the tenant's rows to another tenant.
+    body
+}
+
+/// The INSERT with another tenant's id; moving one of the tenant's rows to another tenant.
+fn inserts_and_moves(tables: &[ProbeTable]) -> String {
+    let n = tables.len();
+    let mut body = String::new();
     for (j, t) in tables.iter().enumerate() {
         let (r, tc, pk) = (rel(&t.schema, &t.table), q(&t.tenant_column), q(&t.key));
         if t.insert {
@@ -182,11 +227,16 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
              EXCEPTION WHEN OTHERS THEN\n            \
              tc_probe_change_{j} := CASE WHEN tc_probe_stage = 0 THEN SQLSTATE WHEN tc_probe_rows > 0 THEN 'moved' ELSE 'none' END;\n        \
              END;\n        END IF;\n",
-            at(j)
+            at(n, j)
         ));
     }
-    // One row per table. (No comments naming the objects: a name may hold a line break, which
-    // would end the comment and make the rest of the name code.)
+    body
+}
+
+/// One row per table. (No comments naming the objects: a name may hold a line break, which
+/// would end the comment and make the rest of the name code.)
+fn table_rows(n: usize) -> String {
+    let mut body = String::new();
     for j in 0..n {
         body.push_str(&format!(
             "        tc_probe_target := {j};\n        \
@@ -197,7 +247,12 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
              tc_probe_updated_{j} := NULL; tc_probe_deleted_{j} := NULL; tc_probe_insert_{j} := NULL; tc_probe_change_{j} := NULL;\n"
         ));
     }
-    // Views and functions, one row each.
+    body
+}
+
+/// Views and functions (numbered after the `n` tables), one row each.
+fn readable_rows(n: usize, readables: &[ProbeReadable]) -> String {
+    let mut body = String::new();
     for (k, v) in readables.iter().enumerate() {
         let from = if v.function {
             format!("{}()", rel(&v.schema, &v.name))
@@ -219,20 +274,5 @@ pub fn probe_function(setting: &str, tables: &[ProbeTable], readables: &[ProbeRe
             tc = q(&v.tenant_column),
         ));
     }
-    let body = format!(
-        "\n#variable_conflict error\nDECLARE\n    tc_probe_tenant uuid;\n    tc_probe_other uuid;\n    \
-         tc_probe_stage integer;\n    tc_probe_rows bigint;\n{vars}BEGIN\n    \
-         FOR tc_probe_i IN 1 .. coalesce(pg_catalog.array_length($1, 1), 0) LOOP\n        \
-         tc_probe_tenant := $1[tc_probe_i]; tc_probe_other := $2[tc_probe_i]; tc_probe_tenant_no := tc_probe_i;\n        \
-         PERFORM pg_catalog.set_config({}, tc_probe_tenant::text, true);\n{body}    END LOOP;\nEND\n",
-        literal(setting)
-    );
-    format!(
-        "CREATE FUNCTION {PROBE_SIGNATURE}\n\
-         RETURNS TABLE (tc_probe_tenant_no integer, tc_probe_target integer, tc_probe_visible bigint,\n    \
-         tc_probe_foreign bigint, tc_probe_looked_up bigint, tc_probe_updated bigint, tc_probe_deleted bigint,\n    \
-         tc_probe_attack text, tc_probe_insert text, tc_probe_change text)\n\
-         LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = force_generic_plan AS {}",
-        dollar_quote(&body)
-    )
+    body
 }

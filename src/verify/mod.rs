@@ -1,16 +1,19 @@
 //! The isolation gate: static checks of the catalog and probes that impersonate tenants, each
 //! result a [`Finding`] with a stable check id. Nothing here prints; `commands::verify` renders.
 
+#[macro_use]
+mod row;
 mod catalog;
+mod preflight;
 mod probe;
 pub mod render;
+mod tx;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
-use tokio_postgres::Client;
 
 use crate::model::Schema;
 use crate::pg;
@@ -179,6 +182,18 @@ impl Tally {
         }
     }
 
+    /// Count one run of check `id`; when it `failed`, record a finding on `object` with the
+    /// message `message` builds.
+    pub fn fail_if(
+        &mut self,
+        id: &'static str,
+        failed: bool,
+        object: impl Into<String>,
+        message: impl FnOnce() -> String,
+    ) {
+        self.record(id, failed.then(|| Finding::new(id, object, message())));
+    }
+
     pub fn fail(&mut self, f: Finding) {
         let id = f.id;
         self.record(id, Some(f));
@@ -285,7 +300,7 @@ impl Report {
 pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Result<Report> {
     let started = Instant::now();
     let client = pg::connect(url).await?;
-    check_set_role(&client, schema).await?;
+    preflight::check_set_role(&client, schema).await?;
 
     // The static checks (a connection of their own) and the probes run at the same time: the
     // checks are many small catalog queries, mostly waiting on round trips.
@@ -322,73 +337,6 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         synthetic_tenants,
         elapsed: started.elapsed(),
     })
-}
-
-/// verify impersonates the app and admin roles with SET ROLE. On Postgres 16 and later a role
-/// that created another (Neon's owner role) may not SET ROLE to it unless granted: say exactly
-/// what to grant rather than report a misleading result.
-async fn check_set_role(client: &Client, schema: &Schema) -> Result<()> {
-    let t = &schema.tenancy;
-    let row = client
-        .query_one(
-            "SELECT current_user::text, current_setting('server_version_num')::int",
-            &[],
-        )
-        .await
-        .context("cannot read the current user")?;
-    let user: String = row.try_get(0).context("unexpected current_user")?;
-    let version: i32 = row.try_get(1).context("unexpected server_version_num")?;
-    let mut missing = Vec::new();
-    for role in [&t.app_role, &t.admin_role] {
-        let exists: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1)",
-                &[role],
-            )
-            .await
-            .context("cannot read pg_roles")?
-            .try_get(0)
-            .context("unexpected value from pg_roles")?;
-        if !exists {
-            bail!(
-                "role {role} does not exist, so verify cannot impersonate it\n  hint: run `tenantctl migrate` first (it creates the roles)"
-            );
-        }
-        client
-            .batch_execute("BEGIN")
-            .await
-            .context("cannot begin")?;
-        let result = client
-            .execute("SELECT pg_catalog.set_config('role', $1, true)", &[role])
-            .await;
-        client
-            .batch_execute("ROLLBACK")
-            .await
-            .context("cannot roll back")?;
-        match result {
-            Ok(_) => {}
-            Err(e) if e.as_db_error().is_some() => missing.push(role.clone()),
-            Err(e) => return Err(e).context("cannot switch role"),
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let roles = missing
-        .iter()
-        .map(|r| postgres_protocol::escape::escape_identifier(r))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let user_q = postgres_protocol::escape::escape_identifier(&user);
-    let grant = if version >= 160000 {
-        format!("GRANT {roles} TO {user_q} WITH INHERIT FALSE, SET TRUE;")
-    } else {
-        format!("GRANT {roles} TO {user_q};")
-    };
-    bail!(
-        "{user} cannot SET ROLE to {}: verify probes as those roles\n  hint: run, as a role that can grant them (on Neon, the project owner):\n    {grant}\n  (on Postgres 16 and later a role that creates another does not get SET on it by default)",
-        missing.join(", ")
-    )
 }
 
 #[cfg(test)]

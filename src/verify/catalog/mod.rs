@@ -1,0 +1,86 @@
+//! Static checks: read the catalog (no data) and compare it with the declaration and with the
+//! known ways row-level security breaks. Catalog queries are static strings with bind parameters;
+//! each query's rows are read by column name into a struct in the file of the checks that use it.
+
+mod columns;
+mod config;
+mod functions;
+mod grants;
+mod normalise;
+mod policies;
+mod relations;
+mod roles;
+mod tables;
+mod triggers;
+
+use std::collections::{BTreeSet, HashSet};
+
+use anyhow::Result;
+use tokio_postgres::Client;
+
+use super::row::{col, query, query_opt};
+use super::{Finding, Tally};
+use crate::model::Schema;
+use relations::Rel;
+
+pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
+    let mut tally = Tally::default();
+    roles::check(client, schema, &mut tally).await?;
+    config::default_context(client, schema, &mut tally).await?;
+    let rels = relations::list(client, schema).await?;
+    let tenant = TenantData::of(schema, &rels);
+    functions::check(client, schema, &tenant.owners(&rels), &mut tally).await?;
+    triggers::rules(client, &rels, &tenant, &mut tally).await?;
+    let norm = normalise::normalise(client, schema).await?;
+    tables::check_declared(client, schema, &rels, &norm, &mut tally).await?;
+    relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
+    Ok(tally)
+}
+
+/// Which relations hold tenant data: every declared table, and every other table (or foreign
+/// table) that carries the tenant column.
+struct TenantData {
+    oids: HashSet<u32>,
+    /// The same, as a query parameter.
+    list: Vec<u32>,
+}
+
+impl TenantData {
+    fn of(schema: &Schema, rels: &[Rel]) -> TenantData {
+        let oids = rels
+            .iter()
+            .filter(|r| r.kind.holds_rows() && (r.is_declared(schema) || r.has_tc))
+            .map(|r| r.oid)
+            .collect::<HashSet<u32>>();
+        let list = oids.iter().copied().collect();
+        TenantData { oids, list }
+    }
+
+    /// The roles that own a tenant table.
+    fn owners<'a>(&self, rels: &'a [Rel]) -> BTreeSet<&'a str> {
+        rels.iter()
+            .filter(|r| self.oids.contains(&r.oid))
+            .map(|r| r.owner.as_str())
+            .collect()
+    }
+}
+
+/// `e`, or `(none)`: a policy expression in a finding.
+fn show(e: &Option<String>) -> String {
+    e.clone().unwrap_or_else(|| "(none)".into())
+}
+
+/// drift.owner for one object: it must be owned by the owner role.
+fn owned_by(obj: &str, actual: &str, fix: String, owner: &str, tally: &mut Tally) {
+    tally.record(
+        "drift.owner",
+        (actual != owner).then(|| {
+            Finding::new(
+                "drift.owner",
+                obj,
+                format!("{obj} is owned by {actual}, not {owner}"),
+            )
+            .hint(fix)
+        }),
+    );
+}

@@ -1,0 +1,185 @@
+//! One probe connection: the plan's statements prepared on it, the probe function created in its
+//! session, and its transactions (always rolled back).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use tokio_postgres::{Client, Statement};
+
+use super::pipeline::run_error;
+use super::plan::Plan;
+use crate::sqlgen;
+use crate::verify::tx::{rolled_back, Scope};
+
+/// The same switches as `pg::tx::{set_role, set_tenant}`, prepared once to be pipelined.
+const SET_ROLE: &str = "SELECT pg_catalog.set_config('role', $1, true)";
+const SET_ROLE_CONTEXT: &str =
+    "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)";
+const SAVEPOINT: &str = "SAVEPOINT tc_probe";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT tc_probe";
+
+/// Whether the app role can call the probe function created in this session.
+const PROBE_FUNCTION_USABLE: &str = "SELECT pg_catalog.has_function_privilege($1, $2::text::regprocedure, 'EXECUTE') \
+                     AND pg_catalog.has_schema_privilege($1, pg_catalog.pg_my_temp_schema(), 'USAGE') AS usable";
+
+/// One target's statements, prepared.
+pub(super) struct TargetStatements {
+    pub count: Statement,
+    pub admin: Option<Statement>,
+    pub update: Option<Statement>,
+    pub delete: Option<Statement>,
+    pub insert: Option<Statement>,
+    pub change: Statement,
+}
+
+/// One connection with the plan's statements prepared.
+pub(super) struct Conn {
+    pub client: Client,
+    pub plan: Arc<Plan>,
+    pub set_role: Statement,
+    pub set_role_ctx: Statement,
+    pub savepoint: Statement,
+    pub rollback_to: Statement,
+    pub targets: Vec<TargetStatements>,
+    pub readables: Vec<Statement>,
+    /// The call of the session-temporary probe function, when it could be created here: see
+    /// [`Conn::probe_function`].
+    pub probe: Option<Statement>,
+}
+
+/// Prepare `sql`, when there is one.
+async fn prep_opt(client: &Client, sql: Option<&str>) -> Result<Option<Statement>> {
+    match sql {
+        None => Ok(None),
+        Some(sql) => client
+            .prepare(sql)
+            .await
+            .map(Some)
+            .with_context(|| format!("cannot prepare probe: {sql}")),
+    }
+}
+
+/// The text of every statement a connection prepares, in the order [`Conn::new`] takes them.
+fn texts(plan: &Plan) -> Vec<Option<&str>> {
+    let mut texts: Vec<Option<&str>> = [SET_ROLE, SET_ROLE_CONTEXT, SAVEPOINT, ROLLBACK_TO]
+        .into_iter()
+        .map(Some)
+        .collect();
+    for t in &plan.targets {
+        texts.extend([
+            Some(t.sql.count.as_str()),
+            t.sql.admin.as_deref(),
+            t.sql.update.as_deref(),
+            t.sql.delete.as_deref(),
+            t.sql.insert.as_deref(),
+            Some(t.sql.change.as_str()),
+        ]);
+    }
+    texts.extend(plan.readables.iter().map(|r| Some(r.sql.as_str())));
+    texts
+}
+
+impl Conn {
+    pub(super) async fn new(client: Client, plan: Arc<Plan>) -> Result<Conn> {
+        // Every statement at once: tokio-postgres pipelines them, one round trip in all.
+        let prepared = futures_util::future::try_join_all(
+            texts(&plan).into_iter().map(|sql| prep_opt(&client, sql)),
+        )
+        .await?;
+        let mut it = prepared.into_iter();
+        let mut next = || it.next().expect("one statement per text");
+        let fixed: [Statement; 4] = std::array::from_fn(|_| next().expect("fixed statement"));
+        let [set_role, set_role_ctx, savepoint, rollback_to] = fixed;
+        let targets = plan
+            .targets
+            .iter()
+            .map(|_| TargetStatements {
+                count: next().expect("count statement"),
+                admin: next(),
+                update: next(),
+                delete: next(),
+                insert: next(),
+                change: next().expect("change statement"),
+            })
+            .collect();
+        let readables = plan
+            .readables
+            .iter()
+            .map(|_| next().expect("readable statement"))
+            .collect();
+        Ok(Conn {
+            probe: None,
+            set_role,
+            set_role_ctx,
+            savepoint,
+            rollback_to,
+            targets,
+            readables,
+            client,
+            plan,
+        })
+    }
+
+    /// Create the probe function in this session's temporary schema, for the fast path to probe
+    /// a batch of tenants in one statement. Left unset (each tenant is then probed statement by
+    /// statement) when it cannot be created (no TEMP privilege on the database, no PL/pgSQL), the
+    /// app role could not call it, or the plan has none.
+    pub(super) async fn probe_function(&mut self) -> Result<()> {
+        let Some(create) = &self.plan.probe_function else {
+            return Ok(());
+        };
+        let created = async {
+            self.client.batch_execute(create).await?;
+            let r = self
+                .client
+                .query_one(
+                    PROBE_FUNCTION_USABLE,
+                    &[&self.plan.app, &sqlgen::PROBE_SIGNATURE],
+                )
+                .await?;
+            Ok::<bool, tokio_postgres::Error>(r.get("usable"))
+        }
+        .await;
+        let usable = match created {
+            Ok(usable) => usable,
+            Err(e) if e.as_db_error().is_some() => false,
+            Err(e) => return Err(run_error(&e)).context("cannot create the probe function"),
+        };
+        if usable {
+            self.probe = Some(
+                self.client
+                    .prepare(&sqlgen::probe_function_call())
+                    .await
+                    .context("cannot prepare the probe function's call")?,
+            );
+        }
+        Ok(())
+    }
+
+    /// A statement (or batch) of transaction control; its failure stops the run.
+    pub(super) async fn simple(&self, sql: &str) -> Result<()> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| simple_error(sql, &e))
+    }
+
+    /// Run `body` in `scope` on this connection, always rolled back (see
+    /// [`crate::verify::tx::rolled_back`]): the body's result and the rollback's.
+    pub(super) async fn rolled_back<T>(
+        &self,
+        scope: &Scope,
+        body: impl Future<Output = T>,
+    ) -> Result<(T, Result<()>)> {
+        let done = rolled_back(&self.client, scope, body)
+            .await
+            .map_err(|e| simple_error(&scope.begin(), &e))?;
+        let rollback = done.rollback.map_err(|e| simple_error(scope.undo(), &e));
+        Ok((done.body, rollback))
+    }
+}
+
+fn simple_error(sql: &str, e: &tokio_postgres::Error) -> anyhow::Error {
+    anyhow!(e.to_string()).context(format!("{sql} failed"))
+}
