@@ -4,7 +4,6 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::commands::tenant;
 use crate::model::Schema;
 use crate::output::Format;
 use crate::settings::Project;
@@ -141,7 +140,7 @@ fn print_table(
     (a, b): (&Tenant, &Tenant),
 ) {
     println!("\nTenants in {DEMO_DATABASE} (counted as the platform admin):");
-    println!("{}", tenant::tenants_table(list));
+    println!("{}", super::render::tenants_table(list));
     println!("\nverify:");
     println!("{}", render::table(verified, Severity::Error));
     println!("\nThe same data, seen by each role:");

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod generate;
 pub mod init;
 pub mod migrate;
+mod render;
 pub mod status;
 pub mod tenant;
 pub mod verify;

@@ -9,9 +9,11 @@ use crate::output::{self, Format};
 use crate::pg::Target;
 use crate::settings::Project;
 use crate::tenants::seed;
-use crate::tenants::{self, CreateSpec, Created, Tenant};
+use crate::tenants::{self, CreateSpec, Created};
 use crate::verify;
 use crate::Outcome;
+
+use super::render;
 
 /// One `tenant` subcommand.
 #[derive(Debug, Clone)]
@@ -187,31 +189,6 @@ pub fn print_probe(probe: &verify::ProbeSummary) {
     println!("{t}");
 }
 
-/// A table of tenants with one count column per tenant table.
-pub fn tenants_table(list: &[Tenant]) -> comfy_table::Table {
-    let tables: Vec<String> = list
-        .first()
-        .map(|t| t.rows.keys().cloned().collect())
-        .unwrap_or_default();
-    let mut header = vec!["slug", "name", "id"];
-    header.extend(tables.iter().map(String::as_str));
-    let mut t = output::table(&header);
-    for tenant in list {
-        let mut row = vec![
-            tenant.slug.clone(),
-            tenant.name.clone(),
-            tenant.id.to_string(),
-        ];
-        row.extend(
-            tables
-                .iter()
-                .map(|k| tenant.rows.get(k).copied().unwrap_or(0).to_string()),
-        );
-        t.add_row(row);
-    }
-    t
-}
-
 async fn list(project: &Project, target: &Target, format: Format) -> Result<Outcome> {
     let schema = project.schema()?;
     let list = tenants::list(target, &schema).await?;
@@ -220,7 +197,7 @@ async fn list(project: &Project, target: &Target, format: Format) -> Result<Outc
         Format::Table if list.is_empty() => {
             eprintln!("No tenants yet.\n  hint: `tenantctl tenant create SLUG --name NAME`")
         }
-        Format::Table => println!("{}", tenants_table(&list)),
+        Format::Table => println!("{}", render::tenants_table(&list)),
     }
     Ok(Outcome::Clean)
 }

@@ -15,7 +15,6 @@ mod manage;
 pub mod scenarios;
 pub mod seed;
 
-pub use crate::pg::error::pg_error;
 pub use crate::sqlgen::tenants::{NAME_COLUMN, SLUG_COLUMN};
 pub use create::{create, create_application_name, CreateSpec, Created};
 pub use exec::{exec, ExecAs, ExecResult};

@@ -81,81 +81,34 @@ impl Values {
     }
 }
 
+/// One seeded column, written on one line.
+const fn column(name: &'static str, array_type: &'static str, value: SeedValue) -> SeedColumn {
+    SeedColumn {
+        name,
+        array_type,
+        value,
+    }
+}
+
 // The columns tenantctl can generate: the array type each is sent as, and how its value is made.
 const COACH_COLUMNS: &[SeedColumn] = &[
-    SeedColumn {
-        name: "id",
-        array_type: "uuid[]",
-        value: SeedValue::Plain,
-    },
-    SeedColumn {
-        name: "full_name",
-        array_type: "text[]",
-        value: SeedValue::Plain,
-    },
-    SeedColumn {
-        name: "email",
-        array_type: "text[]",
-        value: SeedValue::Plain,
-    },
-    SeedColumn {
-        name: "phone",
-        array_type: "text[]",
-        value: SeedValue::Plain,
-    },
-    SeedColumn {
-        name: "specialties",
-        array_type: "text[]",
-        value: SeedValue::List,
-    },
-    SeedColumn {
-        name: "hired_on",
-        array_type: "int4[]",
-        value: SeedValue::Day,
-    },
-    SeedColumn {
-        name: "active",
-        array_type: "bool[]",
-        value: SeedValue::Plain,
-    },
+    column("id", "uuid[]", SeedValue::Plain),
+    column("full_name", "text[]", SeedValue::Plain),
+    column("email", "text[]", SeedValue::Plain),
+    column("phone", "text[]", SeedValue::Plain),
+    column("specialties", "text[]", SeedValue::List),
+    column("hired_on", "int4[]", SeedValue::Day),
+    column("active", "bool[]", SeedValue::Plain),
 ];
 
 const MEMBER_COLUMNS: &[SeedColumn] = &[
-    SeedColumn {
-        name: "full_name",
-        array_type: "text[]",
-        value: SeedValue::Plain,
-    },
-    SeedColumn {
-        name: "email",
-        array_type: "text[]",
-        value: SeedValue::Plain,
-    },
-    SeedColumn {
-        name: "phone",
-        array_type: "text[]",
-        value: SeedValue::Plain,
-    },
-    SeedColumn {
-        name: "date_of_birth",
-        array_type: "int4[]",
-        value: SeedValue::Day,
-    },
-    SeedColumn {
-        name: "joined_on",
-        array_type: "int4[]",
-        value: SeedValue::Day,
-    },
-    SeedColumn {
-        name: "status",
-        array_type: "text[]",
-        value: SeedValue::Plain,
-    },
-    SeedColumn {
-        name: "home_coach_id",
-        array_type: "uuid[]",
-        value: SeedValue::Plain,
-    },
+    column("full_name", "text[]", SeedValue::Plain),
+    column("email", "text[]", SeedValue::Plain),
+    column("phone", "text[]", SeedValue::Plain),
+    column("date_of_birth", "int4[]", SeedValue::Day),
+    column("joined_on", "int4[]", SeedValue::Day),
+    column("status", "text[]", SeedValue::Plain),
+    column("home_coach_id", "uuid[]", SeedValue::Plain),
 ];
 
 /// The columns of `table` that will be sent (known and present), or why the table cannot be seeded.
