@@ -9,6 +9,7 @@ mod neon;
 mod redact;
 mod target;
 mod tls;
+mod tls_connect;
 pub mod tx;
 
 pub use connect::connect;

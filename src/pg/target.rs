@@ -158,6 +158,17 @@ impl Target {
     pub fn describe(&self) -> String {
         describe_target(&self.config)
     }
+
+    pub(super) fn channel_binding_required(&self) -> bool {
+        self.config.get_channel_binding() == ChannelBinding::Require
+    }
+
+    /// libpq retries without TLS when the handshake fails in `prefer` (and `allow`) mode; not
+    /// when channel binding is required, which a plaintext connection can never give.
+    pub(super) fn falls_back_to_plaintext(&self) -> bool {
+        matches!(self.ssl_mode, SslMode::Prefer | SslMode::Allow)
+            && !self.channel_binding_required()
+    }
 }
 
 impl FromStr for Target {
