@@ -112,8 +112,20 @@ async fn connect_or_fall_back(
     tls: MakeConnect,
 ) -> Result<(tokio_postgres::Client, Connection)> {
     // The server's words and the socket's: free text, scrubbed in case it echoes a conninfo.
-    let describe =
-        |e: tokio_postgres::Error| redact_text(&error_chain(&e, target.root_cert.as_ref()));
+    let describe = |e: tokio_postgres::Error| {
+        let mut text = redact_text(&error_chain(&e, target.root_cert.as_ref()));
+        if let Some(file) = &target.password_file {
+            // libpq's pgpassfileWarning: say where a wrong password came from.
+            if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD) {
+                let _ = write!(
+                    text,
+                    " (password retrieved from file \"{}\")",
+                    file.display()
+                );
+            }
+        }
+        text
+    };
     let first = match target.config.connect(tls.clone()).await {
         Ok(connected) => return Ok(connected),
         Err(e) => describe(e),

@@ -435,6 +435,28 @@ async fn tls_modes_against_a_real_server() {
     let err = must_fail(&kv).await;
     assert!(!err.contains(wrong), "password leaked: {err}");
 
+    // The password only in a password file (`passfile=`; PGPASSFILE or ~/.pgpass name it the
+    // same way), never on a command line.
+    let pgpass = c.tls.with_file_name("pgpass");
+    let line = |pw: &str| format!("# tenantctl test\n127.0.0.1:{port}:postgres:{USER}:{pw}\n");
+    fs::write(&pgpass, line(PASSWORD)).unwrap();
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!(
+        "postgres://{USER}@127.0.0.1:{port}/postgres?sslmode=require&passfile={}",
+        pgpass.display()
+    );
+    assert!(uses_tls(&must_connect(&url).await).await);
+    // A wrong one is named, as libpq names it.
+    fs::write(&pgpass, line(wrong)).unwrap();
+    let err = must_fail(&url).await;
+    assert!(err.contains("password retrieved from file"), "{err}");
+    assert!(!err.contains(wrong), "password leaked: {err}");
+    // Readable by others: ignored, as libpq ignores it (with a warning on stderr).
+    fs::write(&pgpass, line(PASSWORD)).unwrap();
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = must_fail(&url).await;
+    assert!(err.contains("password missing"), "{err}");
+
     assert!(
         started.elapsed().as_secs() < 10,
         "TLS test took {:?}",
