@@ -13,6 +13,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tenantctl::pg;
 
+use crate::harness;
+
 const USER: &str = "tenantctl";
 const PASSWORD: &str = "Tls-Test-Pw-7391";
 
@@ -320,6 +322,40 @@ impl TlsCluster {
     }
 }
 
+/// The `tenantctl` binary given only `postgres:///postgres`: the host, port and TLS mode come
+/// from a service file named by PGSERVICE/PGSERVICEFILE, the user from PGUSER, the password from
+/// the file PGPASSFILE names. Nothing secret on the command line.
+fn settings_from_a_service_file_and_the_environment(c: &TlsCluster) {
+    let root = c.tls.parent().unwrap();
+    let services = root.join("pg_service.conf");
+    let service = format!("[tls]\nhost=127.0.0.1\nport={}\nsslmode=require\n", c.port);
+    fs::write(&services, service).unwrap();
+    let pgpass = root.join("pgpass-env");
+    fs::write(
+        &pgpass,
+        format!("127.0.0.1:{}:*:{USER}:{PASSWORD}\n", c.port),
+    )
+    .unwrap();
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o600)).unwrap();
+    let project = tempfile::tempdir().unwrap();
+    harness::tenantctl(project.path())
+        .args(["init", "p"])
+        .assert()
+        .success();
+    let out = harness::tenantctl(&project.path().join("p"))
+        .env("PGSERVICE", "tls")
+        .env("PGSERVICEFILE", &services)
+        .env("PGUSER", USER)
+        .env("PGPASSFILE", &pgpass)
+        .env_remove("PGPASSWORD")
+        .args(["--database-url", "postgres:///postgres", "status"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status failed: {stderr}");
+    assert!(!stderr.contains(PASSWORD), "password leaked: {stderr}");
+}
+
 async fn uses_tls(client: &tokio_postgres::Client) -> bool {
     client
         .query_one(
@@ -462,6 +498,8 @@ async fn tls_modes_against_a_real_server() {
         "TLS test took {:?}",
         started.elapsed()
     );
+    // Outside the TLS time budget: it runs the binary twice.
+    settings_from_a_service_file_and_the_environment(&c);
 }
 
 /// libpq's weak sslmodes take any certificate, even one rustls cannot parse; channel binding is
