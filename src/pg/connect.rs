@@ -135,12 +135,10 @@ async fn connect_or_fall_back(
     }
     let mut plain = target.config.clone();
     plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
-    plain.connect(tls).await.map_err(|e| {
-        anyhow!(
-            "{first}; then without TLS (sslmode=prefer): {}",
-            describe(e)
-        )
-    })
+    plain
+        .connect(tls)
+        .await
+        .map_err(|e| anyhow!("{first}; then without TLS: {}", describe(e)))
 }
 
 #[cfg(test)]

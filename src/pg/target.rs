@@ -862,4 +862,22 @@ mod tests {
             assert!(!shown.contains("s3cret"), "{shown}");
         }
     }
+
+    #[test]
+    fn only_prefer_and_allow_retry_without_tls() {
+        for (conn, retries) in [
+            ("host=h", true),
+            ("host=h sslmode=allow", true),
+            ("host=h sslmode=prefer channel_binding=require", false),
+            ("host=h sslmode=require", false),
+            ("host=h sslmode=verify-full", false),
+            ("host=h sslmode=disable", false),
+        ] {
+            assert_eq!(
+                parse(conn).unwrap().falls_back_to_plaintext(),
+                retries,
+                "{conn}"
+            );
+        }
+    }
 }
