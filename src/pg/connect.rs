@@ -1,15 +1,23 @@
-//! Connecting: TLS as the target asks, a deadline over the whole attempt, and an error that says
-//! where it tried to connect and why it failed, without the password.
+//! Connecting: TLS as the target asks (with `prefer`'s retry without TLS), a deadline over the
+//! whole attempt, and an error that says where it tried to connect and why it failed, without
+//! the password.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use rustls::CertificateError;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::Socket;
 
 use super::redact::redact_text;
 use super::target::{RootCert, Target, ToTarget};
-use super::tls::tls_config;
+use super::tls_connect::{MakeConnect, Stream};
+
+type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    Stream<<tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>,
+>;
 
 /// The whole cause chain of a tokio-postgres error on one line, with a hint for TLS failures.
 fn error_chain(e: &(dyn std::error::Error + 'static), root_cert: Option<&RootCert>) -> String {
@@ -80,21 +88,14 @@ fn overall_timeout(target: &Target) -> Option<Duration> {
 pub async fn connect<T: ToTarget + ?Sized>(target: &T) -> Result<tokio_postgres::Client> {
     let target = target.to_target()?;
     let place = target.describe();
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-        tls_config(&target).with_context(|| format!("cannot connect to {place}"))?,
-    );
-
-    let attempt = target.config.connect(tls);
-    // The server's words and the socket's: free text, scrubbed in case it echoes a conninfo.
-    let describe = |e: tokio_postgres::Error| {
-        anyhow!(redact_text(&error_chain(&e, target.root_cert.as_ref())))
-    };
+    let tls = MakeConnect::new(&target).with_context(|| format!("cannot connect to {place}"))?;
+    let attempt = connect_or_fall_back(&target, tls);
     let result = match overall_timeout(&target) {
         Some(total) => match tokio::time::timeout(total, attempt).await {
-            Ok(result) => result.map_err(describe),
+            Ok(result) => result,
             Err(_) => Err(anyhow!("timed out after {} s", total.as_secs())),
         },
-        None => attempt.await.map_err(describe),
+        None => attempt.await,
     };
     let (client, connection) = result.with_context(|| format!("cannot connect to {place}"))?;
     tokio::spawn(async move {
@@ -102,6 +103,42 @@ pub async fn connect<T: ToTarget + ?Sized>(target: &T) -> Result<tokio_postgres:
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// One attempt as the target says; then, as libpq does in `prefer` mode, one without TLS when a
+/// TLS handshake failed. A failed retry reports both failures.
+async fn connect_or_fall_back(
+    target: &Target,
+    tls: MakeConnect,
+) -> Result<(tokio_postgres::Client, Connection)> {
+    // The server's words and the socket's: free text, scrubbed in case it echoes a conninfo.
+    let describe = |e: tokio_postgres::Error| {
+        let mut text = redact_text(&error_chain(&e, target.root_cert.as_ref()));
+        if let Some(file) = &target.password_file {
+            // libpq's pgpassfileWarning: say where a wrong password came from.
+            if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD) {
+                let _ = write!(
+                    text,
+                    " (password retrieved from file \"{}\")",
+                    file.display()
+                );
+            }
+        }
+        text
+    };
+    let first = match target.config.connect(tls.clone()).await {
+        Ok(connected) => return Ok(connected),
+        Err(e) => describe(e),
+    };
+    if !(target.falls_back_to_plaintext() && tls.handshake_failed()) {
+        return Err(anyhow!(first));
+    }
+    let mut plain = target.config.clone();
+    plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    plain
+        .connect(tls)
+        .await
+        .map_err(|e| anyhow!("{first}; then without TLS: {}", describe(e)))
 }
 
 #[cfg(test)]

@@ -7,7 +7,14 @@ use super::conninfo::parse_pairs;
 pub fn neon_pooler(url: &str) -> Option<(String, String)> {
     let pairs = parse_pairs(url).ok()?;
     let hosts = pairs.iter().rev().find(|(k, _)| k == "host")?.1.clone();
-    hosts.split(',').find_map(|host| {
+    pooler_among(hosts.split(','))
+}
+
+/// The first Neon pooler host among these host names, and its direct host.
+pub(super) fn pooler_among<'a>(
+    hosts: impl IntoIterator<Item = &'a str>,
+) -> Option<(String, String)> {
+    hosts.into_iter().find_map(|host| {
         let lower = host.to_ascii_lowercase();
         let (label, domain) = lower.split_once('.')?;
         let endpoint = label.strip_suffix("-pooler")?;

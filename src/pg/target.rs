@@ -1,7 +1,8 @@
 //! A connection target: a connection string parsed once into tokio-postgres's `Config` (filled
 //! through its setters) plus what tenantctl enforces itself, because tokio-postgres only knows
 //! `sslmode=disable|prefer|require`: libpq's six sslmodes, `sslrootcert`, the per-host timeout.
-//! Its `Display` and `Debug` never show the password.
+//! What the string leaves unset comes from a service file, the `PG*` environment variables and
+//! the password file, as in libpq. Its `Display` and `Debug` never show the password.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -16,6 +17,8 @@ use tokio_postgres::config::{
 use tokio_postgres::Config;
 
 use super::conninfo::{parse_pairs, printable, url_scheme_len};
+use super::defaults::{with_defaults, Environment, Origin, Process, Setting};
+use super::passfile;
 use super::redact::{redact, redact_text};
 
 /// libpq waits forever by default; a CLI (and a CI gate) should not.
@@ -35,8 +38,6 @@ const UNSUPPORTED: &[&str] = &[
     "ssl_min_protocol_version",
     "ssl_max_protocol_version",
     "requiressl",
-    "passfile",
-    "service",
     "gssencmode",
     "gsslib",
     "gssdelegation",
@@ -115,6 +116,8 @@ pub struct Target {
     pub(super) verification: Verification,
     /// Per-host timeout; `None` when the caller asked for `connect_timeout=0` (wait forever).
     pub(super) connect_timeout: Option<Duration>,
+    /// The password file the password came from, if it did (libpq names it when it is wrong).
+    pub(super) password_file: Option<PathBuf>,
     /// The text it was parsed from, password included. Private: it leaves this type only
     /// redacted (`Display`, `Debug`) or through the explicitly named methods below.
     conninfo: String,
@@ -123,8 +126,9 @@ pub struct Target {
 impl Target {
     /// Parse a libpq connection string (URL or key=value form). The error, like every error
     /// here, names parameters and positions, never values.
+    /// Parameters it leaves unset come from the process's environment and files, as in libpq.
     pub fn parse(conn: &str) -> Result<Target> {
-        parse(conn)
+        parse_in(conn, &Process)
             .map_err(|e| anyhow!(redact_text(&format!("{e:#}"))))
             .context("invalid connection string")
     }
@@ -149,14 +153,29 @@ impl Target {
         &self.conninfo
     }
 
-    /// The Neon pooler host and its direct host, when this target goes through Neon's pooler.
+    /// The Neon pooler host and its direct host, when this target goes through Neon's pooler
+    /// (wherever the host name came from: the string, a service file or `PGHOST`).
     pub fn neon_pooler(&self) -> Option<(String, String)> {
-        super::neon::neon_pooler(&self.conninfo)
+        super::neon::pooler_among(self.config.get_hosts().iter().filter_map(|h| match h {
+            Host::Tcp(name) => Some(name.as_str()),
+            Host::Unix(_) => None,
+        }))
     }
 
     /// `host:port,host:port/db as user u`, for error messages.
     pub fn describe(&self) -> String {
         describe_target(&self.config)
+    }
+
+    pub(super) fn channel_binding_required(&self) -> bool {
+        self.config.get_channel_binding() == ChannelBinding::Require
+    }
+
+    /// libpq retries without TLS when the handshake fails in `prefer` (and `allow`) mode; not
+    /// when channel binding is required, which a plaintext connection can never give.
+    pub(super) fn falls_back_to_plaintext(&self) -> bool {
+        matches!(self.ssl_mode, SslMode::Prefer | SslMode::Allow)
+            && !self.channel_binding_required()
     }
 }
 
@@ -184,6 +203,7 @@ impl fmt::Debug for Target {
             .field("root_cert", &self.root_cert)
             .field("verification", &self.verification)
             .field("connect_timeout", &self.connect_timeout)
+            .field("password_file", &self.password_file)
             .finish()
     }
 }
@@ -211,31 +231,41 @@ fn quote_value(value: &str) -> String {
     value.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// Parse a libpq connection string (URL or key=value form): the pairs are read once, tenantctl's
-/// own keys kept here, every other key handed to its tokio-postgres setter.
+/// Parse a libpq connection string (URL or key=value form): the pairs are read once and
+/// completed from `env` (service file, environment variables), tenantctl's own keys kept here,
+/// every other key handed to its tokio-postgres setter; then the password file, when no
+/// password was given.
 ///
-/// Errors never contain parameter values, only names and positions: a mistyped password must not
-/// end up in an error message.
-pub(crate) fn parse(conn: &str) -> Result<Target> {
+/// Errors never contain parameter values, only names, positions and where a setting came from:
+/// a mistyped password must not end up in an error message.
+pub(super) fn parse_in(conn: &str, env: &dyn Environment) -> Result<Target> {
+    let settings = with_defaults(parse_pairs(conn)?, env)?;
     let mut config = Config::new();
     let mut own = OwnKeys::default();
     // A value tokio-postgres refuses is reported after tenantctl's own checks, as it was when
     // tokio-postgres parsed the string after them.
     let mut refused = None;
-    for (key, value) in parse_pairs(conn)? {
-        if own.take(&key, &value)? {
+    for Setting { key, value, origin } in &settings {
+        let located = |e: anyhow::Error| match origin {
+            Origin::Conninfo => e,
+            _ => e.context(origin.to_string()),
+        };
+        if own.take(key, value).map_err(located)? {
             continue;
         }
-        match set(&mut config, &key, &value) {
-            Ok(true) => own.observe(&key, &value),
+        match set(&mut config, key, value) {
+            Ok(true) => own.observe(key, value),
             Err(e) => {
-                own.observe(&key, &value);
-                refused.get_or_insert(e);
+                own.observe(key, value);
+                refused.get_or_insert(located(e));
             }
-            Ok(false) if UNSUPPORTED.contains(&key.as_str()) => {
-                bail!("connection parameter `{key}` is not supported by tenantctl")
-            }
-            Ok(false) => bail!("unknown connection parameter `{}`", printable(&key)),
+            Ok(false) if UNSUPPORTED.contains(&key.as_str()) => Err(located(anyhow!(
+                "connection parameter `{key}` is not supported by tenantctl"
+            )))?,
+            Ok(false) => Err(located(anyhow!(
+                "unknown connection parameter `{}`",
+                printable(key)
+            )))?,
         }
     }
     let ssl_mode = own.check()?;
@@ -250,12 +280,20 @@ pub(crate) fn parse(conn: &str) -> Result<Target> {
         let name = own.fallback_application_name.as_deref();
         config.application_name(name.unwrap_or(DEFAULT_APPLICATION_NAME));
     }
+    let mut password_file = None;
+    if config.get_password().is_none_or(<[u8]>::is_empty) {
+        if let Some(found) = passfile::lookup(&settings, env) {
+            config.password(found.password);
+            password_file = Some(found.file);
+        }
+    }
     Ok(Target {
         config,
         ssl_mode,
         verification: verification(ssl_mode, own.root_cert.as_ref()),
         root_cert: own.root_cert,
         connect_timeout: own.connect_timeout,
+        password_file,
         conninfo: conn.to_string(),
     })
 }
@@ -308,6 +346,8 @@ impl OwnKeys {
                     .map(Duration::from_secs);
             }
             "fallback_application_name" => self.fallback_application_name = Some(value.into()),
+            // Read after the other keys, by `passfile::lookup`, when no password was given.
+            "passfile" => {}
             _ => return Ok(false),
         }
         Ok(true)
@@ -502,9 +542,16 @@ pub(super) fn describe_target(config: &Config) -> String {
     format!("{out}/{db} as user {user}")
 }
 
+/// Parse with nothing from the environment: what tests of the syntax want.
+#[cfg(test)]
+pub(crate) fn parse(conn: &str) -> Result<Target> {
+    parse_in(conn, &super::defaults::Fixed::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pg::defaults::Fixed;
     use crate::pg::tls::tls_config;
     use crate::pg::{neon_pooler, redact, redact_text};
 
@@ -731,5 +778,106 @@ mod tests {
         let other = kv.with_dbname("it's").unwrap();
         assert_eq!(other.config.get_dbname(), Some("it's"));
         assert_eq!(other.config.get_password(), Some(&b"x y"[..]));
+    }
+
+    fn home_env() -> Fixed {
+        Fixed {
+            home: Some("/home/u".into()),
+            user: Some("osuser".into()),
+            ..Fixed::default()
+        }
+    }
+
+    #[test]
+    fn unset_parameters_come_from_service_then_environment() {
+        let env = home_env()
+            .var("PGHOST", "ep-x-1-pooler.us-east-2.aws.neon.tech")
+            .var("PGPORT", "6543")
+            .var("PGUSER", "env-user")
+            .var("PGSSLMODE", "disable")
+            .var("PGCONNECT_TIMEOUT", "3")
+            .var("PGAPPNAME", "from-env")
+            .file(
+                "/home/u/.pg_service.conf",
+                0o644,
+                "[s]\nport=7000\ndbname=svc\n",
+            );
+        let spec = parse_in("postgres:///explicit?sslmode=require", &env).unwrap();
+        let c = &spec.config;
+        assert_eq!(c.get_dbname(), Some("explicit"));
+        assert_eq!(c.get_user(), Some("env-user"));
+        assert_eq!(c.get_ports(), &[6543]);
+        assert_eq!(spec.ssl_mode, SslMode::Require);
+        assert_eq!(spec.connect_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.get_application_name(), Some("from-env"));
+        // The pooler is recognised whichever way its host name came.
+        assert!(spec.neon_pooler().is_some());
+        let spec = parse_in("service=s", &env).unwrap();
+        assert_eq!(spec.config.get_ports(), &[7000]);
+        assert_eq!(spec.config.get_dbname(), Some("svc"));
+        assert_eq!(spec.ssl_mode, SslMode::Disable);
+    }
+
+    #[test]
+    fn errors_name_where_a_bad_setting_came_from() {
+        let msg = |conn: &str, env: &Fixed| format!("{:#}", parse_in(conn, env).unwrap_err());
+        let env = home_env().var("PGSSLMODE", "verify_full");
+        let m = msg("host=h", &env);
+        assert!(m.contains("environment variable PGSSLMODE"), "{m}");
+        let env = home_env().file("/home/u/.pg_service.conf", 0o644, "[s]\nsslcert=/c\n");
+        let m = msg("host=h service=s", &env);
+        assert!(
+            m.contains("not supported") && m.contains(".pg_service.conf\", line 2"),
+            "{m}"
+        );
+        // Variables of parameters tenantctl does not implement are not read.
+        parse_in(
+            "host=h",
+            &home_env()
+                .var("PGSSLCERT", "/c")
+                .var("PGGSSENCMODE", "disable"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn passwords_from_the_environment_or_a_password_file_stay_hidden() {
+        let env = home_env().var("PGPASSWORD", "env-s3cret").file(
+            "/home/u/.pgpass",
+            0o600,
+            "*:*:*:*:file-s3cret\n",
+        );
+        // An explicit password beats PGPASSWORD, which beats the password file.
+        let spec = parse_in("host=h password=given", &env).unwrap();
+        assert_eq!(spec.config.get_password(), Some(&b"given"[..]));
+        let spec = parse_in("host=h", &env).unwrap();
+        assert_eq!(spec.config.get_password(), Some(&b"env-s3cret"[..]));
+        assert_eq!(spec.password_file, None);
+        let env = home_env().file("/home/u/.pgpass", 0o600, "*:*:*:*:file-s3cret\n");
+        // An empty password counts as none, as in libpq.
+        let spec = parse_in("host=h password=''", &env).unwrap();
+        assert_eq!(spec.config.get_password(), Some(&b"file-s3cret"[..]));
+        assert_eq!(spec.password_file, Some(PathBuf::from("/home/u/.pgpass")));
+        for shown in [spec.to_string(), format!("{spec:?}"), format!("{spec:#?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn only_prefer_and_allow_retry_without_tls() {
+        for (conn, retries) in [
+            ("host=h", true),
+            ("host=h sslmode=allow", true),
+            ("host=h sslmode=prefer channel_binding=require", false),
+            ("host=h sslmode=require", false),
+            ("host=h sslmode=verify-full", false),
+            ("host=h sslmode=disable", false),
+        ] {
+            assert_eq!(
+                parse(conn).unwrap().falls_back_to_plaintext(),
+                retries,
+                "{conn}"
+            );
+        }
     }
 }

@@ -2,14 +2,16 @@
 //! modes need. The crypto provider (ring) is always passed explicitly, so rustls never looks for
 //! a process-level default provider and cannot panic for lack of one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -75,11 +77,28 @@ fn root_store(root_cert: Option<&RootCert>) -> Result<Arc<RootCertStore>> {
     }
 }
 
+/// Set by the encrypt-only verifier when it accepted a certificate that it could not parse (an
+/// X.509 version 1 certificate, say), and so could not check the handshake signature with: the
+/// session is encrypted, but nothing shows that the server holds the certificate's key, so
+/// channel binding, which hashes that certificate, would prove nothing. One per handshake.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Unproven(Arc<AtomicBool>);
+
+impl Unproven {
+    pub(super) fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// The rustls configuration for a parsed connection string.
 pub fn tls_config(target: &Target) -> Result<ClientConfig> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = match target.verification {
-        Verification::None => Arc::new(EncryptOnly(provider.signature_verification_algorithms)),
+        Verification::None => encrypt_only(Unproven::default()),
         level => {
             let roots = root_store(target.root_cert.as_ref())?;
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
@@ -100,7 +119,18 @@ pub fn tls_config(target: &Target) -> Result<ClientConfig> {
         .with_no_client_auth();
     // libpq 17 sends this ALPN; servers 17+ require it for sslnegotiation=direct.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
+    // Every session gets a full handshake, as with libpq: a resumed one would skip the verifier,
+    // and with it the record of whether the server's key was checked.
+    config.resumption = Resumption::disabled();
     Ok(config)
+}
+
+/// The verifier for require/prefer/allow without a root certificate, reporting to `unproven`.
+pub(super) fn encrypt_only(unproven: Unproven) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(EncryptOnly {
+        algorithms: provider().signature_verification_algorithms,
+        unproven,
+    })
 }
 
 /// verify-ca: the full webpki chain check, forgiving only a host-name mismatch. webpki checks
@@ -151,10 +181,27 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// require/prefer/allow without a root certificate: any certificate, but the server must still
-/// prove it holds the certificate's key, so SCRAM channel binding protects against a relay.
+/// require/prefer/allow without a root certificate, as libpq: any certificate, not even parsed.
+/// When it parses, the server must still prove it holds the certificate's key (the handshake
+/// signature), so SCRAM channel binding protects against a relay. When it does not, the
+/// signature cannot be checked either; the handshake goes on and `unproven` says so, so that
+/// channel binding is not offered on that session.
 #[derive(Debug)]
-struct EncryptOnly(WebPkiSupportedAlgorithms);
+struct EncryptOnly {
+    algorithms: WebPkiSupportedAlgorithms,
+    unproven: Unproven,
+}
+
+impl EncryptOnly {
+    /// Whether the signature can be checked against this certificate; records it when not.
+    fn checkable(&self, cert: &CertificateDer<'_>) -> bool {
+        let parses = ParsedCertificate::try_from(cert).is_ok();
+        if !parses {
+            self.unproven.set();
+        }
+        parses
+    }
+}
 
 impl ServerCertVerifier for EncryptOnly {
     fn verify_server_cert(
@@ -174,7 +221,10 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        if !self.checkable(cert) {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -183,11 +233,14 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        if !self.checkable(cert) {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -207,5 +260,19 @@ mod tests {
         }
         // Had any of these used rustls' process-level default, it would now be installed.
         assert!(CryptoProvider::get_default().is_none());
+    }
+
+    #[test]
+    fn an_unparsable_certificate_is_recorded_as_unproven() {
+        let unproven = Unproven::default();
+        let verifier = EncryptOnly {
+            algorithms: provider().signature_verification_algorithms,
+            unproven: unproven.clone(),
+        };
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        assert!(!unproven.get());
+        // The signature checks skip what `checkable` refuses (the real handshake: tests/it/tls.rs).
+        assert!(!verifier.checkable(&garbage));
+        assert!(unproven.get());
     }
 }

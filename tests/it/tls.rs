@@ -13,6 +13,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tenantctl::pg;
 
+use crate::harness;
+
 const USER: &str = "tenantctl";
 const PASSWORD: &str = "Tls-Test-Pw-7391";
 
@@ -25,6 +27,10 @@ struct TlsCluster {
     port: u16,
     ca: PathBuf,
     other_ca: PathBuf,
+    /// Where the certificates are, for tests that make more.
+    tls: PathBuf,
+    /// The server's user and group, when the test runs as root and the server as `postgres`.
+    owner: Option<(u32, u32)>,
 }
 
 impl Drop for TlsCluster {
@@ -74,6 +80,14 @@ fn id_of(user: &str, flag: &str) -> u32 {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("no user {user}: postgres refuses to run as root"))
+}
+
+/// Hand a file to the server's user with this mode.
+fn give(owner: Option<(u32, u32)>, path: &Path, mode: u32) {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -127,12 +141,7 @@ impl TlsCluster {
             .unwrap_or(false);
         let run_as = is_root.then(|| "postgres".to_string());
         let owner = run_as.as_deref().map(|u| (id_of(u, "-u"), id_of(u, "-g")));
-        let give = |path: &Path, mode: u32| {
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
-            }
-            fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-        };
+        let give = |path: &Path, mode: u32| give(owner, path, mode);
 
         // Certificates: a CA, a server certificate for `localhost` signed by it, and a second,
         // unrelated CA for the "wrong root" case.
@@ -186,6 +195,8 @@ impl TlsCluster {
             port,
             ca,
             other_ca,
+            tls,
+            owner,
         };
 
         let mut initdb = cluster.pg_cmd("initdb");
@@ -210,7 +221,7 @@ impl TlsCluster {
              ssl = on\nssl_cert_file = '{tls}/server.crt'\nssl_key_file = '{tls}/server.key'\n\
              password_encryption = 'scram-sha-256'\nfsync = off\n",
             data = cluster.data.display(),
-            tls = tls.display(),
+            tls = cluster.tls.display(),
         );
         let conf_path = cluster.data.join("postgresql.conf");
         let mut text = fs::read_to_string(&conf_path).unwrap();
@@ -246,12 +257,103 @@ impl TlsCluster {
         cluster
     }
 
+    /// A self-signed X.509 version 1 certificate and its key (no extensions, as Citus makes them),
+    /// readable by the server; their paths.
+    fn make_v1_certificate(&self) -> (String, String) {
+        #[rustfmt::skip]
+        openssl(&self.tls, &[
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "v1.key", "-subj", "/CN=citus", "-out", "v1.csr",
+        ]);
+        #[rustfmt::skip]
+        openssl(&self.tls, &[
+            "x509", "-req", "-in", "v1.csr", "-signkey", "v1.key", "-days", "2", "-out", "v1.crt",
+        ]);
+        let text = Command::new("openssl")
+            .current_dir(&self.tls)
+            .args(["x509", "-noout", "-text", "-in", "v1.crt"])
+            .output()
+            .expect("openssl x509 -text");
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(
+            text.contains("Version: 1 (0x0)"),
+            "not a v1 certificate:\n{text}"
+        );
+        give(self.owner, &self.tls.join("v1.crt"), 0o644);
+        give(self.owner, &self.tls.join("v1.key"), 0o600);
+        let path = |name: &str| self.tls.join(name).display().to_string();
+        (path("v1.crt"), path("v1.key"))
+    }
+
+    /// Change server settings (ALTER SYSTEM, reload) and wait until new sessions have them: the
+    /// postmaster reloads its TLS context in the same step, so new handshakes use them too.
+    async fn reconfigure(&self, settings: &[(&str, &str)]) {
+        let plain = self.url("127.0.0.1", PASSWORD, "sslmode=disable");
+        let admin = must_connect(&plain).await;
+        for (name, value) in settings {
+            let sql = format!("ALTER SYSTEM SET {name} = '{value}'");
+            admin.batch_execute(&sql).await.expect(&sql);
+        }
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
+        let (name, value) = settings.last().expect("a setting");
+        for _ in 0..200 {
+            let now: String = must_connect(&plain)
+                .await
+                .query_one("SELECT current_setting($1)", &[name])
+                .await
+                .unwrap()
+                .get(0);
+            if now == *value {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the server did not take {name} = {value}");
+    }
+
     fn url(&self, host: &str, password: &str, params: &str) -> String {
         format!(
             "postgres://{USER}:{password}@{host}:{}/postgres?{params}",
             self.port
         )
     }
+}
+
+/// The `tenantctl` binary given only `postgres:///postgres`: the host, port and TLS mode come
+/// from a service file named by PGSERVICE/PGSERVICEFILE, the user from PGUSER, the password from
+/// the file PGPASSFILE names. Nothing secret on the command line.
+fn settings_from_a_service_file_and_the_environment(c: &TlsCluster) {
+    let root = c.tls.parent().unwrap();
+    let services = root.join("pg_service.conf");
+    let service = format!("[tls]\nhost=127.0.0.1\nport={}\nsslmode=require\n", c.port);
+    fs::write(&services, service).unwrap();
+    let pgpass = root.join("pgpass-env");
+    fs::write(
+        &pgpass,
+        format!("127.0.0.1:{}:*:{USER}:{PASSWORD}\n", c.port),
+    )
+    .unwrap();
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o600)).unwrap();
+    let project = tempfile::tempdir().unwrap();
+    harness::tenantctl(project.path())
+        .args(["init", "p"])
+        .assert()
+        .success();
+    let out = harness::tenantctl(&project.path().join("p"))
+        .env("PGSERVICE", "tls")
+        .env("PGSERVICEFILE", &services)
+        .env("PGUSER", USER)
+        .env("PGPASSFILE", &pgpass)
+        .env_remove("PGPASSWORD")
+        .args(["--database-url", "postgres:///postgres", "status"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status failed: {stderr}");
+    assert!(!stderr.contains(PASSWORD), "password leaked: {stderr}");
 }
 
 async fn uses_tls(client: &tokio_postgres::Client) -> bool {
@@ -369,9 +471,94 @@ async fn tls_modes_against_a_real_server() {
     let err = must_fail(&kv).await;
     assert!(!err.contains(wrong), "password leaked: {err}");
 
+    // The password only in a password file (`passfile=`; PGPASSFILE or ~/.pgpass name it the
+    // same way), never on a command line.
+    let pgpass = c.tls.with_file_name("pgpass");
+    let line = |pw: &str| format!("# tenantctl test\n127.0.0.1:{port}:postgres:{USER}:{pw}\n");
+    fs::write(&pgpass, line(PASSWORD)).unwrap();
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!(
+        "postgres://{USER}@127.0.0.1:{port}/postgres?sslmode=require&passfile={}",
+        pgpass.display()
+    );
+    assert!(uses_tls(&must_connect(&url).await).await);
+    // A wrong one is named, as libpq names it.
+    fs::write(&pgpass, line(wrong)).unwrap();
+    let err = must_fail(&url).await;
+    assert!(err.contains("password retrieved from file"), "{err}");
+    assert!(!err.contains(wrong), "password leaked: {err}");
+    // Readable by others: ignored, as libpq ignores it (with a warning on stderr).
+    fs::write(&pgpass, line(PASSWORD)).unwrap();
+    fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = must_fail(&url).await;
+    assert!(err.contains("password missing"), "{err}");
+
     assert!(
         started.elapsed().as_secs() < 10,
         "TLS test took {:?}",
         started.elapsed()
     );
+    // Outside the TLS time budget: it runs the binary twice.
+    settings_from_a_service_file_and_the_environment(&c);
+}
+
+/// libpq's weak sslmodes take any certificate, even one rustls cannot parse; channel binding is
+/// then not offered (nothing proved the server holds the key) and cannot be required.
+#[tokio::test]
+async fn weak_sslmodes_accept_a_version_1_certificate() {
+    let c = TlsCluster::start();
+    let (cert, key) = c.make_v1_certificate();
+    c.reconfigure(&[("ssl_key_file", &key), ("ssl_cert_file", &cert)])
+        .await;
+
+    for mode in ["require", "prefer", "allow"] {
+        let client = must_connect(&c.url("127.0.0.1", PASSWORD, &format!("sslmode={mode}"))).await;
+        assert!(
+            uses_tls(&client).await,
+            "sslmode={mode} fell back to plaintext"
+        );
+    }
+    for mode in ["require", "prefer"] {
+        let params = format!("sslmode={mode}&channel_binding=require");
+        let err = must_fail(&c.url("127.0.0.1", PASSWORD, &params)).await;
+        assert!(
+            err.contains("channel_binding=require cannot be honoured"),
+            "{err}"
+        );
+    }
+    // verify-ca keeps verifying: webpki cannot use a version 1 certificate as a root or a leaf.
+    let params = format!("sslmode=verify-ca&sslrootcert={cert}");
+    let err = must_fail(&c.url("127.0.0.1", PASSWORD, &params)).await;
+    assert!(err.contains("invalid peer certificate"), "{err}");
+}
+
+/// `prefer` retries without TLS when the handshake fails, as libpq does; `require` does not.
+/// The server speaks at most TLS 1.1, which rustls never does, so every handshake fails.
+#[tokio::test]
+async fn prefer_falls_back_to_plaintext_when_the_handshake_fails() {
+    let c = TlsCluster::start();
+    c.reconfigure(&[
+        ("ssl_min_protocol_version", "TLSv1"),
+        ("ssl_max_protocol_version", "TLSv1.1"),
+    ])
+    .await;
+
+    let err = must_fail(&c.url("127.0.0.1", PASSWORD, "sslmode=require")).await;
+    assert!(err.contains("TLS"), "{err}");
+    for params in ["sslmode=prefer", "sslmode=allow", "connect_timeout=5"] {
+        let client = must_connect(&c.url("127.0.0.1", PASSWORD, params)).await;
+        assert!(!uses_tls(&client).await, "{params}");
+    }
+    // Channel binding needs TLS: no plaintext retry, the handshake failure is the error.
+    let err = must_fail(&c.url(
+        "127.0.0.1",
+        PASSWORD,
+        "sslmode=prefer&channel_binding=require",
+    ))
+    .await;
+    assert!(!err.contains("without TLS"), "{err}");
+    // A plaintext retry that fails too reports both failures.
+    let err = must_fail(&c.url("127.0.0.1", "Wrong-Secret-0815", "sslmode=prefer")).await;
+    assert!(err.contains("then without TLS"), "{err}");
+    assert!(err.contains("password authentication failed"), "{err}");
 }
