@@ -92,8 +92,10 @@ impl Layout {
     }
 }
 
+/// The cluster listens on loopback without TLS, so the URL says so: a `PGSSLMODE=require`
+/// exported for a cloud database must not break the local one.
 pub(super) fn url_for(port: u16, password: &str) -> String {
-    format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}")
+    format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}?sslmode=disable")
 }
 
 #[cfg(test)]
@@ -104,7 +106,7 @@ mod tests {
     fn url_has_the_documented_shape() {
         assert_eq!(
             url_for(5432, "pw"),
-            "postgres://tenantctl:pw@127.0.0.1:5432/postgres"
+            "postgres://tenantctl:pw@127.0.0.1:5432/postgres?sslmode=disable"
         );
     }
 }

@@ -60,7 +60,7 @@ fn up_down_up_keeps_port_password_and_data() {
     assert_eq!(
         url,
         format!(
-            "postgres://tenantctl:{}@127.0.0.1:{port}/postgres",
+            "postgres://tenantctl:{}@127.0.0.1:{port}/postgres?sslmode=disable",
             password(&url)
         )
     );
@@ -258,4 +258,26 @@ fn password(url: &str) -> String {
         .password()
         .unwrap()
         .to_string()
+}
+
+/// The embedded cluster has no TLS and its URL says so: an exported `PGSSLMODE=require` (usual
+/// for a cloud database) must not break commands that fall back to it.
+#[test]
+fn embedded_database_ignores_an_exported_pgsslmode() {
+    let dir = cluster_dir();
+    watch(&dir);
+    let project = dir.parent().unwrap().join("project");
+    tenantctl(dir.parent().unwrap())
+        .arg("init")
+        .arg(&project)
+        .assert()
+        .success();
+    let status = tenantctl(&project)
+        .env("PGSSLMODE", "require")
+        .arg("status")
+        .assert();
+    let err = stderr(&status);
+    assert_eq!(status.get_output().status.code(), Some(0), "{err}");
+    assert!(err.contains("using the embedded local database"), "{err}");
+    tenantctl(&project).args(["dev", "down"]).assert().success();
 }

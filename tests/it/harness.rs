@@ -175,6 +175,13 @@ pub fn tenantctl(dir: &Path) -> assert_cmd::Command {
         .env_remove("CI")
         .env_remove("DATABASE_URL")
         .env_remove("TENANTCTL_CONFIG");
+    // libpq's variables fill what a URL leaves unset: a developer's exported PGOPTIONS or
+    // PGSSLMODE must not change what the tests see.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("PG")) {
+            cmd.env_remove(key);
+        }
+    }
     cmd
 }
 
