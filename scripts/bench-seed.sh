@@ -24,7 +24,7 @@ trap 'rm -rf "$work"' EXIT
 
 $T dev up >/dev/null 2>&1
 ADMIN_URL=$($T dev url --show-password)
-URL=${ADMIN_URL%/postgres}/$DB
+URL=${ADMIN_URL%/*}/$DB
 psql_() { "$PSQL" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 psql_ "$ADMIN_URL" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
