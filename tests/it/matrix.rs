@@ -26,22 +26,28 @@ struct Neon {
 /// Create the Neon-like login role (as the harness's superuser), hand it a fresh database, and
 /// write a project whose URL logs in as it. `bypassrls`: whether the login holds BYPASSRLS.
 fn neon(label: &str, bypassrls: bool) -> Neon {
-    let db = test_db(label);
-    let login = format!("{}neon", db.role_prefix);
-    let password = format!("pw-{}", db.role_prefix);
     let bypass = if bypassrls {
         "BYPASSRLS"
     } else {
         "NOBYPASSRLS"
     };
-    psql_exec(
-        &cluster().url,
-        &format!(
-            "CREATE ROLE \"{login}\" LOGIN PASSWORD '{password}' CREATEROLE CREATEDB {bypass} NOSUPERUSER;\n\
-             ALTER DATABASE \"{}\" OWNER TO \"{login}\";",
+    login_role(label, &format!("CREATEROLE CREATEDB {bypass}"), true)
+}
+
+/// A login role with `attributes` (never a superuser), owning the test's database if `owns`.
+fn login_role(label: &str, attributes: &str, owns: bool) -> Neon {
+    let db = test_db(label);
+    let login = format!("{}neon", db.role_prefix);
+    let password = format!("pw-{}", db.role_prefix);
+    let mut sql =
+        format!("CREATE ROLE \"{login}\" LOGIN PASSWORD '{password}' {attributes} NOSUPERUSER;");
+    if owns {
+        sql.push_str(&format!(
+            "ALTER DATABASE \"{}\" OWNER TO \"{login}\";",
             db.name
-        ),
-    );
+        ));
+    }
+    psql_exec(&cluster().url, &sql);
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_username(&login).unwrap();
     url.set_password(Some(&password)).unwrap();
@@ -330,4 +336,57 @@ fn the_generated_migration_runs_as_the_owner_role_on_its_own() {
         let rows = pg.as_role(role, None, "SELECT count(*) FROM members");
         assert!(rows.is_ok(), "SET ROLE {role}: {rows:?}");
     }
+}
+
+#[test]
+fn a_role_without_createrole_or_create_on_the_database_is_told_what_to_run() {
+    let cases = [
+        (
+            "CREATEDB BYPASSRLS",
+            true,
+            "as a superuser, run once: ALTER ROLE \"{login}\" CREATEROLE;",
+        ),
+        (
+            "CREATEROLE BYPASSRLS",
+            false,
+            "or a superuser, run once: GRANT CREATE ON DATABASE \"{db}\" TO \"{login}\";",
+        ),
+    ];
+    for (attributes, owns, fix) in cases {
+        let n = login_role("matrix_lacking", attributes, owns);
+        if !owns {
+            // Not the owner: it can still use the schema (as on PG 14's public).
+            psql_exec(
+                &n.db.url,
+                &format!("GRANT CREATE ON SCHEMA public TO \"{}\"", n.login),
+            );
+        }
+        precreate_admin_on_old_servers(&n);
+        ok(&n.dir, &["generate"]);
+        let (code, out, err) = run(&n.dir, &["migrate"]);
+        assert_eq!(code, 2, "{out}\n{err}");
+        let fix = fix.replace("{login}", &n.login).replace("{db}", &n.db.name);
+        assert!(err.contains(&fix), "{err}");
+        assert!(err.contains("nothing was applied"), "{err}");
+        assert!(!migrated(&n), "nothing may be applied: {err}");
+    }
+}
+
+#[test]
+fn a_permission_error_names_the_failing_statement() {
+    // Raised while the statement runs: Postgres gives no position.
+    let n = neon("matrix_denied", true);
+    std::fs::write(
+        n.dir.join("migrations/V1__denied.sql"),
+        "CREATE TABLE t (n int);\n-- a comment; with a semicolon\nSELECT 1;   SELECT pg_catalog.pg_read_file('PG_VERSION');\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&n.dir, &["migrate"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("V1__denied.sql:3:13 failed: permission denied"),
+        "{err}"
+    );
+    let t = query_strings(&n.db.url, "SELECT (to_regclass('t') IS NULL)::text");
+    assert_eq!(t[0][0].as_deref(), Some("true"), "rolled back");
 }
