@@ -37,12 +37,22 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     let mut client = pg::connect(url).await?;
     migrate::prepare(&client, project).await?;
     let plan = migrate::plan(&mut client, migrations, settings.target).await?;
+    let dir = project.migrations_dir();
+    let snapshot = crate::snapshot::load(&dir)?;
+    let tenancy = snapshot.map(|s| s.schema.tenancy);
+    let schema = tenancy
+        .as_ref()
+        .map_or("public", |t| t.table_schema.as_str());
+    migrate::preflight::check(&client, &plan.pending, schema).await?;
     if settings.dry_run {
         render_dry_run(&plan, settings.format);
         return Ok(Outcome::Clean);
     }
+    if let Some(tenancy) = &tenancy {
+        let pending = !plan.pending.is_empty();
+        migrate::preflight::grant_needs(&mut client, tenancy, pending).await?;
+    }
     let bar = output::progress(plan.pending.len() as u64, "migrating");
-    let dir = project.migrations_dir();
     let report = migrate::apply(
         &mut client,
         &dir,

@@ -2,7 +2,9 @@
 //! the database's history, and applying what is pending under the advisory lock.
 
 mod history;
+pub mod preflight;
 mod runner;
+mod statements;
 
 use anyhow::{anyhow, bail, Context, Result};
 use refinery::Migration;

@@ -143,7 +143,7 @@ pub async fn apply(
             .set_target(Target::Version(m.version()));
         if let Err(e) = runner.run_async(client).await {
             let previous = plan.current.or(done.last().map(|a| a.version));
-            return Err(migration_error(dir, m, &e, previous));
+            return Err(migration_error(client, dir, m, &e, previous).await);
         }
         let elapsed = started.elapsed();
         done.push(Applied {
@@ -162,8 +162,10 @@ pub async fn apply(
     })
 }
 
-/// Name the file, Postgres's message and where in the file it points; say where the database stands.
-fn migration_error(
+/// Name the file, Postgres's message and where in the file it points (or, when Postgres gives no
+/// position in the file, where the statement that fails starts); say where the database stands.
+async fn migration_error(
+    client: &mut Client,
     dir: &Path,
     m: &Migration,
     e: &refinery::Error,
@@ -180,13 +182,14 @@ fn migration_error(
     let Some(dbe) = db_error else {
         return anyhow!("migration {} failed: {e}; {stays}", file.display());
     };
-    let mut location = String::new();
-    if let Some(tokio_postgres::error::ErrorPosition::Original(pos)) = dbe.position() {
-        if let Some(sql) = m.sql() {
-            let (line, col) = char_position(sql, *pos as usize);
-            location = format!(":{line}:{col}");
+    let sql = m.sql().unwrap_or_default();
+    let at = match dbe.position() {
+        Some(tokio_postgres::error::ErrorPosition::Original(pos)) => {
+            Some(char_position(sql, *pos as usize))
         }
-    }
+        _ => super::statements::locate_failure(client, sql).await,
+    };
+    let location = at.map_or(String::new(), |(line, col)| format!(":{line}:{col}"));
     let mut msg = format!(
         "migration {}{location} failed: {} (SQLSTATE {}); {stays}",
         file.display(),

@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::ident::{dollar_quote, literal};
-use crate::model::{
-    Column, Constraint, Grant, Index, OnDelete, Policy, Role, Schema, Table, Tenancy,
-};
+use crate::model::{Column, Constraint, Grant, Index, OnDelete, Policy, Schema, Table, Tenancy};
 
 #[derive(Default)]
 struct Out {
@@ -104,19 +102,14 @@ impl<'a> Diff<'a> {
     fn roles(&mut self) {
         for (name, role) in &self.new.roles {
             let prov = format!("{}: role {name}", role.source);
-            match self.old.roles.get(name) {
-                None => create_role(&mut self.out, &prov, name, role),
-                Some(o) if o.login != role.login || o.bypassrls != role.bypassrls => {
-                    // Dropping BYPASSRLS must be said: ALTER ROLE leaves unnamed attributes as
-                    // they are.
-                    let mut attrs = role_attributes(role);
-                    if o.bypassrls && !role.bypassrls {
-                        attrs.push_str(" NOBYPASSRLS");
-                    }
-                    self.out
-                        .push(&prov, format!("ALTER ROLE {} {attrs};", q(name)));
-                }
-                Some(_) => {}
+            let changed = self
+                .old
+                .roles
+                .get(name)
+                .is_none_or(|o| o.login != role.login || o.bypassrls != role.bypassrls);
+            if changed {
+                let attributes = Some((role.login, role.bypassrls));
+                self.out.push(&prov, ensure_role(name, attributes));
             }
         }
         for name in self.old.roles.keys() {
@@ -404,33 +397,14 @@ fn same_tenancy(a: &Tenancy, b: &Tenancy) -> bool {
     }
 }
 
-fn role_attributes(role: &Role) -> String {
-    let login = if role.login { "LOGIN" } else { "NOLOGIN" };
-    if role.bypassrls {
-        format!("{login} BYPASSRLS")
-    } else {
-        login.to_string()
-    }
-}
-
-fn create_role(out: &mut Out, prov: &str, name: &str, role: &Role) {
-    let body = format!(
-        "\nBEGIN\n    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {}) THEN\n        CREATE ROLE {} NOLOGIN;\n    END IF;\nEND\n",
-        literal(name),
-        q(name)
-    );
-    out.push(prov, format!("DO {};", dollar_quote(&body)));
-    out.push(
-        prov,
-        format!("ALTER ROLE {} {};", q(name), role_attributes(role)),
-    );
-}
-
 fn helper_objects<'a>(out: &mut Out, t: &Tenancy, roles: impl Iterator<Item = &'a String>) {
     let prov = format!("{}: tenancy", t.source);
     let owner = q(&t.owner_role);
-    // The migrating role must be able to hand objects to the owner role.
-    out.push(&prov, format!("GRANT {owner} TO CURRENT_USER;"));
+    out.push(
+        &prov,
+        migrator_memberships(&t.owner_role, &[&t.app_role, &t.admin_role]),
+    );
+    out.push(&prov, owner_schema_create(&t.table_schema, &t.owner_role));
     out.push(
         &prov,
         format!("CREATE SCHEMA IF NOT EXISTS {};", q(&t.helper_schema)),
@@ -555,9 +529,8 @@ fn create_table(out: &mut Out, t: &Tenancy, name: &str, table: &Table) {
     out.push(
         &prov,
         format!(
-            "ALTER TABLE {} OWNER TO {};",
-            rel(&t.table_schema, name),
-            q(&t.owner_role)
+            "{};",
+            alter_table_owner(&t.table_schema, name, &t.owner_role)
         ),
     );
     out.push(

@@ -428,7 +428,7 @@ fn switching_the_admin_bypass_to_policies_removes_bypassrls() {
     let (code, sql, err) = run(dir.path(), &["plan"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        sql.contains("ALTER ROLE \"platform_admin\" NOLOGIN NOBYPASSRLS;"),
+        sql.contains("ALTER ROLE \"platform_admin\" NOBYPASSRLS;"),
         "{sql}"
     );
     for table in ["gyms", "coaches", "members"] {

@@ -5,6 +5,7 @@ mod compile;
 mod dev;
 mod harness;
 mod isolation;
+mod matrix;
 mod migrate;
 mod support;
 mod tenants;

@@ -140,6 +140,40 @@ fn a_failing_third_migration_leaves_version_two() {
 }
 
 #[test]
+fn an_error_without_a_position_still_names_the_failing_statement() {
+    // Errors raised while a statement runs (a check violated, a permission denied, an
+    // exception in a DO block) carry no position: the failing statement is found and named.
+    let db = test_db("no_position");
+    let dir = write_project(&db, false);
+    let m = dir.join("migrations");
+    let cases = [
+        (
+            "V1__check.sql",
+            "-- a; comment\nCREATE TABLE t (n int CHECK (n > 0), s text);\nINSERT INTO t VALUES (1, 'a;b');\n  /* ; */ INSERT INTO t VALUES\n    (-1, $$;$$);\nINSERT INTO t VALUES (2, 'c');\n",
+            "V1__check.sql:4:11",
+            "violates check constraint",
+        ),
+        (
+            "V1__raise.sql",
+            "CREATE TABLE t (n int);\nDO $tc$\nBEGIN\n    PERFORM 1;\nEND\n$tc$;\n\tDO $$ BEGIN RAISE EXCEPTION 'boom; here'; END $$;\n",
+            "V1__raise.sql:7:2",
+            "boom; here",
+        ),
+    ];
+    for (file, sql, at, message) in cases {
+        std::fs::write(m.join(file), sql).unwrap();
+        let (code, _, err) = output(&dir, &["migrate"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(&format!("{at} failed")), "{file}: {err}");
+        assert!(err.contains(message), "{err}");
+        std::fs::remove_file(m.join(file)).unwrap();
+    }
+    // Locating the statement ran them again, and rolled them back.
+    let mut pg = Pg::connect(&db.url);
+    assert_eq!(pg.one("SELECT (to_regclass('t') IS NULL)::text"), "true");
+}
+
+#[test]
 fn divergent_and_missing_migrations_abort() {
     let db = test_db("divergent");
     let dir = write_project(&db, false);
