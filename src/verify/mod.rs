@@ -8,6 +8,7 @@ mod preflight;
 mod probe;
 pub mod render;
 mod tx;
+pub(crate) mod unnamed;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@ mod dev;
 mod harness;
 mod isolation;
 mod migrate;
+mod pooler;
 mod support;
 mod tenants;
 mod tls;

@@ -151,6 +151,8 @@ pub(super) async fn probe(
     let (begin_sql, undo_sql) = (shared.scope.begin(), shared.scope.undo());
     let mut p = Pipeline::new(&conn.client);
     let begin = p.push_simple(&begin_sql);
+    // The probe function lives in this transaction only (rolled back with it).
+    let create = p.push_simple(plan.probe_function.as_deref().unwrap_or_default());
     let role = p.push(&conn.set_role, vec![&plan.app]);
     let called = p.push(
         call,
@@ -161,6 +163,7 @@ pub(super) async fn probe(
     // In the order sent, so that the first failure is the one reported (a server shutting
     // down fails the call with its reason, then everything after with "connection closed").
     must(&results[begin], "cannot begin a probe transaction")?;
+    must(&results[create], "cannot create the probe function")?;
     must(&results[role], &format!("cannot SET ROLE {}", plan.app))?;
     let rows = match &results[called] {
         Ok(rows) => rows,

@@ -16,6 +16,7 @@ mod session;
 mod synthetic;
 mod tenant;
 
+use crate::verify::unnamed::typed;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -26,7 +27,7 @@ use super::tx::{rolled_back, Scope};
 use super::{Finding, Settings, Tally, TenantSelection};
 use crate::model::Schema;
 use crate::pg;
-use crate::pg::tx::set_role;
+use crate::verify::unnamed::set_role;
 use plan::Plan;
 use session::Conn;
 
@@ -133,7 +134,7 @@ async fn count_tenants(client: &Client, plan: &Plan) -> Result<u64> {
     let done = rolled_back(client, &Scope::Transaction, async {
         set_role(client, &plan.admin).await?;
         client
-            .query_one(plan.tenant_count.as_str(), &[])
+            .query_typed_one(plan.tenant_count.as_str(), &[])
             .await
             .map(|r| r.get::<_, i64>(0))
     })
@@ -159,7 +160,7 @@ async fn resolve(client: &Client, plan: &Plan, names: &[String]) -> Result<Vec<U
         };
         let done = rolled_back(client, &Scope::Transaction, async {
             set_role(client, &plan.admin).await?;
-            client.query_opt(sql.as_str(), &[n]).await
+            client.query_typed_opt(sql.as_str(), typed![n]).await
         })
         .await?;
         done.rollback?;
