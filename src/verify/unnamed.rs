@@ -32,6 +32,8 @@ pg_type! {
     i64 => Type::INT8,
     u32 => Type::OID,
     Uuid => Type::UUID,
+    Option<Uuid> => Type::UUID,
+    Option<String> => Type::TEXT,
     Vec<String> => Type::TEXT_ARRAY,
     Vec<Option<String>> => Type::TEXT_ARRAY,
     Vec<&str> => Type::TEXT_ARRAY,

@@ -103,33 +103,39 @@ pub fn watch(dir: &Path) {
         return;
     }
     let parent = dir.parent().expect("cluster dir has a parent");
+    // Every cluster under the temp dir, not only `dir`: a test that forgot --dir may have made one.
+    after_exit(
+        r#""$2" dev down --dir "$3"
+            find "$4" -maxdepth 4 -path '*/data/PG_VERSION' | while read -r v; do
+                "$2" dev down --dir "${v%/data/PG_VERSION}"
+            done
+            rm -rf "$4""#,
+        &[Path::new(env!("CARGO_BIN_EXE_tenantctl")), dir, parent],
+    );
+}
+
+/// Run the shell `script` (its arguments `$2`...) once this test process has exited. Detached in
+/// its own session so that it outlives us, and holds none of cargo's output pipes.
+fn after_exit(script: &str, args: &[&Path]) {
     // `setsid --fork` returns at once, so it can be waited for and leaves no zombie behind.
     let status = Command::new("setsid")
         .arg("--fork")
         .arg("sh")
         .arg("-c")
-        // Every cluster under the temp dir, not only `dir`: a test that forgot --dir may have made one.
-        .arg(
-            r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
-            "$2" dev down --dir "$3"
-            find "$4" -maxdepth 4 -path '*/data/PG_VERSION' | while read -r v; do
-                "$2" dev down --dir "${v%/data/PG_VERSION}"
-            done
-            rm -rf "$4""#,
-        )
+        .arg(format!(
+            "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done\n            {script}"
+        ))
         .arg("tenantctl-test-watchdog")
         .arg(std::process::id().to_string())
-        .arg(env!("CARGO_BIN_EXE_tenantctl"))
-        .arg(dir)
-        .arg(parent)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .expect("spawn the cluster watchdog (setsid sh)");
+        .expect("spawn the test watchdog (setsid sh)");
     assert!(
         status.success(),
-        "the cluster watchdog did not start: {status}"
+        "the test watchdog did not start: {status}"
     );
 }
 
@@ -352,23 +358,11 @@ fn watch_pid_file(pid_file: &Path) {
     if keep() {
         return;
     }
-    let status = Command::new("setsid")
-        .arg("--fork")
-        .arg("sh")
-        .arg("-c")
-        .arg(
-            r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
-            [ -f "$2" ] && kill "$(cat "$2")""#,
-        )
-        .arg("tenantctl-test-pgbouncer-watchdog")
-        .arg(std::process::id().to_string())
-        .arg(pid_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("spawn the pgbouncer watchdog (setsid sh)");
-    assert!(status.success(), "the pgbouncer watchdog did not start");
+    let dir = pid_file.parent().expect("pid file has a directory");
+    after_exit(
+        r#"[ -f "$2" ] && kill "$(cat "$2")"; sleep 1; rm -rf "$(dirname "$3")""#,
+        &[pid_file, dir],
+    );
 }
 
 fn wait_for_port(port: u16) {

@@ -203,3 +203,85 @@ fn migrate_refuses_a_pooler_by_behaviour_and_leaves_nothing_behind() {
     let out = run(&dir, &["--database-url", &db.url, "migrate"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `verify --pooled-url` as `login`: exit code, and the `probe.pooler-leak` entries of the report.
+fn pooled_verify(dir: &Path, url: &str) -> (i32, Vec<serde_json::Value>, String) {
+    let out = run(dir, &["--format", "json", "verify", "--pooled-url", url]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify JSON ({e}): {}", stderr(&out)));
+    let entries = report["checks"]
+        .as_array()
+        .expect("checks in the report")
+        .iter()
+        .filter(|c| c["id"] == "probe.pooler-leak")
+        .cloned()
+        .collect();
+    (out.status.code().unwrap_or(-1), entries, stderr(&out))
+}
+
+fn failed(entries: &[serde_json::Value]) -> bool {
+    entries.iter().any(|e| e["status"] == "fail")
+}
+
+#[test]
+fn the_pooler_leak_probe_passes_a_correct_login_and_catches_session_context_and_bypassrls() {
+    let (db, dir, _pooler, _) = pooled_project("pooler_leak");
+    let login = format!("{}app_login", db.role_prefix);
+    let app_password = "app-login-pw-7391";
+    crate::harness::psql_exec(
+        &db.url,
+        &format!(
+            "CREATE ROLE \"{login}\" LOGIN PASSWORD '{app_password}' IN ROLE \"{}gym_app\"",
+            db.role_prefix
+        ),
+    );
+    let gym_a = Pg::connect(&db.url).one("SELECT id::text FROM gyms WHERE slug = 'gym-a'");
+    // Two server connections for the login: eight clients' transactions interleave on them.
+    let start = || start_pgbouncer(&db.name, &[(&login, app_password)], 2);
+
+    // A login granted the app role only, its context set per transaction: passes.
+    let pooler = start();
+    let app_url = pooler.url(&login, app_password, &db.name);
+    let (code, entries, err) = pooled_verify(&dir, &app_url);
+    assert_eq!(code, 0, "{err}\n{entries:?}");
+    assert!(
+        !entries.is_empty() && !failed(&entries),
+        "the probe ran and passed: {entries:?}"
+    );
+    assert!(!err.contains(app_password) && !format!("{entries:?}").contains(app_password));
+
+    // The application's connection sets the context at session level (SET, not SET LOCAL):
+    // it stays on both server connections after its transactions end.
+    let mut bad: Vec<Pg> = (0..2).map(|_| Pg::connect(&app_url)).collect();
+    for pg in &mut bad {
+        pg.batch(&format!("BEGIN; SET tenantctl.gym_id = '{gym_a}'"))
+            .unwrap();
+    }
+    for pg in &mut bad {
+        pg.batch("COMMIT").unwrap();
+    }
+    drop(bad);
+    let (code, entries, err) = pooled_verify(&dir, &app_url);
+    assert_eq!(code, 1, "{err}\n{entries:?}");
+    assert!(
+        failed(&entries),
+        "session-level context caught: {entries:?}"
+    );
+
+    // A login with BYPASSRLS, through a new pooler (fresh server connections: no leftover context).
+    crate::harness::psql_exec(&db.url, &format!("ALTER ROLE \"{login}\" BYPASSRLS"));
+    let pooler = start();
+    let app_url = pooler.url(&login, app_password, &db.name);
+    let (code, entries, err) = pooled_verify(&dir, &app_url);
+    assert_eq!(code, 1, "{err}\n{entries:?}");
+    assert!(failed(&entries), "BYPASSRLS caught: {entries:?}");
+    let message = entries.iter().find(|e| e["status"] == "fail").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Transactions in a tenant's context saw the other tenant's rows (not only those without one).
+    assert!(
+        message.contains(" with a tenant context") && !message.contains("(0 with a tenant context"),
+        "{message}"
+    );
+}
