@@ -3,7 +3,7 @@
 //!
 //! `plan` reads the catalog once into the statements to run; `session` prepares them on a
 //! connection; `tenant` probes one tenant statement by statement, `batch` a batch of tenants
-//! through the session-temporary probe function; `parallel` feeds tenants to a pool of workers,
+//! through the temporary probe function (created in each batch's transaction); `parallel` feeds tenants to a pool of workers,
 //! `synthetic` creates probe tenants when there are fewer than two; `record` turns results into
 //! findings.
 
