@@ -21,8 +21,8 @@ fn superuser() -> (String, String) {
 }
 
 /// A migrated project with two tenants (created directly), and a pooler in front of its database
-/// for the superuser, with 12 server connections for 8 concurrent clients.
-fn pooled_project(label: &str) -> (TestDb, PathBuf, Pooler, String) {
+/// for the superuser with `pool_size` server connections; its URL.
+fn pooled_project(label: &str, pool_size: usize) -> (TestDb, PathBuf, Pooler, String) {
     let db = test_db(label);
     let dir = write_project(&db, false);
     generate_and_migrate(&dir);
@@ -34,9 +34,7 @@ fn pooled_project(label: &str) -> (TestDb, PathBuf, Pooler, String) {
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let (user, password) = superuser();
-    // More server connections than concurrent verify runs: each holds one for its feed
-    // transaction while its workers probe on others (docs/verify.md says so for operators).
-    let pooler = start_pgbouncer(&db.name, &[(&user, &password)], 12);
+    let pooler = start_pgbouncer(&db.name, &[(&user, &password)], pool_size);
     let url = pooler.url(&user, &password, &db.name);
     (db, dir, pooler, url)
 }
@@ -78,7 +76,13 @@ type Args = Box<dyn Fn(usize) -> Vec<String>>;
 
 #[test]
 fn every_command_but_migrate_works_with_8_concurrent_invocations_through_the_pooler() {
-    let (_db, dir, _pooler, url) = pooled_project("pooler_concurrent");
+    // Two server connections for 8 clients: every transaction may land on either.
+    let (db, dir, _pooler, url) = pooled_project("pooler_concurrent", 2);
+    // verify needs more server connections than concurrent runs: each holds one for its feed
+    // transaction while its workers probe on others (docs/verify.md says so for operators).
+    let (user, password) = superuser();
+    let verify_pooler = start_pgbouncer(&db.name, &[(&user, &password)], 12);
+    let verify_url = verify_pooler.url(&user, &password, &db.name);
     let commands: Vec<(&str, Args)> = vec![
         ("verify", Box::new(|_| vec!["verify".into()])),
         ("status", Box::new(|_| vec!["status".into()])),
@@ -113,6 +117,7 @@ fn every_command_but_migrate_works_with_8_concurrent_invocations_through_the_poo
     let mut failures = Vec::new();
     for (name, args) in &commands {
         let results = concurrently(&dir, 8, |i| {
+            let url = if *name == "verify" { &verify_url } else { &url };
             let mut a = vec!["--database-url".to_string(), url.clone()];
             a.extend(args(i));
             a
@@ -225,7 +230,7 @@ fn failed(entries: &[serde_json::Value]) -> bool {
 
 #[test]
 fn the_pooler_leak_probe_passes_a_correct_login_and_catches_session_context_and_bypassrls() {
-    let (db, dir, _pooler, _) = pooled_project("pooler_leak");
+    let (db, dir, _pooler, _) = pooled_project("pooler_leak", 2);
     let login = format!("{}app_login", db.role_prefix);
     let app_password = "app-login-pw-7391";
     crate::harness::psql_exec(

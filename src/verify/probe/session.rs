@@ -1,7 +1,7 @@
 //! One probe connection: the plan's statements with their parameter types (learnt once, inside a
 //! rolled-back transaction, then always run unnamed), whether the probe function can be created
-//! here, and its transactions (always rolled back). Nothing outlives a transaction: no named
-//! prepared statement, no session-temporary function, so a transaction pooler is safe.
+//! here, and its transactions (always rolled back). Nothing outlives a transaction (no named
+//! prepared statement, no temporary function), so a transaction pooler is safe.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::sqlgen;
 use crate::verify::tx::{rolled_back, Scope};
 use crate::verify::unnamed::typed;
 
-/// The same switches as `pg::tx::{set_role, set_tenant}`, prepared once to be pipelined.
+/// The same switches as `pg::tx::{set_role, set_tenant}`, run unnamed to be pipelined.
 const SET_ROLE: &str = "SELECT pg_catalog.set_config('role', $1, true)";
 const SET_ROLE_CONTEXT: &str =
     "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)";
@@ -24,7 +24,7 @@ const SAVEPOINT: &str = "SAVEPOINT tc_probe";
 const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT tc_probe";
 const ROLLBACK: &str = "ROLLBACK";
 
-/// Whether the app role can call the probe function created in this session.
+/// Whether the app role can call the probe function just created (in this transaction).
 const PROBE_FUNCTION_USABLE: &str = "SELECT pg_catalog.has_function_privilege($1, $2::text::regprocedure, 'EXECUTE') \
                      AND pg_catalog.has_schema_privilege($1, pg_catalog.pg_my_temp_schema(), 'USAGE') AS usable";
 
