@@ -209,9 +209,12 @@ fn migrate_refuses_a_pooler_by_behaviour_and_leaves_nothing_behind() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-/// `verify --pooled-url` as `login`: exit code, and the `probe.pooler-leak` entries of the report.
-fn pooled_verify(dir: &Path, url: &str) -> (i32, Vec<serde_json::Value>, String) {
-    let out = run(dir, &["--format", "json", "verify", "--pooled-url", url]);
+/// `verify --pooled-url URL` (without a URL: `[verify] pooled_url` from tenantctl.toml): exit
+/// code, and the `probe.pooler-leak` entries of the report.
+fn pooled_verify(dir: &Path, url: Option<&str>) -> (i32, Vec<serde_json::Value>, String) {
+    let mut args = vec!["--format", "json", "verify"];
+    args.extend(url.map(|u| ["--pooled-url", u]).into_iter().flatten());
+    let out = run(dir, &args);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("verify JSON ({e}): {}", stderr(&out)));
     let entries = report["checks"]
@@ -247,7 +250,7 @@ fn the_pooler_leak_probe_passes_a_correct_login_and_catches_session_context_and_
     // A login granted the app role only, its context set per transaction: passes.
     let pooler = start();
     let app_url = pooler.url(&login, app_password, &db.name);
-    let (code, entries, err) = pooled_verify(&dir, &app_url);
+    let (code, entries, err) = pooled_verify(&dir, Some(&app_url));
     assert_eq!(code, 0, "{err}\n{entries:?}");
     assert!(
         !entries.is_empty() && !failed(&entries),
@@ -266,7 +269,7 @@ fn the_pooler_leak_probe_passes_a_correct_login_and_catches_session_context_and_
         pg.batch("COMMIT").unwrap();
     }
     drop(bad);
-    let (code, entries, err) = pooled_verify(&dir, &app_url);
+    let (code, entries, err) = pooled_verify(&dir, Some(&app_url));
     assert_eq!(code, 1, "{err}\n{entries:?}");
     assert!(
         failed(&entries),
@@ -275,9 +278,17 @@ fn the_pooler_leak_probe_passes_a_correct_login_and_catches_session_context_and_
 
     // A login with BYPASSRLS, through a new pooler (fresh server connections: no leftover context).
     crate::harness::psql_exec(&db.url, &format!("ALTER ROLE \"{login}\" BYPASSRLS"));
+    // The URL from tenantctl.toml this time.
     let pooler = start();
     let app_url = pooler.url(&login, app_password, &db.name);
-    let (code, entries, err) = pooled_verify(&dir, &app_url);
+    let toml = dir.join("tenantctl.toml");
+    let config = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        format!("{config}\n[verify]\npooled_url = \"{app_url}\"\n"),
+    )
+    .unwrap();
+    let (code, entries, err) = pooled_verify(&dir, None);
     assert_eq!(code, 1, "{err}\n{entries:?}");
     assert!(failed(&entries), "BYPASSRLS caught: {entries:?}");
     let message = entries.iter().find(|e| e["status"] == "fail").unwrap()["message"]
