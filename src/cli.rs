@@ -103,6 +103,11 @@ pub struct VerifyArgs {
     /// Static checks only: skip the probes.
     #[arg(long)]
     pub static_only: bool,
+    /// The application's login through the transaction pooler (postgres://app_login@pooler/db):
+    /// the pooler leak probe interleaves tenants' transactions over its server connections.
+    /// Overrides `[verify] pooled_url` in tenantctl.toml.
+    #[arg(long, value_name = "URL")]
+    pub pooled_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -20,6 +20,17 @@ pub struct Config {
     /// Roles are cluster-wide: this lets two projects or test runs share one cluster.
     #[serde(default)]
     pub role_names: BTreeMap<String, String>,
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: what the gate runs besides its own connection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The application's login through the transaction pooler, for the pooler leak probe
+    /// (`--pooled-url` overrides it).
+    pub pooled_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

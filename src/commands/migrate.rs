@@ -35,7 +35,15 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     }
     let migrations = migrate::load_migrations(project)?;
     let mut client = pg::connect(url).await?;
-    migrate::prepare(&client, project).await?;
+    // Before any session state: the lock and the settings are taken only on a direct connection,
+    // where they die with the backend when the run ends or is killed.
+    if refuse_pooler(url, &client, settings).await? {
+        eprintln!(
+            "warning: migrating through a transaction pooler (--allow-pooler): no advisory lock, no lock_timeout or statement_timeout, the server's default search_path"
+        );
+    } else {
+        migrate::prepare(&client, project).await?;
+    }
     let plan = migrate::plan(&mut client, migrations, settings.target).await?;
     let dir = project.migrations_dir();
     let snapshot = crate::snapshot::load(&dir)?;
@@ -64,6 +72,34 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     bar.finish_and_clear();
     render(&report?, settings.format);
     Ok(Outcome::Clean)
+}
+
+/// Refuse a connection that goes through a transaction pooler (exit 2, naming the direct URL
+/// when it can be told), unless `--allow-pooler`; true when migrating through one anyway.
+async fn refuse_pooler(
+    url: &pg::Target,
+    client: &tokio_postgres::Client,
+    settings: &Settings,
+) -> Result<bool> {
+    let Some(found) = migrate::pooler::detect(url, client).await? else {
+        return Ok(false);
+    };
+    if settings.allow_pooler {
+        return Ok(true);
+    }
+    let direct = match (url.neon_pooler(), &found.server) {
+        (Some((_, host)), _) => format!("the direct host {host}"),
+        (None, Some(server)) => format!(
+            "the direct URL {}",
+            migrate::pooler::direct_url(url, server)
+        ),
+        (None, None) => "the database's direct host and port (not the pooler's)".to_string(),
+    };
+    bail!(
+        "{url} goes through a transaction pooler ({}): migrate needs one server session for its advisory lock and settings, and a pooler would leave them on a server connection other clients get\n  \
+         hint: migrate through {direct}, or pass --allow-pooler if nothing else can migrate concurrently",
+        found.evidence
+    )
 }
 
 fn render_dry_run(plan: &Plan, format: Format) {

@@ -147,7 +147,9 @@ fn verify_settings(args: cli::VerifyArgs, format: cli::Format) -> verify::Settin
             connections: args.connections,
             static_only: args.static_only,
             progress: false,
+            pooled: None,
         },
+        pooled_url: args.pooled_url,
         fail_on: match args.fail_on {
             cli::FailOn::Error => Severity::Error,
             cli::FailOn::Warning => Severity::Warning,

@@ -19,8 +19,9 @@ pub struct Settings {
 pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Result<Outcome> {
     let local = migrate::load_migrations(project)?;
     let mut client = pg::connect(url).await?;
-    migrate::pin_search_path(&client, project).await?;
-    let applied = migrate::applied_migrations(&mut client).await?;
+    // The search_path for this read only: status works through a transaction pooler.
+    let path = migrate::search_path(project)?;
+    let applied = migrate::applied_migrations(&mut client, Some(&path)).await?;
     let entries = migrate::compare(&local, &applied);
     let current = applied.iter().map(|m| m.version()).max();
     let counts = Counts::of(&entries);

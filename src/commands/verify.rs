@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::output::{self, ReportFormat};
 use crate::pg::Target;
@@ -18,12 +18,21 @@ pub struct Settings {
     /// The lowest severity that fails the gate.
     pub fail_on: Severity,
     pub format: ReportFormat,
+    /// `--pooled-url`: the application's login through the pooler (else `[verify] pooled_url`).
+    pub pooled_url: Option<String>,
 }
 
 pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Result<Outcome> {
     let schema = project.schema().map_err(|e| anyhow!("{e}"))?;
+    let pooled = settings
+        .pooled_url
+        .as_ref()
+        .or(project.config.verify.pooled_url.as_ref())
+        .map(|u| Target::parse(u).context("invalid --pooled-url / [verify] pooled_url"))
+        .transpose()?;
     let gate = verify::Settings {
         progress: settings.format == ReportFormat::Table && std::io::stderr().is_terminal(),
+        pooled,
         ..settings.gate.clone()
     };
     let fail_on = settings.fail_on;

@@ -1,8 +1,10 @@
 //! The database's migration history (refinery's table) compared with the migration files.
 
 use anyhow::{anyhow, Context, Result};
-use refinery::{Migration, Runner};
+use refinery::Migration;
 use tokio_postgres::Client;
+
+use crate::pg::unnamed::typed;
 
 /// refinery's history table.
 pub const HISTORY_TABLE: &str = "refinery_schema_history";
@@ -37,20 +39,59 @@ pub struct Entry {
     pub applied_on: Option<String>,
 }
 
-/// The migrations the database has applied; none when it has no history table yet.
-pub async fn applied_migrations(client: &mut Client) -> Result<Vec<Migration>> {
-    let exists: Option<String> = client
-        .query_one("SELECT to_regclass($1)::text", &[&HISTORY_TABLE])
+/// refinery's history rows, as refinery reads them (every value as text but the version).
+const HISTORY_ROWS: &str = "SELECT version, name::text AS name, applied_on::text AS applied_on, \
+     checksum::text AS checksum FROM refinery_schema_history ORDER BY version";
+
+/// The migrations the database has applied; none when it has no history table yet. Read in one
+/// transaction of unnamed statements, with `search_path` (when given) set for that transaction
+/// only: nothing outlives it, so this works through a transaction pooler.
+pub async fn applied_migrations(
+    client: &mut Client,
+    search_path: Option<&str>,
+) -> Result<Vec<Migration>> {
+    read_history(client, search_path)
         .await
-        .context("cannot read the migration history")?
-        .get(0);
-    if exists.is_none() {
-        return Ok(Vec::new());
+        .context("cannot read the migration history")
+}
+
+async fn read_history(client: &mut Client, search_path: Option<&str>) -> Result<Vec<Migration>> {
+    let tx = client.transaction().await?;
+    if let Some(path) = search_path {
+        tx.execute_typed(
+            "SELECT pg_catalog.set_config('search_path', $1, true)",
+            typed![path],
+        )
+        .await?;
     }
-    Runner::new(&[])
-        .get_applied_migrations_async(client)
-        .await
-        .map_err(|e| anyhow!("cannot read the migration history: {e}"))
+    let exists: Option<String> = tx
+        .query_typed_one(
+            "SELECT pg_catalog.to_regclass($1)::text",
+            typed![HISTORY_TABLE],
+        )
+        .await?
+        .get(0);
+    let mut applied = Vec::new();
+    if exists.is_some() {
+        for r in tx.query_typed(HISTORY_ROWS, &[]).await? {
+            let on: String = r.try_get("applied_on")?;
+            let on =
+                time::OffsetDateTime::parse(&on, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| anyhow!("unexpected applied_on {on:?}: {e}"))?;
+            let checksum: String = r.try_get("checksum")?;
+            let checksum = checksum
+                .parse::<u64>()
+                .map_err(|e| anyhow!("unexpected checksum {checksum:?}: {e}"))?;
+            applied.push(Migration::applied(
+                r.try_get("version")?,
+                r.try_get("name")?,
+                on,
+                checksum,
+            ));
+        }
+    }
+    tx.commit().await?;
+    Ok(applied)
 }
 
 /// refinery records when a migration was applied; show it as RFC 3339, to the second.

@@ -2,6 +2,7 @@
 //! the database's history, and applying what is pending under the advisory lock.
 
 mod history;
+pub mod pooler;
 pub mod preflight;
 mod runner;
 mod statements;
@@ -32,14 +33,19 @@ pub fn load_migrations(project: &Project) -> Result<Vec<Migration>> {
     Ok(migrations)
 }
 
+/// The tables' schema (from the snapshot; `public` without one) as a search_path.
+pub fn search_path(project: &Project) -> Result<String> {
+    let schema = crate::snapshot::load(&project.migrations_dir())?
+        .map(|s| s.schema.tenancy.table_schema)
+        .unwrap_or_else(|| "public".to_string());
+    Ok(postgres_protocol::escape::escape_identifier(&schema))
+}
+
 /// Pin the session's search_path to the tables' schema (from the snapshot; `public` without one),
 /// so that refinery's history table and unqualified names in hand-written migrations never land
 /// in a schema that happens to share the connecting role's name.
 pub async fn pin_search_path(client: &Client, project: &Project) -> Result<()> {
-    let schema = crate::snapshot::load(&project.migrations_dir())?
-        .map(|s| s.schema.tenancy.table_schema)
-        .unwrap_or_else(|| "public".to_string());
-    let path = postgres_protocol::escape::escape_identifier(&schema);
+    let path = search_path(project)?;
     client
         .execute("SELECT set_config('search_path', $1, false)", &[&path])
         .await

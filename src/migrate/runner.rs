@@ -59,7 +59,7 @@ pub async fn plan(
     migrations: Vec<Migration>,
     target: Option<i32>,
 ) -> Result<Plan> {
-    let applied = applied_migrations(client).await?;
+    let applied = applied_migrations(client, None).await?;
     check_history(&migrations, &applied)?;
     let current = applied.iter().map(|m| m.version()).max();
     let pending: Vec<Migration> = migrations

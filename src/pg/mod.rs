@@ -15,6 +15,7 @@ mod target;
 mod tls;
 mod tls_connect;
 pub mod tx;
+pub mod unnamed;
 
 pub use connect::connect;
 pub use neon::neon_pooler;

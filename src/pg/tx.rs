@@ -1,14 +1,20 @@
 //! Acting as a role or a tenant inside a transaction, the way the application does: every switch
 //! is transaction-local (`set_config(..., true)`), so nothing outlives the transaction and nothing
-//! leaks to the next client of a pooled server connection. Names and values are bound, never spliced.
+//! leaks to the next client of a pooled server connection. Names and values are bound, never spliced,
+//! in unnamed statements (nothing is left prepared on a pooled server connection).
 
 use tokio_postgres::GenericClient;
 
+use crate::pg::unnamed::typed;
+
 /// Act as `role` until the transaction ends (`SET LOCAL ROLE`, with the name bound).
 pub async fn set_role(tx: &impl GenericClient, role: &str) -> Result<(), tokio_postgres::Error> {
-    tx.execute("SELECT pg_catalog.set_config('role', $1, true)", &[&role])
-        .await
-        .map(drop)
+    tx.execute_typed(
+        "SELECT pg_catalog.set_config('role', $1, true)",
+        typed![role],
+    )
+    .await
+    .map(drop)
 }
 
 /// Act as `role` in `tenant`'s context (the context `setting` set to `tenant`) until the
@@ -19,9 +25,9 @@ pub async fn set_tenant(
     setting: &str,
     tenant: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
+    tx.execute_typed(
         "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)",
-        &[&role, &setting, &tenant],
+        typed![role, setting, tenant],
     )
     .await
     .map(drop)

@@ -7,6 +7,7 @@ use postgres_protocol::escape::escape_identifier;
 mod diff;
 mod fixes;
 mod helpers;
+mod pooled;
 mod probe;
 mod probe_statements;
 pub mod tenants;
@@ -14,6 +15,7 @@ pub mod tenants;
 pub use diff::diff;
 pub use fixes::*;
 pub use helpers::*;
+pub use pooled::*;
 pub use probe::*;
 pub use probe_statements::*;
 

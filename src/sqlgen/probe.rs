@@ -1,4 +1,4 @@
-//! SQL text for verify's probes: the session-temporary probe function and the scratch copies
+//! SQL text for verify's probes: the temporary probe function (created in each batch's transaction) and the scratch copies
 //! used to compare policy expressions.
 
 use super::diff::column_def;
@@ -41,7 +41,7 @@ pub fn scratch_policy(scratch: &str, name: &str, p: &Policy) -> String {
     s
 }
 
-/// Name of `verify`'s session-temporary probe function (see [`probe_function`]).
+/// Name of `verify`'s temporary probe function (see [`probe_function`]).
 pub const PROBE_FUNCTION: &str = "pg_temp.tenantctl_probe_tenants";
 /// Its signature, for `regprocedure`.
 pub const PROBE_SIGNATURE: &str =
@@ -77,7 +77,7 @@ pub struct ProbeReadable {
     pub tenant_column: String,
 }
 
-/// `verify`'s probes of a batch of tenants as one statement: a session-temporary PL/pgSQL
+/// `verify`'s probes of a batch of tenants as one statement: a temporary PL/pgSQL
 /// function, `SECURITY INVOKER` (it runs as the app role that calls it), called with the tenants
 /// (`$1`), per tenant another tenant's id (`$2`), and per tenant and table another tenant's key
 /// (`$3`, NULL: none) and whether to move one of the tenant's rows (`$4`), both indexed

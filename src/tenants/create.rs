@@ -11,6 +11,7 @@ use super::seed;
 use crate::model::Schema;
 use crate::pg;
 use crate::pg::error::pg_error;
+use crate::pg::unnamed::typed;
 use crate::sqlgen::tenants as sql;
 
 #[derive(Debug, Clone)]
@@ -51,14 +52,16 @@ pub async fn create(
         bail!("the gym's name cannot be empty");
     }
     let mut client = pg::connect(url).await?;
-    client
-        .execute(
-            "SELECT set_config('application_name', $1, false)",
-            &[&create_application_name(&spec.slug)],
-        )
-        .await
-        .map_err(pg_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
+    // Transaction-local, as every setting outside migrate: nothing reaches the next client of a
+    // pooled server connection.
+    let app_name = create_application_name(&spec.slug);
+    tx.execute_typed(
+        "SELECT set_config('application_name', $1, true)",
+        typed![app_name],
+    )
+    .await
+    .map_err(pg_error)?;
     as_admin(&tx, schema).await?;
     if let Some(gym) = find(&tx, schema, &spec.slug).await? {
         if spec.if_not_exists {
@@ -88,7 +91,7 @@ pub async fn create(
 /// The gym's row, as the platform admin; returns its id.
 async fn insert(tx: &Transaction<'_>, schema: &Schema, spec: &CreateSpec) -> Result<Uuid> {
     match tx
-        .query_one(&sql::insert_tenant(schema), &[&spec.slug, &spec.name])
+        .query_typed_one(&sql::insert_tenant(schema), typed![spec.slug, spec.name])
         .await
     {
         Ok(row) => Ok(row.get(0)),

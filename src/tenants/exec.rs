@@ -9,6 +9,7 @@ use super::gym::{as_admin, as_tenant, check_schema, require, Gym};
 use crate::model::Schema;
 use crate::pg;
 use crate::pg::error::pg_error;
+use crate::pg::unnamed::typed;
 
 #[derive(Debug, Clone)]
 pub enum ExecAs {
@@ -171,9 +172,9 @@ async fn check_still_acting(
     tenant: Option<&Gym>,
 ) -> Result<()> {
     let check = tx
-        .query_one(
+        .query_typed_one(
             "SELECT current_user::text AS role, coalesce(current_setting($1, true), '') AS context",
-            &[&schema.tenancy.context_setting],
+            typed![schema.tenancy.context_setting],
         )
         .await
         .map_err(pg_error)?;

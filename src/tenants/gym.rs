@@ -7,8 +7,8 @@ use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use crate::model::Schema;
-use crate::pg;
 use crate::pg::error::pg_error;
+use crate::pg::unnamed::typed;
 use crate::sqlgen::tenants::{self as sql, NAME_COLUMN, SLUG_COLUMN};
 
 /// Slugs: lowercase letters, digits and `-`, 3 to 63 characters, not starting or ending with
@@ -56,7 +56,7 @@ pub fn check_schema(schema: &Schema) -> Result<()> {
 
 /// Act as `role` until the transaction ends.
 pub async fn set_role(tx: &Transaction<'_>, role: &str) -> Result<()> {
-    pg::tx::set_role(tx, role)
+    crate::pg::tx::set_role(tx, role)
         .await
         .map_err(pg_error)
         .with_context(|| {
@@ -67,7 +67,7 @@ pub async fn set_role(tx: &Transaction<'_>, role: &str) -> Result<()> {
 /// Act as the app role in `gym`'s context until the transaction ends, as the application does.
 pub async fn as_tenant(tx: &Transaction<'_>, schema: &Schema, gym: Uuid) -> Result<()> {
     let t = &schema.tenancy;
-    pg::tx::set_tenant(tx, &t.app_role, &t.context_setting, &gym.to_string())
+    crate::pg::tx::set_tenant(tx, &t.app_role, &t.context_setting, &gym.to_string())
         .await
         .map_err(pg_error)
         .with_context(|| {
@@ -103,7 +103,7 @@ impl Gym {
 /// The gym with this slug, as whoever the session acts as.
 pub async fn find(client: &impl GenericClient, schema: &Schema, slug: &str) -> Result<Option<Gym>> {
     let row = client
-        .query_opt(&sql::find_tenant(schema), &[&slug])
+        .query_typed_opt(&sql::find_tenant(schema), typed![slug])
         .await
         .map_err(pg_error)
         .with_context(|| format!("cannot look up tenant {slug}"))?;

@@ -11,6 +11,7 @@ use super::gym::{as_admin, check_schema, data_tables, require, validate_slug, Gy
 use crate::model::Schema;
 use crate::pg;
 use crate::pg::error::pg_error;
+use crate::pg::unnamed::typed;
 use crate::sqlgen::tenants as sql;
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,7 +67,7 @@ pub async fn list(url: &pg::Target, schema: &Schema) -> Result<Vec<Tenant>> {
     let tx = admin_read(&mut client, schema).await?;
     let sql = sql::tenants_with_counts(schema, &data_tables(schema), false);
     let rows = tx
-        .query(&sql, &[])
+        .query_typed(&sql, &[])
         .await
         .map_err(pg_error)
         .context("cannot list the tenants (is the database migrated? `tenantctl migrate`)")?;
@@ -77,7 +78,7 @@ pub async fn list(url: &pg::Target, schema: &Schema) -> Result<Vec<Tenant>> {
 async fn counts(tx: &Transaction<'_>, schema: &Schema, gym: &Gym) -> Result<Tenant> {
     let sql = sql::tenants_with_counts(schema, &data_tables(schema), true);
     let row = tx
-        .query_one(&sql, &[&gym.id])
+        .query_typed_one(&sql, typed![gym.id])
         .await
         .map_err(pg_error)
         .with_context(|| format!("cannot count tenant {}'s rows", gym.slug))?;
@@ -97,7 +98,7 @@ pub async fn show(
     let gym = require(&tx, schema, slug).await?;
     let tenant = counts(&tx, schema, &gym).await?;
     let record: serde_json::Value = tx
-        .query_one(&sql::tenant_record(schema), &[&gym.id])
+        .query_typed_one(&sql::tenant_record(schema), typed![gym.id])
         .await
         .map_err(pg_error)?
         .get(0);
@@ -125,7 +126,7 @@ pub async fn delete(url: &pg::Target, schema: &Schema, confirmed: &Tenant) -> Re
         .await
         .map_err(|_| anyhow!("tenant {:?} was deleted meanwhile", gym.slug))?;
     let n = tx
-        .execute(&sql::delete_tenant(schema), &[&gym.id])
+        .execute_typed(&sql::delete_tenant(schema), typed![gym.id])
         .await
         .map_err(pg_error)
         .with_context(|| format!("cannot delete tenant {}; nothing was deleted", gym.slug))?;
@@ -146,7 +147,7 @@ pub async fn delete(url: &pg::Target, schema: &Schema, confirmed: &Tenant) -> Re
 async fn check_cascaded(tx: &Transaction<'_>, schema: &Schema, id: Uuid) -> Result<()> {
     for (table, column) in data_tables(schema) {
         let left: i64 = tx
-            .query_one(&sql::count_rows(schema, table, Some(column)), &[&id])
+            .query_typed_one(&sql::count_rows(schema, table, Some(column)), typed![id])
             .await
             .map_err(pg_error)?
             .get(0);

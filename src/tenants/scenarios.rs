@@ -13,6 +13,7 @@ use super::seed;
 use crate::model::Schema;
 use crate::pg;
 use crate::pg::error::pg_error;
+use crate::pg::unnamed::typed;
 use crate::sqlgen::tenants as sql;
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,12 +137,12 @@ async fn count_as(
     };
     let seen: i64 = match case.filter {
         Some(g) => tx
-            .query_one(&sql::count_rows(schema, table, Some(column)), &[&g.id])
+            .query_typed_one(&sql::count_rows(schema, table, Some(column)), typed![g.id])
             .await
             .map_err(pg_error)?
             .get(0),
         None => tx
-            .query_one(&sql::count_rows(schema, table, None), &[])
+            .query_typed_one(&sql::count_rows(schema, table, None), &[])
             .await
             .map_err(pg_error)?
             .get(0),
@@ -171,7 +172,7 @@ async fn foreign_insert(
     let tx = client.transaction().await.map_err(pg_error)?;
     as_tenant(&tx, schema, a.id).await?;
     let insert = sql::insert_foreign_member(schema, table, column);
-    let result = tx.execute(&insert, &[&b.id]).await;
+    let result = tx.execute_typed(&insert, typed![b.id]).await;
     tx.rollback().await.map_err(pg_error)?;
     let (outcome, holds) = match result {
         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => (

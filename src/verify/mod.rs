@@ -4,6 +4,7 @@
 #[macro_use]
 mod row;
 mod catalog;
+mod pooled;
 mod preflight;
 mod probe;
 pub mod render;
@@ -118,6 +119,7 @@ pub const CHECKS: &[CheckDef] = &[
     check("probe.context-leak", E, "a tenant context set in one transaction was still set in the next on the same connection", "set the context with set_config(<setting>, $1, true), never session-level SET"),
     check("probe.view", E, "a view the app role can read returned another tenant's rows", "make the view security_invoker, or revoke it"),
     check("probe.function", E, "a function the app role can call returned another tenant's rows", "make the function SECURITY INVOKER, or revoke EXECUTE"),
+    check("probe.pooler-leak", E, "through the pooler, as the application's login, a transaction in one tenant's context saw another tenant's rows, or a transaction without a context saw rows or found a context set", "set the context with set_config(<setting>, $1, true) inside each transaction, never with SET or ALTER ROLE/DATABASE ... SET; the application's login must be granted the app role only (no BYPASSRLS, no admin role)"),
     check("probe.admin-sees-all", E, "the platform admin does not see the sum of every tenant's rows", "restore the admin bypass (BYPASSRLS or the USING (true) policy)"),
 ];
 
@@ -236,6 +238,8 @@ pub struct Settings {
     pub static_only: bool,
     /// Show a progress bar over tenants (the caller decides: stderr must be a terminal).
     pub progress: bool,
+    /// The application's login through a transaction pooler: run the pooler leak probe there.
+    pub pooled: Option<pg::Target>,
 }
 
 impl Default for Settings {
@@ -245,6 +249,7 @@ impl Default for Settings {
             connections: 2,
             static_only: false,
             progress: false,
+            pooled: None,
         }
     }
 }
@@ -312,6 +317,10 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         (s, Some(p))
     };
     let mut tally = statics.context("static checks failed to run")?;
+    if let (Some(pooled), false) = (&settings.pooled, settings.static_only) {
+        let leaks = pooled::run(pooled, &client, schema).await;
+        tally.merge(leaks.context("the pooler leak probe failed to run")?);
+    }
     let (tenants_probed, synthetic_tenants) = match probes {
         None => (0, false),
         Some(outcome) => {

@@ -1,6 +1,7 @@
 //! Before any check: verify impersonates the app and admin roles with SET ROLE, so both must
 //! exist and the connecting role must be allowed to switch to them.
 
+use crate::pg::unnamed::typed;
 use anyhow::{bail, Context, Result};
 use tokio_postgres::Client;
 
@@ -19,7 +20,7 @@ const ROLE_EXISTS: &str =
 pub(super) async fn check_set_role(client: &Client, schema: &Schema) -> Result<()> {
     let t = &schema.tenancy;
     let row = client
-        .query_one(CURRENT_USER, &[])
+        .query_typed_one(CURRENT_USER, &[])
         .await
         .context("cannot read the current user")?;
     let user: String = row.try_get("name").context("unexpected current_user")?;
@@ -29,7 +30,7 @@ pub(super) async fn check_set_role(client: &Client, schema: &Schema) -> Result<(
     let mut missing = Vec::new();
     for role in [&t.app_role, &t.admin_role] {
         let exists: bool = client
-            .query_one(ROLE_EXISTS, &[role])
+            .query_typed_one(ROLE_EXISTS, typed![role])
             .await
             .context("cannot read pg_roles")?
             .try_get("exists")

@@ -78,11 +78,11 @@ pub(crate) fn col<'a, T: FromSql<'a>>(r: &'a Row, name: &str) -> Result<T> {
 pub(crate) async fn query_opt<T>(
     client: &Client,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    params: &[crate::pg::unnamed::Typed<'_>],
     what: &'static str,
     from_row: impl Fn(&Row) -> Result<T>,
 ) -> Result<Option<T>> {
-    let row = client.query_opt(sql, params).await.context(what)?;
+    let row = client.query_typed_opt(sql, params).await.context(what)?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -90,10 +90,10 @@ pub(crate) async fn query_opt<T>(
 pub(crate) async fn query<T>(
     client: &Client,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    params: &[crate::pg::unnamed::Typed<'_>],
     what: &'static str,
     from_row: impl Fn(&Row) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let rows = client.query(sql, params).await.context(what)?;
+    let rows = client.query_typed(sql, params).await.context(what)?;
     rows.iter().map(from_row).collect()
 }

@@ -103,33 +103,39 @@ pub fn watch(dir: &Path) {
         return;
     }
     let parent = dir.parent().expect("cluster dir has a parent");
+    // Every cluster under the temp dir, not only `dir`: a test that forgot --dir may have made one.
+    after_exit(
+        r#""$2" dev down --dir "$3"
+            find "$4" -maxdepth 4 -path '*/data/PG_VERSION' | while read -r v; do
+                "$2" dev down --dir "${v%/data/PG_VERSION}"
+            done
+            rm -rf "$4""#,
+        &[Path::new(env!("CARGO_BIN_EXE_tenantctl")), dir, parent],
+    );
+}
+
+/// Run the shell `script` (its arguments `$2`...) once this test process has exited. Detached in
+/// its own session so that it outlives us, and holds none of cargo's output pipes.
+fn after_exit(script: &str, args: &[&Path]) {
     // `setsid --fork` returns at once, so it can be waited for and leaves no zombie behind.
     let status = Command::new("setsid")
         .arg("--fork")
         .arg("sh")
         .arg("-c")
-        // Every cluster under the temp dir, not only `dir`: a test that forgot --dir may have made one.
-        .arg(
-            r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
-            "$2" dev down --dir "$3"
-            find "$4" -maxdepth 4 -path '*/data/PG_VERSION' | while read -r v; do
-                "$2" dev down --dir "${v%/data/PG_VERSION}"
-            done
-            rm -rf "$4""#,
-        )
+        .arg(format!(
+            "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done\n            {script}"
+        ))
         .arg("tenantctl-test-watchdog")
         .arg(std::process::id().to_string())
-        .arg(env!("CARGO_BIN_EXE_tenantctl"))
-        .arg(dir)
-        .arg(parent)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .expect("spawn the cluster watchdog (setsid sh)");
+        .expect("spawn the test watchdog (setsid sh)");
     assert!(
         status.success(),
-        "the cluster watchdog did not start: {status}"
+        "the test watchdog did not start: {status}"
     );
 }
 
@@ -259,4 +265,119 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// A PgBouncer in `pool_mode = transaction` in front of one database of `cluster()`, with SCRAM
+/// between clients and the pooler: every client transaction may land on another server
+/// connection, and `pool_size` server connections are shared by all clients of one user.
+pub struct Pooler {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Pooler {
+    /// The URL of `user` through the pooler (the pooler's database name is the real one).
+    pub fn url(&self, user: &str, password: &str, dbname: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{dbname}",
+            self.port
+        )
+    }
+}
+
+/// The PgBouncer binary: `TENANTCTL_PGBOUNCER`, else Debian's (`scripts/setup.sh` installs it).
+pub fn pgbouncer_bin() -> PathBuf {
+    std::env::var_os("TENANTCTL_PGBOUNCER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/pgbouncer"))
+}
+
+/// A free TCP port on 127.0.0.1 (free now; the caller binds it right away).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Start a PgBouncer of its own for `dbname` on `cluster()`, for the logins `users` (name,
+/// password), with `pool_size` server connections per user. Runs as `postgres` under root
+/// (PgBouncer refuses root); stopped by a watchdog when the test process exits.
+pub fn start_pgbouncer(dbname: &str, users: &[(&str, &str)], pool_size: usize) -> Pooler {
+    let bin = pgbouncer_bin();
+    assert!(
+        bin.exists(),
+        "{} not found: run scripts/setup.sh (it installs PgBouncer)",
+        bin.display()
+    );
+    let dir = cluster_dir().with_file_name("pgbouncer");
+    std::fs::create_dir_all(&dir).expect("create the pgbouncer dir");
+    let port = free_port();
+    let auth: String = users
+        .iter()
+        .map(|(u, p)| format!("\"{u}\" \"{p}\"\n"))
+        .collect();
+    std::fs::write(dir.join("userlist.txt"), auth).expect("write auth_file");
+    let d = dir.display();
+    let ini = format!(
+        "[databases]\n{dbname} = host=127.0.0.1 port={} dbname={dbname} pool_size={pool_size}\n\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+         auth_type = scram-sha-256\nauth_file = {d}/userlist.txt\npool_mode = transaction\n\
+         default_pool_size = {pool_size}\nmax_client_conn = 1000\n\
+         ignore_startup_parameters = extra_float_digits,options\n\
+         logfile = {d}/pgbouncer.log\npidfile = {d}/pgbouncer.pid\n",
+        cluster().port
+    );
+    std::fs::write(dir.join("pgbouncer.ini"), ini).expect("write pgbouncer.ini");
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown the pgbouncer dir");
+        assert!(status.success(), "chown -R postgres {d} failed");
+    }
+    let mut cmd = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&bin);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    let out = cmd
+        .arg("-d")
+        .arg(dir.join("pgbouncer.ini"))
+        .output()
+        .expect("run pgbouncer");
+    assert!(
+        out.status.success(),
+        "pgbouncer failed to start: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
+    );
+    watch_pid_file(&dir.join("pgbouncer.pid"));
+    wait_for_port(port);
+    Pooler { port, dir }
+}
+
+/// Kill the process in `pid_file` once this test process has exited (see [`watch`]).
+fn watch_pid_file(pid_file: &Path) {
+    if keep() {
+        return;
+    }
+    let dir = pid_file.parent().expect("pid file has a directory");
+    after_exit(
+        r#"[ -f "$2" ] && kill "$(cat "$2")"; sleep 1; rm -rf "$(dirname "$3")""#,
+        &[pid_file, dir],
+    );
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
 }

@@ -7,6 +7,7 @@ mod harness;
 mod isolation;
 mod matrix;
 mod migrate;
+mod pooler;
 mod support;
 mod tenants;
 mod tls;

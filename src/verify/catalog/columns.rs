@@ -1,6 +1,7 @@
 //! Drift of a declared table's structure: columns, keys, CHECK and foreign-key constraints and
 //! indexes against the declaration, and perf.tenant-index for every tenant table.
 
+use crate::pg::unnamed::typed;
 use std::collections::BTreeMap;
 
 use anyhow::Result;
@@ -136,12 +137,17 @@ pub(super) async fn columns(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> 
     let (client, table, rel, norm) = (cx.client, cx.table, cx.rel, cx.norm);
     let disp = rel.display();
     let what = "cannot read columns";
-    let live: BTreeMap<String, ColumnShape> =
-        query(client, COLUMNS, &[&rel.oid], what, ColumnShape::from_row)
-            .await?
-            .into_iter()
-            .map(|c| (c.name.clone(), c))
-            .collect();
+    let live: BTreeMap<String, ColumnShape> = query(
+        client,
+        COLUMNS,
+        typed![&rel.oid],
+        what,
+        ColumnShape::from_row,
+    )
+    .await?
+    .into_iter()
+    .map(|c| (c.name.clone(), c))
+    .collect();
     if let Some(e) = norm.and_then(|n| n.error.as_ref()) {
         tally.fail(Finding::new(
             "drift.column",
@@ -176,7 +182,7 @@ pub(super) async fn constraints(cx: &Declared<'_>, tally: &mut Tally) -> Result<
     let live: BTreeMap<String, LiveConstraint> = query(
         client,
         CONSTRAINTS,
-        &[&rel.oid],
+        typed![&rel.oid],
         what,
         LiveConstraint::from_row,
     )
@@ -278,7 +284,7 @@ pub(super) async fn indexes(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> 
 
 async fn read_indexes(client: &Client, rel: &Rel) -> Result<Vec<LiveIndex>> {
     let what = "cannot read indexes";
-    query(client, INDEXES, &[&rel.oid], what, LiveIndex::from_row).await
+    query(client, INDEXES, typed![&rel.oid], what, LiveIndex::from_row).await
 }
 
 /// perf.tenant-index: some index (not partial, not on an expression) is led by the tenant

@@ -1,6 +1,7 @@
 //! config.default-context: no database or role default, and no session start value, sets the
 //! tenant context (a missing context must fail closed).
 
+use crate::pg::unnamed::typed;
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
 
@@ -34,7 +35,15 @@ pub(super) async fn default_context(
     let setting = &schema.tenancy.context_setting;
     tally.pass("config.default-context");
     let what = "cannot read database and role settings";
-    for d in query(client, DEFAULT_CONTEXT, &[setting], what, Default::from_row).await? {
+    for d in query(
+        client,
+        DEFAULT_CONTEXT,
+        typed![setting],
+        what,
+        Default::from_row,
+    )
+    .await?
+    {
         tally.fail(Finding::new(
             "config.default-context",
             format!("setting {setting}"),
@@ -46,7 +55,7 @@ pub(super) async fn default_context(
     }
     let now: Option<String> = col(
         &client
-            .query_one(CURRENT_CONTEXT, &[setting])
+            .query_typed_one(CURRENT_CONTEXT, typed![setting])
             .await
             .context("cannot read the context setting")?,
         "value",

@@ -1,10 +1,10 @@
 //! Function checks: tenantctl's helper functions (and their schema) as generated and owned by the
 //! owner role, and no SECURITY DEFINER function the app role can call that reaches tenant rows.
 
+use crate::pg::unnamed::typed;
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::{col, owned_by, query, query_opt};
@@ -119,9 +119,9 @@ pub(super) async fn check(
 /// drift.function (and perf.context-function, drift.owner) for one helper function.
 async fn helper(client: &Client, t: &Tenancy, h: &Helper, tally: &mut Tally) -> Result<()> {
     let obj = format!("function {}.{}()", t.helper_schema, h.name);
-    let params: [&(dyn ToSql + Sync); 2] = [&t.helper_schema, &h.name];
+    let params = typed![&t.helper_schema, &h.name];
     let what = "cannot read functions";
-    let problem = match query_opt(client, FUNCTION, &params, what, LiveFunction::from_row).await? {
+    let problem = match query_opt(client, FUNCTION, params, what, LiveFunction::from_row).await? {
         None => Some("does not exist".to_string()),
         Some(f) => {
             let pinned = f.config == [PINNED_SEARCH_PATH];
@@ -184,7 +184,7 @@ fn helper_problem(t: &Tenancy, h: &Helper, f: &LiveFunction, pinned: bool) -> Op
 /// drift.owner for the helper schema.
 async fn helper_schema_owner(client: &Client, t: &Tenancy, tally: &mut Tally) -> Result<()> {
     if let Some(r) = client
-        .query_opt(SCHEMA_OWNER, &[&t.helper_schema])
+        .query_typed_opt(SCHEMA_OWNER, typed![&t.helper_schema])
         .await
         .context("cannot read the helper schema")?
     {
@@ -210,12 +210,12 @@ async fn definer_functions(
 ) -> Result<()> {
     let t = &schema.tenancy;
     let owner_admin = vec![t.owner_role.clone(), t.admin_role.clone()];
-    let params: [&(dyn ToSql + Sync); 2] = [&t.app_role, &owner_admin];
+    let params = typed![&t.app_role, &owner_admin];
     let what = "cannot read SECURITY DEFINER functions";
     for f in query(
         client,
         DEFINER_FUNCTIONS,
-        &params,
+        params,
         what,
         DefinerFunction::from_row,
     )

@@ -2,10 +2,10 @@
 //! cover (TRUNCATE, REFERENCES, TRIGGER) for the app role or PUBLIC, and no UPDATE of the tenant
 //! column.
 
+use crate::pg::unnamed::typed;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::relations::Rel;
@@ -59,7 +59,7 @@ type PerGrantee = BTreeMap<String, BTreeSet<String>>;
 
 async fn read(client: &Client, sql: &str, oid: u32, what: &'static str) -> Result<PerGrantee> {
     let mut out = PerGrantee::new();
-    for g in query(client, sql, &[&oid], what, LiveGrant::from_row).await? {
+    for g in query(client, sql, typed![&oid], what, LiveGrant::from_row).await? {
         out.entry(g.grantee).or_default().insert(g.privilege);
     }
     Ok(out)
@@ -131,9 +131,9 @@ async fn declared(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
 /// membership) or PUBLIC.
 async fn dangerous(client: &Client, schema: &Schema, rel: &Rel, tally: &mut Tally) -> Result<()> {
     let app = &schema.tenancy.app_role;
-    let params: [&(dyn ToSql + Sync); 2] = [app, &rel.oid];
+    let params = typed![app, &rel.oid];
     let what = "cannot read privileges";
-    for d in query(client, DANGEROUS, &params, what, Dangerous::from_row).await? {
+    for d in query(client, DANGEROUS, params, what, Dangerous::from_row).await? {
         let who = match (d.app, d.public) {
             (_, true) => Some("PUBLIC".to_string()),
             (true, false) => Some(app.clone()),
@@ -160,9 +160,9 @@ async fn tenant_column_update(cx: &Declared<'_>, tally: &mut Tally) -> Result<()
     let disp = rel.display();
     let can: bool = col(
         &client
-            .query_one(
+            .query_typed_one(
                 TENANT_COLUMN_UPDATE,
-                &[&t.app_role, &rel.oid, &table.tenant_column],
+                typed![&t.app_role, &rel.oid, &table.tenant_column],
             )
             .await
             .context("cannot read column privileges")?,

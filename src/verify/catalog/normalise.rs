@@ -2,6 +2,7 @@
 //! policies, created in a transaction that is always rolled back, read back after Postgres
 //! normalised every declared expression (so that drift compares like with like).
 
+use crate::pg::unnamed::typed;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
@@ -67,7 +68,7 @@ async fn scratch_table(client: &Client, i: usize, table: &Table) -> Result<Norma
     // The extended protocol (`execute`, not `batch_execute`) refuses more than one
     // statement: declared expressions can never run anything of their own here.
     match client
-        .execute(sqlgen::scratch_table(&scratch, table).as_str(), &[])
+        .execute_typed(sqlgen::scratch_table(&scratch, table).as_str(), &[])
         .await
     {
         Err(e) if e.as_db_error().is_some() => {
@@ -80,12 +81,17 @@ async fn scratch_table(client: &Client, i: usize, table: &Table) -> Result<Norma
         Err(e) => return Err(e.into()),
         Ok(_) => {}
     }
-    let oid: u32 = col(&client.query_one(SCRATCH_OID, &[&scratch]).await?, "oid")?;
-    for r in client.query(COLUMNS, &[&oid]).await? {
+    let oid: u32 = col(
+        &client
+            .query_typed_one(SCRATCH_OID, typed![&scratch])
+            .await?,
+        "oid",
+    )?;
+    for r in client.query_typed(COLUMNS, typed![&oid]).await? {
         let c = ColumnShape::from_row(&r)?;
         n.columns.insert(c.name.clone(), c);
     }
-    for r in client.query(SCRATCH_CHECKS, &[&oid]).await? {
+    for r in client.query_typed(SCRATCH_CHECKS, typed![&oid]).await? {
         n.checks.insert(col(&r, "name")?, col(&r, "def")?);
     }
     for (pname, p) in &table.policies {
@@ -107,7 +113,7 @@ async fn scratch_policy(
 ) -> Result<std::result::Result<PolicyExprs, String>> {
     client.batch_execute("SAVEPOINT tc_policy").await?;
     let created = client
-        .execute(sqlgen::scratch_policy(scratch, pname, p).as_str(), &[])
+        .execute_typed(sqlgen::scratch_policy(scratch, pname, p).as_str(), &[])
         .await;
     match created {
         Err(e) if e.as_db_error().is_some() => {
@@ -118,7 +124,9 @@ async fn scratch_policy(
         }
         Err(e) => Err(e.into()),
         Ok(_) => {
-            let r = client.query_one(SCRATCH_POLICY, &[&oid, pname]).await?;
+            let r = client
+                .query_typed_one(SCRATCH_POLICY, typed![&oid, pname])
+                .await?;
             client.batch_execute("RELEASE SAVEPOINT tc_policy").await?;
             Ok(Ok(policy_exprs(&r)?))
         }

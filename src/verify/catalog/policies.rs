@@ -1,6 +1,7 @@
 //! Policy checks: the declared policies exist as declared and no other is there (drift), and the
 //! shape of every policy that applies to the app role (fail-closed, WITH CHECK, context function).
 
+use crate::pg::unnamed::typed;
 use std::collections::BTreeMap;
 
 use anyhow::Result;
@@ -80,7 +81,7 @@ pub(super) async fn read(client: &Client, oid: u32) -> Result<Vec<LivePolicy>> {
     query(
         client,
         POLICIES,
-        &[&oid],
+        typed![&oid],
         "cannot read policies",
         LivePolicy::from_row,
     )

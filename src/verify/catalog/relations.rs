@@ -1,8 +1,8 @@
 //! The relations the app role can reach: listing them, and the exposure checks of every one that
 //! policies/ does not declare (tables without RLS, views, materialized views, foreign tables).
 
+use crate::pg::unnamed::typed;
 use anyhow::{Context, Result};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::{col, columns, policies, query, TenantData};
@@ -128,11 +128,11 @@ impl Rel {
 /// Every relation outside the system schemas, in name order.
 pub(super) async fn list(client: &Client, schema: &Schema) -> Result<Vec<Rel>> {
     let t = &schema.tenancy;
-    let params: [&(dyn ToSql + Sync); 2] = [&t.tenant_column, &t.app_role];
+    let params = typed![&t.tenant_column, &t.app_role];
     query(
         client,
         RELATIONS,
-        &params,
+        params,
         "cannot list relations",
         Rel::from_row,
     )
@@ -177,13 +177,16 @@ async fn view_reads(client: &Client, rel: &Rel) -> Result<Vec<u32>> {
         return Ok(Vec::new());
     }
     let what = "cannot read view dependencies";
-    query(client, VIEW_READS, &[&rel.oid], what, |r| col(r, "rel")).await
+    query(client, VIEW_READS, typed![&rel.oid], what, |r| {
+        col(r, "rel")
+    })
+    .await
 }
 
 /// Whether a table references or inherits from a tenant table.
 async fn table_derived(client: &Client, rel: &Rel, tenant_oids: &Vec<u32>) -> Result<bool> {
     let row = client
-        .query_one(TABLE_DERIVED, &[&rel.oid, tenant_oids])
+        .query_typed_one(TABLE_DERIVED, typed![&rel.oid, tenant_oids])
         .await
         .context("cannot read table dependencies")?;
     col(&row, "derived")

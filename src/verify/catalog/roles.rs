@@ -1,6 +1,7 @@
 //! Role checks: declared roles as declared, and the app role neither privileged itself nor
 //! reaching privilege through the roles it is a member of or the roles granted it.
 
+use crate::pg::unnamed::typed;
 use std::collections::BTreeMap;
 
 use anyhow::Result;
@@ -114,7 +115,7 @@ async fn live_roles(client: &Client, schema: &Schema) -> Result<BTreeMap<String,
     let roles = query(
         client,
         ROLES,
-        &[&names],
+        typed![&names],
         "cannot read roles",
         LiveRole::from_row,
     )
@@ -187,7 +188,7 @@ fn app_attributes(schema: &Schema, app: &LiveRole, tally: &mut Tally) {
 async fn app_owns(client: &Client, schema: &Schema, tally: &mut Tally) -> Result<()> {
     let app = &schema.tenancy.app_role;
     let what = "cannot read object owners";
-    let owned: Vec<String> = query(client, OWNED, &[app], what, |r| col(r, "object")).await?;
+    let owned: Vec<String> = query(client, OWNED, typed![app], what, |r| col(r, "object")).await?;
     tally.pass("role.app-owns");
     for o in owned {
         tally.fail(Finding::new(
@@ -294,7 +295,14 @@ fn admin_bypassrls(schema: &Schema, live: &BTreeMap<String, LiveRole>, tally: &m
 pub(super) async fn app_memberships(client: &Client, schema: &Schema) -> Result<Vec<LiveRole>> {
     let app = &schema.tenancy.app_role;
     let what = "cannot read role memberships";
-    query(client, APP_MEMBERSHIPS, &[app], what, LiveRole::from_row).await
+    query(
+        client,
+        APP_MEMBERSHIPS,
+        typed![app],
+        what,
+        LiveRole::from_row,
+    )
+    .await
 }
 
 /// The roles granted the app role (the application's login roles) must not carry more than it:
@@ -308,7 +316,7 @@ async fn app_grantees(client: &Client, schema: &Schema, tally: &mut Tally) -> Re
     for g in query(
         client,
         APP_GRANTEES,
-        &[app, &others],
+        typed![app, &others],
         what,
         Grantee::from_row,
     )

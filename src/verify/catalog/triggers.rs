@@ -1,8 +1,8 @@
 //! What runs beside a tenant table's statements: the tenant-id immutability trigger as generated,
 //! no trigger that fires after it and can change the tenant id, no other trigger, and no rule.
 
+use crate::pg::unnamed::typed;
 use anyhow::Result;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::relations::Rel;
@@ -118,9 +118,9 @@ typed_row! {
 pub(super) async fn immutability(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
     let (client, schema, table, rel) = (cx.client, cx.schema, cx.table, cx.rel);
     let disp = rel.display();
-    let params: [&(dyn ToSql + Sync); 2] = [&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER];
+    let params = typed![&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER];
     let what = "cannot read triggers";
-    let problem = match query_opt(client, TRIGGER, &params, what, LiveTrigger::from_row).await? {
+    let problem = match query_opt(client, TRIGGER, params, what, LiveTrigger::from_row).await? {
         None => Some("is missing".to_string()),
         Some(live) => {
             let mut want_args = table.tenant_column.as_bytes().to_vec();
@@ -163,17 +163,9 @@ pub(super) async fn others(client: &Client, rel: &Rel, tally: &mut Tally) -> Res
     let disp = rel.display();
     let mut late = false;
     let mut other = false;
-    let params: [&(dyn ToSql + Sync); 2] = [&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER];
+    let params = typed![&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER];
     let what = "cannot read triggers";
-    for trigger in query(
-        client,
-        OTHER_TRIGGERS,
-        &params,
-        what,
-        OtherTrigger::from_row,
-    )
-    .await?
-    {
+    for trigger in query(client, OTHER_TRIGGERS, params, what, OtherTrigger::from_row).await? {
         let name = &trigger.name;
         let row_before = trigger.tgtype & (INSTEAD | BEFORE | ROW) == BEFORE | ROW;
         let writes = trigger.tgtype & (INSERT | UPDATE) != 0;
@@ -226,7 +218,7 @@ pub(super) async fn rules(
     tally: &mut Tally,
 ) -> Result<()> {
     let what = "cannot read rules";
-    let found = query(client, RULES, &[&tenant.list], what, Rule::from_row).await?;
+    let found = query(client, RULES, typed![&tenant.list], what, Rule::from_row).await?;
     for rel in rels.iter().filter(|r| tenant.oids.contains(&r.oid)) {
         let mine: Vec<&Rule> = found.iter().filter(|f| f.table == rel.oid).collect();
         if mine.is_empty() {

@@ -33,6 +33,9 @@ impl Shared {
 /// One tenant to probe and the admin's count of its rows per target (None: the admin cannot read it).
 pub(super) type Job = (Uuid, Vec<Option<i64>>);
 
+/// Transaction-local: the batch's CREATE FUNCTION skips the body check it passed once already.
+const SKIP_BODY_CHECK: &str = "SET LOCAL check_function_bodies = off; ";
+
 /// The SQLSTATE of a name that is both a column and a variable of the probe function.
 const AMBIGUOUS: &str = "42702";
 
@@ -149,8 +152,15 @@ pub(super) async fn probe(
     let args = Args::of(shared, n, jobs);
     // The batch's transaction, pipelined: its text is the scope's, as for every other probe.
     let (begin_sql, undo_sql) = (shared.scope.begin(), shared.scope.undo());
+    // The probe function lives in this transaction only (rolled back with it). Its body was
+    // checked when the connection first created it: not again for every batch.
+    let create_sql = format!(
+        "{SKIP_BODY_CHECK}{}",
+        plan.probe_function.as_deref().unwrap_or_default()
+    );
     let mut p = Pipeline::new(&conn.client);
     let begin = p.push_simple(&begin_sql);
+    let create = p.push_simple(&create_sql);
     let role = p.push(&conn.set_role, vec![&plan.app]);
     let called = p.push(
         call,
@@ -161,6 +171,7 @@ pub(super) async fn probe(
     // In the order sent, so that the first failure is the one reported (a server shutting
     // down fails the call with its reason, then everything after with "connection closed").
     must(&results[begin], "cannot begin a probe transaction")?;
+    must(&results[create], "cannot create the probe function")?;
     must(&results[role], &format!("cannot SET ROLE {}", plan.app))?;
     let rows = match &results[called] {
         Ok(rows) => rows,

@@ -3,7 +3,7 @@
 //!
 //! `plan` reads the catalog once into the statements to run; `session` prepares them on a
 //! connection; `tenant` probes one tenant statement by statement, `batch` a batch of tenants
-//! through the session-temporary probe function; `parallel` feeds tenants to a pool of workers,
+//! through the temporary probe function (created in each batch's transaction); `parallel` feeds tenants to a pool of workers,
 //! `synthetic` creates probe tenants when there are fewer than two; `record` turns results into
 //! findings.
 
@@ -16,6 +16,7 @@ mod session;
 mod synthetic;
 mod tenant;
 
+use crate::pg::unnamed::typed;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -133,7 +134,7 @@ async fn count_tenants(client: &Client, plan: &Plan) -> Result<u64> {
     let done = rolled_back(client, &Scope::Transaction, async {
         set_role(client, &plan.admin).await?;
         client
-            .query_one(plan.tenant_count.as_str(), &[])
+            .query_typed_one(plan.tenant_count.as_str(), &[])
             .await
             .map(|r| r.get::<_, i64>(0))
     })
@@ -159,7 +160,7 @@ async fn resolve(client: &Client, plan: &Plan, names: &[String]) -> Result<Vec<U
         };
         let done = rolled_back(client, &Scope::Transaction, async {
             set_role(client, &plan.admin).await?;
-            client.query_opt(sql.as_str(), &[n]).await
+            client.query_typed_opt(sql.as_str(), typed![n]).await
         })
         .await?;
         done.rollback?;

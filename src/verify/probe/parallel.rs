@@ -2,11 +2,13 @@
 //! picks the victims, exports its snapshot and streams tenant ids with the admin's counts to a
 //! pool of workers, each on its own connection, probing batches of tenants.
 
+use crate::pg::unnamed::typed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use futures_util::StreamExt;
+use postgres_types::Type;
 use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
@@ -129,7 +131,7 @@ async fn probe_all(
 /// standby, a pooler that refuses it): each tenant then reads its own snapshot.
 async fn export_snapshot(client: &Client) -> Result<Scope> {
     match client
-        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+        .query_typed_one("SELECT pg_catalog.pg_export_snapshot()", &[])
         .await
     {
         Ok(r) => Ok(Scope::Snapshot(r.get(0))),
@@ -156,9 +158,12 @@ async fn victims(
     for t in &plan.targets {
         let mut v: Vec<(String, Uuid)> = Vec::new();
         if let (Some(first), Some(other)) = (&t.sql.admin_first, &t.sql.admin_other) {
-            if let Some(r) = client.query_opt(first.as_str(), &[]).await? {
+            if let Some(r) = client.query_typed_opt(first.as_str(), &[]).await? {
                 let (pk, tenant): (String, Uuid) = (r.get("pk"), r.get("tenant"));
-                if let Some(r) = client.query_opt(other.as_str(), &[&tenant]).await? {
+                if let Some(r) = client
+                    .query_typed_opt(other.as_str(), typed![&tenant])
+                    .await?
+                {
                     v.push((r.get("pk"), r.get("tenant")));
                 }
                 v.push((pk, tenant));
@@ -264,18 +269,21 @@ async fn feed(
             (_, Some(n)) => {
                 ids = n.clone();
                 client
-                    .query_raw(plan.feed.named.as_str(), [&ids as Param])
+                    .query_typed_raw(
+                        plan.feed.named.as_str(),
+                        [(&ids as Param, Type::UUID_ARRAY)],
+                    )
                     .await?
             }
             (TenantSelection::Sample(n), _) => {
                 limit = *n as i64;
                 client
-                    .query_raw(plan.feed.sample.as_str(), [&limit as Param])
+                    .query_typed_raw(plan.feed.sample.as_str(), [(&limit as Param, Type::INT8)])
                     .await?
             }
             _ => {
                 client
-                    .query_raw(plan.feed.all.as_str(), std::iter::empty::<Param>())
+                    .query_typed_raw(plan.feed.all.as_str(), std::iter::empty::<(Param, Type)>())
                     .await?
             }
         };

@@ -7,9 +7,9 @@ use std::task::Poll;
 
 use anyhow::{anyhow, Context, Result};
 use postgres_types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Row};
 
-use super::session::Conn;
+use super::session::{Conn, Statement};
 use crate::pg::error::describe;
 
 pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
@@ -34,8 +34,11 @@ impl<'a> Pipeline<'a> {
 
     pub(super) fn push(&mut self, stmt: &'a Statement, params: Vec<Param<'a>>) -> usize {
         let client = self.client;
-        self.futures
-            .push(Box::pin(async move { client.query(stmt, &params).await }));
+        // Unnamed, with the types learnt once: nothing is left on the server connection.
+        self.futures.push(Box::pin(async move {
+            let typed: Vec<_> = params.into_iter().zip(stmt.types.iter().cloned()).collect();
+            client.query_typed(&stmt.sql, &typed).await
+        }));
         self.futures.len() - 1
     }
 

@@ -1,6 +1,7 @@
 //! The probe plan: what to probe and with which statements, read once from the catalog and the
 //! declaration and shared by every probe connection.
 
+use crate::pg::unnamed::typed;
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
 
@@ -148,13 +149,13 @@ async fn table_facts(
     table: &Table,
 ) -> Result<Option<(String, Facts)>> {
     let exists: Option<String> = client
-        .query_one(TABLE_EXISTS, &[&rel])
+        .query_typed_one(TABLE_EXISTS, typed![&rel])
         .await
         .context("cannot look up tables")?
         .get("found");
     let has_tc = exists.is_some()
         && client
-            .query_one(HAS_TENANT_COLUMN, &[&rel, &table.tenant_column])
+            .query_typed_one(HAS_TENANT_COLUMN, typed![&rel, &table.tenant_column])
             .await?
             .get::<_, bool>("has_tc");
     if !has_tc {
@@ -163,7 +164,10 @@ async fn table_facts(
     let pk = key_column(table);
     let skip: Vec<String> = vec![table.tenant_column.clone(), pk.clone()];
     let r = client
-        .query_one(TARGETS, &[&t.app_role, &t.admin_role, &rel, &skip, &pk])
+        .query_typed_one(
+            TARGETS,
+            typed![&t.app_role, &t.admin_role, &rel, &skip, &pk],
+        )
         .await
         .context("cannot read privileges")?;
     Ok(Some((pk, Facts::from_row(&r)?)))
@@ -258,13 +262,13 @@ async fn targets(client: &Client, schema: &Schema) -> Result<(Vec<Target>, Vec<P
 /// The views and functions the app role can read that return the tenant column.
 async fn readables(client: &Client, t: &Tenancy) -> Result<(Vec<Readable>, Vec<ProbeReadable>)> {
     let views = client
-        .query(READABLES, &[&t.app_role, &t.tenant_column])
+        .query_typed(READABLES, typed![&t.app_role, &t.tenant_column])
         .await
         .context("cannot list views")?;
     let functions = client
-        .query(
+        .query_typed(
             FUNCTIONS,
-            &[&t.app_role, &t.tenant_column, &t.helper_schema],
+            typed![&t.app_role, &t.tenant_column, &t.helper_schema],
         )
         .await
         .context("cannot list functions")?;
@@ -311,7 +315,7 @@ async fn name_clash(
             .map(|r| sqlgen::rel(&r.schema, &r.name)),
     );
     Ok(client
-        .query_one(NAME_CLASH, &[&relations, &sqlgen::PROBE_NAME_PREFIX])
+        .query_typed_one(NAME_CLASH, typed![&relations, &sqlgen::PROBE_NAME_PREFIX])
         .await
         .context("cannot read the probed relations' columns")?
         .get("clash"))

@@ -1,29 +1,40 @@
-//! One probe connection: the plan's statements prepared on it, the probe function created in its
-//! session, and its transactions (always rolled back).
+//! One probe connection: the plan's statements with their parameter types (learnt once, inside a
+//! rolled-back transaction, then always run unnamed), whether the probe function can be created
+//! here, and its transactions (always rolled back). Nothing outlives a transaction (no named
+//! prepared statement, no temporary function), so a transaction pooler is safe.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use tokio_postgres::{Client, Statement};
+use postgres_types::Type;
+use tokio_postgres::Client;
 
 use super::pipeline::run_error;
 use super::plan::Plan;
+use crate::pg::unnamed::typed;
 use crate::sqlgen;
 use crate::verify::tx::{rolled_back, Scope};
 
-/// The same switches as `pg::tx::{set_role, set_tenant}`, prepared once to be pipelined.
+/// The same switches as `pg::tx::{set_role, set_tenant}`, run unnamed to be pipelined.
 const SET_ROLE: &str = "SELECT pg_catalog.set_config('role', $1, true)";
 const SET_ROLE_CONTEXT: &str =
     "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)";
 const SAVEPOINT: &str = "SAVEPOINT tc_probe";
 const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT tc_probe";
+const ROLLBACK: &str = "ROLLBACK";
 
-/// Whether the app role can call the probe function created in this session.
+/// Whether the app role can call the probe function just created (in this transaction).
 const PROBE_FUNCTION_USABLE: &str = "SELECT pg_catalog.has_function_privilege($1, $2::text::regprocedure, 'EXECUTE') \
                      AND pg_catalog.has_schema_privilege($1, pg_catalog.pg_my_temp_schema(), 'USAGE') AS usable";
 
-/// One target's statements, prepared.
+/// A statement run unnamed (parse, bind, execute in one round trip), with its parameter types.
+pub(super) struct Statement {
+    pub sql: String,
+    pub types: Vec<Type>,
+}
+
+/// One target's statements.
 pub(super) struct TargetStatements {
     pub count: Statement,
     pub admin: Option<Statement>,
@@ -43,19 +54,25 @@ pub(super) struct Conn {
     pub rollback_to: Statement,
     pub targets: Vec<TargetStatements>,
     pub readables: Vec<Statement>,
-    /// The call of the session-temporary probe function, when it could be created here: see
-    /// [`Conn::probe_function`].
+    /// The call of the probe function, when it can be created here: see [`Conn::probe_function`].
+    /// The function is created in each batch's transaction (and rolled back with it).
     pub probe: Option<Statement>,
 }
 
-/// Prepare `sql`, when there is one.
+/// Learn `sql`'s parameter types, when there is one. The prepared statement is dropped (closed)
+/// at once: callers run this inside a transaction, so it never outlives it.
 async fn prep_opt(client: &Client, sql: Option<&str>) -> Result<Option<Statement>> {
     match sql {
         None => Ok(None),
         Some(sql) => client
             .prepare(sql)
             .await
-            .map(Some)
+            .map(|s| {
+                Some(Statement {
+                    sql: sql.to_string(),
+                    types: s.params().to_vec(),
+                })
+            })
             .with_context(|| format!("cannot prepare probe: {sql}")),
     }
 }
@@ -82,11 +99,19 @@ fn texts(plan: &Plan) -> Vec<Option<&str>> {
 
 impl Conn {
     pub(super) async fn new(client: Client, plan: Arc<Plan>) -> Result<Conn> {
-        // Every statement at once: tokio-postgres pipelines them, one round trip in all.
-        let prepared = futures_util::future::try_join_all(
-            texts(&plan).into_iter().map(|sql| prep_opt(&client, sql)),
+        // Every statement at once: tokio-postgres pipelines them, one round trip in all; inside a
+        // rolled-back transaction, so that a pooler keeps them on one server connection.
+        let done = rolled_back(
+            &client,
+            &Scope::Transaction,
+            futures_util::future::try_join_all(
+                texts(&plan).into_iter().map(|sql| prep_opt(&client, sql)),
+            ),
         )
-        .await?;
+        .await
+        .map_err(|e| simple_error("BEGIN", &e))?;
+        done.rollback.map_err(|e| simple_error(ROLLBACK, &e))?;
+        let prepared = done.body?;
         let mut it = prepared.into_iter();
         let mut next = || it.next().expect("one statement per text");
         let fixed: [Statement; 4] = std::array::from_fn(|_| next().expect("fixed statement"));
@@ -121,39 +146,40 @@ impl Conn {
         })
     }
 
-    /// Create the probe function in this session's temporary schema, for the fast path to probe
-    /// a batch of tenants in one statement. Left unset (each tenant is then probed statement by
+    /// Whether the fast path can create the probe function in the temporary schema to probe a
+    /// batch of tenants in one statement: tried once in a rolled-back transaction (each batch
+    /// creates it again in its own). Left unset (each tenant is then probed statement by
     /// statement) when it cannot be created (no TEMP privilege on the database, no PL/pgSQL), the
     /// app role could not call it, or the plan has none.
     pub(super) async fn probe_function(&mut self) -> Result<()> {
         let Some(create) = &self.plan.probe_function else {
             return Ok(());
         };
+        let client = &self.client;
         let created = async {
-            self.client.batch_execute(create).await?;
-            let r = self
-                .client
-                .query_one(
+            client.batch_execute(create).await?;
+            let r = client
+                .query_typed_one(
                     PROBE_FUNCTION_USABLE,
-                    &[&self.plan.app, &sqlgen::PROBE_SIGNATURE],
+                    typed![&self.plan.app, &sqlgen::PROBE_SIGNATURE],
                 )
                 .await?;
-            Ok::<bool, tokio_postgres::Error>(r.get("usable"))
-        }
-        .await;
-        let usable = match created {
-            Ok(usable) => usable,
-            Err(e) if e.as_db_error().is_some() => false,
+            if !r.get::<_, bool>("usable") {
+                return Ok(None);
+            }
+            let call = sqlgen::probe_function_call();
+            let types = client.prepare(&call).await?.params().to_vec();
+            Ok::<_, tokio_postgres::Error>(Some(Statement { sql: call, types }))
+        };
+        let done = rolled_back(client, &Scope::Transaction, created)
+            .await
+            .map_err(|e| simple_error("BEGIN", &e))?;
+        done.rollback.map_err(|e| simple_error(ROLLBACK, &e))?;
+        self.probe = match done.body {
+            Ok(call) => call,
+            Err(e) if e.as_db_error().is_some() => None,
             Err(e) => return Err(run_error(&e)).context("cannot create the probe function"),
         };
-        if usable {
-            self.probe = Some(
-                self.client
-                    .prepare(&sqlgen::probe_function_call())
-                    .await
-                    .context("cannot prepare the probe function's call")?,
-            );
-        }
         Ok(())
     }
 

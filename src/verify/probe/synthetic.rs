@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
+use postgres_types::Type;
 use uuid::Uuid;
 
 use super::pipeline::Param;
@@ -204,8 +205,10 @@ async fn insert_tenants(conn: &Conn) -> Result<Vec<Uuid>, tokio_postgres::Error>
                     SynValue::Fresh(ty) => synthetic_value(ty),
                 })
                 .collect();
-            let params: Vec<Param> = values.iter().map(|v| v as Param).collect();
-            conn.client.execute(&st.sql, &params).await?;
+            // Each bound as text (the statement casts it), unnamed.
+            let params: Vec<(Param, Type)> =
+                values.iter().map(|v| (v as Param, Type::TEXT)).collect();
+            conn.client.execute_typed(&st.sql, &params).await?;
             if st.pk_uuid {
                 keys.insert(st.table.clone(), own.to_string());
             }
@@ -309,7 +312,9 @@ async fn list_tenants(conn: &Conn) -> Result<Vec<Uuid>> {
     let (listed, undone) = conn
         .rolled_back(&Scope::Savepoint(LIST_SAVEPOINT), async {
             set_role(&conn.client, &plan.admin).await?;
-            conn.client.query(plan.tenant_query.as_str(), &[]).await
+            conn.client
+                .query_typed(plan.tenant_query.as_str(), &[])
+                .await
         })
         .await?;
     undone?;

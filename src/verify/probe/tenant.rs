@@ -2,6 +2,7 @@
 //! app role in the tenant's context, the reads and attacks, each isolated by a savepoint. Also
 //! the probes that run once: the context probes, the context leak and the admin's totals.
 
+use crate::pg::unnamed::typed;
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -280,9 +281,9 @@ pub(super) async fn context_leak(client: &Client, plan: &Plan) -> Result<Tally> 
         .await
         .context("cannot begin")?;
     client
-        .execute(
+        .execute_typed(
             "SELECT pg_catalog.set_config($1, $2, true)",
-            &[&plan.setting, &t],
+            typed![&plan.setting, &t],
         )
         .await
         .context("cannot set the tenant context")?;
@@ -291,9 +292,9 @@ pub(super) async fn context_leak(client: &Client, plan: &Plan) -> Result<Tally> 
         .await
         .context("cannot commit")?;
     let left: Option<String> = client
-        .query_one(
+        .query_typed_one(
             "SELECT pg_catalog.current_setting($1, true)",
-            &[&plan.setting],
+            typed![&plan.setting],
         )
         .await
         .context("cannot read the tenant context")?
@@ -325,7 +326,7 @@ pub(super) async fn admin_totals(conn: &Conn, sums: &[i64], nested: bool) -> Res
                 totals.push(match &t.sql.admin_total {
                     Some(sql) => Some(
                         conn.client
-                            .query_one(sql.as_str(), &[])
+                            .query_typed_one(sql.as_str(), &[])
                             .await?
                             .get::<_, i64>(0),
                     ),
