@@ -44,7 +44,7 @@ fn draw<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let text = |size: u32| ("sans-serif", size).into_font().color(&BLACK);
     let title = format!(
-        "Median latency per query (ms), {} rounds x {} runs",
+        "Median latency per query (ms): the whole transaction, {} rounds x {} runs",
         report.rounds, report.iterations
     );
     root.draw(&Text::new(title, (20, 15), text(20)))?;
@@ -58,9 +58,9 @@ fn draw<DB: DrawingBackend>(
         .iter()
         .flat_map(|q| {
             [
-                Some(q.policy.median_ms),
-                Some(q.baseline.median_ms),
-                q.naive.map(|n| n.median_ms),
+                Some(q.policy.transaction.median_ms),
+                Some(q.baseline.transaction.median_ms),
+                q.naive.map(|n| n.transaction.median_ms),
             ]
         })
         .flatten()
@@ -76,9 +76,9 @@ fn draw<DB: DrawingBackend>(
             right.clone(),
         ))?;
         let values = [
-            Some(q.policy.median_ms),
-            Some(q.baseline.median_ms),
-            q.naive.map(|n| n.median_ms),
+            Some(q.policy.transaction.median_ms),
+            Some(q.baseline.transaction.median_ms),
+            q.naive.map(|n| n.transaction.median_ms),
         ];
         for (si, v) in values.iter().enumerate() {
             let Some(v) = v else { continue };

@@ -11,6 +11,7 @@ pub mod runs;
 pub mod scratch;
 pub mod stats;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -19,10 +20,11 @@ use tokio_postgres::Client;
 
 use crate::model::Schema;
 use crate::settings::Project;
+use crate::sqlgen::bench::{self as sqlgen, Form, Shape};
 use crate::{output, pg};
 use plans::PlanCheck;
 use queries::Query;
-use runs::{Variant, INSERTED_TEXT};
+use runs::{Part, Variant, INSERTED_TEXT};
 pub use scratch::Size;
 use stats::Latency;
 
@@ -51,17 +53,28 @@ pub struct QueryResult {
     pub table: String,
     /// The query as the application sends it under the generated policies.
     pub sql: String,
-    pub policy: Latency,
-    pub baseline: Latency,
-    pub naive: Option<Latency>,
-    /// policy / baseline medians.
+    pub policy: Measured,
+    pub baseline: Measured,
+    pub naive: Option<Measured>,
+    /// policy / baseline medians, of the whole transaction.
     pub ratio: f64,
-    /// naive / baseline medians.
+    /// naive / baseline medians, of the whole transaction.
     pub naive_ratio: Option<f64>,
+    /// The same two ratios of the query statement alone.
+    pub statement_ratio: f64,
+    pub statement_naive_ratio: Option<f64>,
     /// The plan checks of this query under the generated policies (None: it scans no table).
     pub plan_ok: Option<bool>,
     pub plan_detail: Option<String>,
     pub naive_plan_ok: Option<bool>,
+}
+
+/// One form's latency: the application's whole transaction (BEGIN, role and context, the
+/// query, ROLLBACK), and the query statement alone.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Measured {
+    pub transaction: Latency,
+    pub statement: Latency,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,70 +231,77 @@ async fn result(
     client: &mut Client,
     schema: &Schema,
     q: &Query,
-    timings: &std::collections::BTreeMap<usize, Vec<Duration>>,
+    timings: &BTreeMap<(usize, Part), Vec<Duration>>,
     sample: Option<&runs::Sample>,
     naive: Option<&str>,
 ) -> Result<QueryResult> {
-    let lat = |v: Variant| timings.get(&runs::variant_index(v)).map(|d| Latency::of(d));
-    let (policy, baseline) = (
-        lat(Variant::Policy).ok_or_else(|| anyhow!("no timings for {}", q.name))?,
-        lat(Variant::Baseline).ok_or_else(|| anyhow!("no timings for {}", q.name))?,
-    );
-    let naive_lat = lat(Variant::Naive);
-    let table_schema = &schema.tenancy.table_schema;
-    let sql_text = crate::sqlgen::bench::query(
-        schema,
-        table_schema,
-        &q.table,
-        &q.shape,
-        crate::sqlgen::bench::Form::Policy,
-    );
-    let value = match (&q.shape, sample.and_then(|s| s.key.clone())) {
-        (crate::sqlgen::bench::Shape::Insert { .. }, _) => INSERTED_TEXT.to_string(),
-        (_, k) => k.unwrap_or_default(),
-    };
-    let check = |checks: Vec<PlanCheck>| {
-        (!checks.is_empty()).then(|| {
-            let ok = checks.iter().all(|c| c.ok);
-            let detail: Vec<String> = checks
-                .iter()
-                .map(|c| format!("{}: {}", c.name, c.detail))
-                .collect();
-            (ok, detail.join("; "))
+    let measured = |v: Variant| {
+        let of = |part| {
+            timings
+                .get(&(runs::variant_index(v), part))
+                .map(|d| Latency::of(d))
+        };
+        Some(Measured {
+            transaction: of(Part::Transaction)?,
+            statement: of(Part::Statement)?,
         })
     };
-    let params: Vec<&(dyn postgres_types::ToSql + Sync)> = if q.shape.takes_value() {
-        vec![&value]
-    } else {
-        vec![]
+    let missing = || anyhow!("no timings for {}", q.name);
+    let policy = measured(Variant::Policy).ok_or_else(missing)?;
+    let baseline = measured(Variant::Baseline).ok_or_else(missing)?;
+    let naive_m = measured(Variant::Naive);
+    let value = match (&q.shape, sample.and_then(|s| s.key.clone())) {
+        (Shape::Insert { .. }, _) => INSERTED_TEXT.to_string(),
+        (_, k) => k.unwrap_or_default(),
     };
-    let mine = check(
-        plans::check_statement(client, schema, table_schema, &q.table, &sql_text, &params).await?,
-    );
+    let table_schema = &schema.tenancy.table_schema;
+    let mine = plan_of(client, schema, table_schema, q, &value).await?;
     let theirs = match naive {
-        Some(s) => {
-            let text = crate::sqlgen::bench::query(
-                schema,
-                s,
-                &q.table,
-                &q.shape,
-                crate::sqlgen::bench::Form::Policy,
-            );
-            check(plans::check_statement(client, schema, s, &q.table, &text, &params).await?)
-        }
+        Some(s) => plan_of(client, schema, s, q, &value).await?,
         None => None,
     };
+    let ratio =
+        |a: &Measured, part: fn(&Measured) -> &Latency| stats::ratio(part(a), part(&baseline));
     Ok(QueryResult {
         name: q.name.clone(),
         table: q.table.clone(),
-        sql: sql_text,
-        ratio: stats::ratio(&policy, &baseline),
-        naive_ratio: naive_lat.as_ref().map(|n| stats::ratio(n, &baseline)),
+        sql: sqlgen::query(schema, table_schema, &q.table, &q.shape, Form::Policy),
+        ratio: ratio(&policy, |m| &m.transaction),
+        naive_ratio: naive_m.as_ref().map(|n| ratio(n, |m| &m.transaction)),
+        statement_ratio: ratio(&policy, |m| &m.statement),
+        statement_naive_ratio: naive_m.as_ref().map(|n| ratio(n, |m| &m.statement)),
         policy,
         baseline,
-        naive: naive_lat,
+        naive: naive_m,
         plan_ok: mine.as_ref().map(|m| m.0),
         plan_detail: mine.map(|m| m.1),
         naive_plan_ok: theirs.map(|t| t.0),
     })
+}
+
+/// The plan checks of query `q` on the tables in `schema_name`: whether all passed, and what they
+/// saw; None when the plan scans no table (an INSERT).
+async fn plan_of(
+    client: &mut Client,
+    schema: &Schema,
+    schema_name: &str,
+    q: &Query,
+    value: &String,
+) -> Result<Option<(bool, String)>> {
+    let text = sqlgen::query(schema, schema_name, &q.table, &q.shape, Form::Policy);
+    let params: Vec<&(dyn postgres_types::ToSql + Sync)> = if q.shape.takes_value() {
+        vec![value]
+    } else {
+        vec![]
+    };
+    let checks =
+        plans::check_statement(client, schema, schema_name, &q.table, &text, &params).await?;
+    Ok((!checks.is_empty()).then(|| {
+        let ok = checks.iter().all(|c| c.ok);
+        let detail: Vec<String> = checks
+            .iter()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        (ok, detail.join("; "))
+    }))
 }

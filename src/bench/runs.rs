@@ -119,8 +119,16 @@ pub async fn prepare<'a>(
     Ok(Prepared { query, statements })
 }
 
-/// Durations of each query (in `prepared` order) per variant.
-pub type Timings = Vec<BTreeMap<usize, Vec<Duration>>>;
+/// What a duration measures: the whole transaction as the application pays it (BEGIN, the
+/// context, the query, ROLLBACK: four round trips), or the query statement alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    Transaction,
+    Statement,
+}
+
+/// Durations of each query (in `prepared` order) per variant and part.
+pub type Timings = Vec<BTreeMap<(usize, Part), Vec<Duration>>>;
 
 /// `rounds` rounds; in each, every query runs `iterations` times in each variant, the variants'
 /// order rotating from round to round. One untimed warm-up round comes first.
@@ -133,6 +141,8 @@ pub async fn run(
     bar: &ProgressBar,
 ) -> Result<Timings> {
     let mut timings: Timings = vec![BTreeMap::new(); prepared.len()];
+    // Prepared once, as an application's driver would.
+    let context = client.prepare(sql::SET_CONTEXT).await.map_err(pg_error)?;
     for round in 0..=rounds {
         for (qi, p) in prepared.iter().enumerate() {
             let rows = samples
@@ -146,10 +156,18 @@ pub async fn run(
                 for it in 0..iters {
                     // The same tenants and keys for every variant of the round.
                     let sample = &rows[(round * iterations + it) % rows.len()];
-                    let took = once(client, schema, *variant, st, p.query, sample).await?;
+                    let run = Run {
+                        context: &context,
+                        variant: *variant,
+                        statement: st,
+                        query: p.query,
+                    };
+                    let (tx, statement) = once(client, schema, &run, sample).await?;
                     if round > 0 {
-                        let slot = timings[qi].entry(variant_index(*variant)).or_default();
-                        slot.push(took);
+                        let v = variant_index(*variant);
+                        let m = &mut timings[qi];
+                        m.entry((v, Part::Transaction)).or_default().push(tx);
+                        m.entry((v, Part::Statement)).or_default().push(statement);
                     }
                 }
             }
@@ -165,15 +183,28 @@ pub fn variant_index(v: Variant) -> usize {
     VARIANTS.iter().position(|x| *x == v).unwrap_or(0)
 }
 
-/// One execution in the application's transaction shape; returns how long the query took.
+/// One execution's statements.
+struct Run<'a> {
+    context: &'a Statement,
+    variant: Variant,
+    statement: &'a Statement,
+    query: &'a Query,
+}
+
+/// One execution in the application's transaction shape; returns how long the transaction and
+/// the query statement took.
 async fn once(
     client: &mut Client,
     schema: &Schema,
-    variant: Variant,
-    statement: &Statement,
-    query: &Query,
+    run: &Run<'_>,
     sample: &Sample,
-) -> Result<Duration> {
+) -> Result<(Duration, Duration)> {
+    let Run {
+        context,
+        variant,
+        statement,
+        query,
+    } = *run;
     let t = &schema.tenancy;
     let role = match variant {
         Variant::Baseline => &t.admin_role,
@@ -191,8 +222,10 @@ async fn once(
     if variant == Variant::Baseline {
         params.push(&sample.tenant);
     }
+    let began = Instant::now();
     let tx = client.transaction().await.map_err(pg_error)?;
-    pg::tx::set_tenant(&tx, role, &t.context_setting, &sample.tenant.to_string())
+    let tenant = sample.tenant.to_string();
+    tx.execute(context, &[role, &t.context_setting, &tenant])
         .await
         .map_err(pg_error)
         .with_context(|| format!("cannot act as {role} in a tenant context"))?;
@@ -203,5 +236,5 @@ async fn once(
         .with_context(|| format!("{} ({variant:?}) failed", query.name))?;
     let took = started.elapsed();
     tx.rollback().await.map_err(pg_error)?;
-    Ok(took)
+    Ok((began.elapsed(), took))
 }

@@ -157,6 +157,11 @@ pub fn sample_keys(schema: &Schema, table: &str, tenant_column: &str, key: Optio
     )
 }
 
+/// The role and the tenant context for the transaction, as `pg::tx::set_tenant` sets them; here
+/// prepared once, as an application's driver would.
+pub const SET_CONTEXT: &str =
+    "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)";
+
 pub const SERVER_VERSION: &str = "SHOW server_version";
 
 /// EXPLAIN in JSON, without running the statement.

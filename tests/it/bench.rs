@@ -124,6 +124,13 @@ fn bench_on_a_database_reports_every_query_and_leaves_it_as_found() {
             "ratio {ratio} vs {expected} in {q}"
         );
         assert!(num(q, "naive_ratio") > 0.0);
+        let statement = &q["statement"];
+        assert!(
+            num(statement, "policy_ms") > 0.0 && num(statement, "ratio") > 0.0,
+            "{q}"
+        );
+        // The statement is part of the transaction: it cannot take longer.
+        assert!(num(statement, "policy_ms") <= num(q, "policy_ms"), "{q}");
         assert_eq!(q["samples"], 10, "5 rounds x 2 runs: {q}");
         // Every query that reads the table is checked: the generated policy passes, the naive
         // one (an unwrapped, non-inlinable context function) does not.
