@@ -130,8 +130,8 @@ pub enum Part {
 /// Durations of each query (in `prepared` order) per variant and part.
 pub type Timings = Vec<BTreeMap<(usize, Part), Vec<Duration>>>;
 
-/// `rounds` rounds; in each, every query runs `iterations` times in each variant, the variants'
-/// order rotating from round to round. One untimed warm-up round comes first.
+/// `rounds` rounds; in each, every query runs `iterations` times in each variant, the variants
+/// interleaved and their order rotating. One untimed warm-up round comes first.
 pub async fn run(
     client: &mut Client,
     schema: &Schema,
@@ -151,11 +151,16 @@ pub async fn run(
                 .ok_or_else(|| anyhow!("{} has no rows to benchmark", p.query.table))?;
             let k = p.statements.len();
             let iters = if round == 0 { 1 } else { iterations };
-            for i in 0..k {
-                let (variant, st) = &p.statements[(i + round) % k];
-                for it in 0..iters {
-                    // The same tenants and keys for every variant of the round.
-                    let sample = &rows[(round * iterations + it) % rows.len()];
+            // Each iteration runs every form back to back, with the same tenant and key, so a
+            // noisy moment on the server hits the forms alike. The order goes through every
+            // permutation: the second reader of a tenant's pages finds them warm, and each form
+            // must be that reader as often as the others.
+            let orders = permutations(k);
+            for it in 0..iters {
+                let n = round * iterations + it;
+                let sample = &rows[n % rows.len()];
+                for i in &orders[n % orders.len()] {
+                    let (variant, st) = &p.statements[*i];
                     let run = Run {
                         context: &context,
                         variant: *variant,
@@ -177,6 +182,22 @@ pub async fn run(
         }
     }
     Ok(timings)
+}
+
+/// Every order of `0..k`.
+fn permutations(k: usize) -> Vec<Vec<usize>> {
+    if k == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for rest in permutations(k - 1) {
+        for pos in 0..=rest.len() {
+            let mut p = rest.clone();
+            p.insert(pos, k - 1);
+            out.push(p);
+        }
+    }
+    out
 }
 
 pub fn variant_index(v: Variant) -> usize {
@@ -237,4 +258,17 @@ async fn once(
     let took = started.elapsed();
     tx.rollback().await.map_err(pg_error)?;
     Ok((began.elapsed(), took))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_order_once() {
+        let mut p = super::permutations(3);
+        p.sort();
+        assert_eq!(p.len(), 6);
+        p.dedup();
+        assert_eq!(p.len(), 6);
+        assert_eq!(super::permutations(2).len(), 2);
+    }
 }
