@@ -15,7 +15,7 @@ T=$PWD/target/release/tenantctl
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-$T init "$work/p" >/dev/null
+$T init "$work/p" >/dev/null 2>&1
 extra=$((N - 3))
 for i in $(seq 1 "$extra"); do
     if [ "$i" = 1 ]; then parent=members; else parent="t$((i - 1))"; fi
@@ -42,9 +42,17 @@ TOML
 done
 cd "$work/p"
 echo "tables: $(ls policies/*.toml | wc -l) files, $N tables; plan prints $($T plan | wc -l) lines"
+# Median and minimum of each command (hyperfine's mean is pulled up by the odd slow run).
+report() {
+    python3 -c 'import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("  %-40s median %5.1f ms  min %5.1f ms  max %5.1f ms  (%d runs)" % (r["command"].split("/")[-1], r["median"] * 1e3, r["min"] * 1e3, r["max"] * 1e3, len(r["times"])))' "$1"
+}
 echo "shipped 3-table project, for reference:"
-hyperfine -N --warmup 3 --runs 30 --style basic "$T --config $OLDPWD/tenantctl.toml plan" 2>&1 | grep -E "Time|Range"
-echo "$N tables:"
-hyperfine -N --warmup 3 --runs 30 --style basic \
-    "$T plan" \
-    --prepare "rm -rf migrations && mkdir migrations" "$T generate" 2>&1 | grep -E "Benchmark|Time|Range"
+hyperfine -N --warmup 3 --runs 30 --style none --export-json "$work/ref.json" "$T --config $OLDPWD/tenantctl.toml plan" >/dev/null
+report "$work/ref.json"
+echo "$N tables (target: under 20 ms each):"
+hyperfine -N --warmup 5 --runs 60 --style none --export-json "$work/big.json" \
+    --prepare "rm -rf migrations && mkdir migrations" "$T plan" "$T generate" >/dev/null
+report "$work/big.json"
+echo "load average when done: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
