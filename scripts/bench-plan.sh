@@ -46,7 +46,7 @@ echo "tables: $(ls policies/*.toml | wc -l) files, $N tables; plan prints $($T p
 report() {
     python3 -c 'import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
-    print("  %-40s median %5.1f ms  min %5.1f ms  max %5.1f ms  (%d runs)" % (r["command"].split("/")[-1], r["median"] * 1e3, r["min"] * 1e3, r["max"] * 1e3, len(r["times"])))' "$1"
+    print("  %-40s median %5.1f ms  min %5.1f ms  max %5.1f ms  (%d runs)" % (r["command"].replace(sys.argv[2], "tenantctl"), r["median"] * 1e3, r["min"] * 1e3, r["max"] * 1e3, len(r["times"])))' "$1" "$T"
 }
 echo "shipped 3-table project, for reference:"
 hyperfine -N --warmup 3 --runs 30 --style none --export-json "$work/ref.json" "$T --config $OLDPWD/tenantctl.toml plan" >/dev/null
