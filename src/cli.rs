@@ -83,6 +83,41 @@ pub enum Command {
     /// impersonate every tenant inside transactions that are always rolled back. Exit 0: passed;
     /// 1: a finding; 2: it could not run.
     Verify(VerifyArgs),
+    /// What row-level security costs on this database: typical queries of every tenant table as
+    /// the application runs them (generated policies) against the same queries written by hand
+    /// (explicit tenant filter, RLS bypassed) and under a naive policy, with plan checks. Without
+    /// a database URL: a scratch database of the embedded cluster, seeded, then dropped. With one:
+    /// its own data, read only (writes are rolled back); nothing it creates outlives the run.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Gyms in the scratch database.
+    #[arg(long, value_name = "N", default_value = "1000", value_parser = parse_count)]
+    pub gyms: u64,
+    /// Coaches in the scratch database (spread evenly over the gyms).
+    #[arg(long, value_name = "N", default_value = "50000", value_parser = parse_count)]
+    pub coaches: u64,
+    /// Members in the scratch database (spread evenly over the gyms, tenants interleaved).
+    #[arg(long, value_name = "N", default_value = "1000000", value_parser = parse_count)]
+    pub members: u64,
+    /// With a database URL: seed a scratch database on that server (needs CREATEDB) and drop it
+    /// afterwards, instead of reading the database's own data.
+    #[arg(long)]
+    pub scratch: bool,
+    /// Rounds: every query runs in each form in every round, the forms' order rotating.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(5..))]
+    pub rounds: u64,
+    /// Executions of each query in each form per round.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: u64,
+    /// Skip the naive policy's contrast (it copies every tenant table into a scratch schema).
+    #[arg(long)]
+    pub no_naive: bool,
+    /// Also write a chart of the medians to PATH (SVG).
+    #[arg(long, value_name = "PATH")]
+    pub chart: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! tenantctl: compile tenant-isolation policies into Postgres RLS migrations, apply them, prove isolation.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod embedded;

@@ -1,6 +1,7 @@
 //! One file per subcommand; `run` turns the command line into settings, loads the project,
 //! resolves the database and dispatches.
 
+pub mod bench;
 pub mod demo;
 pub mod dev;
 pub mod exec;
@@ -87,6 +88,11 @@ async fn dispatch(
                 format,
             };
             demo::run(project, &settings, global.database_url.as_deref()).await
+        }
+        Command::Bench(args) => {
+            project.require()?;
+            let place = bench_place(project, global, &args)?;
+            bench::run(project, &place, &bench_settings(args, format)).await
         }
         Command::Exec(args) => {
             project.require()?;
@@ -183,6 +189,47 @@ fn migrate_settings(args: cli::MigrateArgs, format: Format) -> migrate::Settings
         dry_run: args.dry_run,
         target: args.target,
         allow_pooler: args.allow_pooler,
+        format,
+    }
+}
+
+/// A scratch database of the embedded cluster when no URL was given (or with --scratch);
+/// otherwise the given database's own data.
+fn bench_place(
+    project: &Project,
+    global: &GlobalArgs,
+    args: &cli::BenchArgs,
+) -> Result<crate::bench::Place> {
+    use crate::bench::{Place, Size};
+    let size = Size {
+        gyms: args.gyms,
+        coaches: args.coaches,
+        members: args.members,
+    };
+    let embedded = matches!(
+        project.database(global.database_url.as_deref())?,
+        Database::Embedded(_)
+    );
+    let target = connect_to(project, global)?;
+    Ok(if embedded || args.scratch {
+        Place::Scratch {
+            server: target,
+            size,
+        }
+    } else {
+        Place::Given(target)
+    })
+}
+
+fn bench_settings(args: cli::BenchArgs, format: Format) -> bench::Settings {
+    bench::Settings {
+        run: crate::bench::Settings {
+            rounds: args.rounds as usize,
+            iterations: args.iterations as usize,
+            naive: !args.no_naive,
+            progress: format == Format::Table,
+        },
+        chart: args.chart,
         format,
     }
 }

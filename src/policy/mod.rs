@@ -30,8 +30,8 @@ pub fn load(
     let shown_dir = shown_dir.to_string_lossy().replace('\\', "/");
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
-    for path in paths {
-        match parse(path, &shown_dir) {
+    for result in parse_all(paths, &shown_dir) {
+        match result {
             Ok(p) => parsed.push(p),
             Err(e) => errors.push(e),
         }
@@ -72,6 +72,33 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
         ));
     }
     Ok(paths)
+}
+
+/// Parse the files on every core, results in the files' order. TOML parsing is most of the
+/// time `plan` and `generate` take on a large policy set (200 tables: about 10 of 20 ms).
+fn parse_all(paths: Vec<PathBuf>, shown_dir: &str) -> Vec<Result<Parsed, PolicyError>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Below a few files a thread costs more than it saves.
+    let chunk = paths.len().div_ceil(threads).max(16);
+    if paths.len() <= chunk {
+        return paths.into_iter().map(|p| parse(p, shown_dir)).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|p| parse(p.clone(), shown_dir))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a policy parser thread panicked"))
+            .collect()
+    })
 }
 
 /// Read and parse one file; its provenance name is `<shown_dir>/<file name>`.

@@ -4,6 +4,7 @@
 
 use postgres_protocol::escape::escape_identifier;
 
+pub mod bench;
 mod diff;
 mod fixes;
 mod helpers;

@@ -105,6 +105,8 @@ pub const CHECKS: &[CheckDef] = &[
     check("policy.context-per-row", W, "the context function is called per row, not wrapped as an InitPlan", "wrap it: gym_id = (SELECT <context function>())"),
     check("config.default-context", E, "a database or role default sets the tenant context (a missing context would not fail closed)", "ALTER DATABASE/ROLE ... RESET <context setting>"),
     check("perf.tenant-index", W, "no index on a tenant table is led by the tenant column (every tenant query scans the table)", "CREATE INDEX ON ... (<tenant column>, ...); declared tables get one from their tenant key"),
+    check("perf.plan-tenant-index", W, "a tenant query on a tenant table cannot use an index led by the tenant column (planned as the app role in a tenant context, sequential scans priced out)", "CREATE INDEX ... ON <table> (<tenant column>, ...): every unique or index declared in policies/ is led by it"),
+    check("perf.context-once", W, "the tenant condition of a tenant query is evaluated per row (a function call in the filter), not once per statement", "wrap the context in a scalar subquery, (SELECT <context function>()), and keep the context function inlinable (LANGUAGE sql, STABLE, no settings)"),
     check("perf.context-function", W, "the context function carries settings (SET search_path, ...), so Postgres cannot inline it and every statement of the app role calls it", "run `tenantctl generate` and `tenantctl migrate` (they re-create it without settings), or ALTER FUNCTION <context function>() RESET ALL"),
     check("probe.foreign-rows", E, "a tenant saw rows of another tenant", "find the policy that lets them through (`drift.policy`, `policy.*` findings say which)"),
     check("probe.count", E, "a tenant's visible row count differs from the admin's count for that tenant", "check the policies: the app role must see exactly its own rows"),
@@ -300,11 +302,30 @@ impl Report {
     }
 }
 
+/// The `perf.*` plan checks of every tenant table (shared with `bench`): warnings, since a plan
+/// that cannot use the tenant index is slow, not leaky.
+async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Result<Tally> {
+    let checks = crate::bench::plans::check_tables(client, schema, &schema.tenancy.table_schema)
+        .await
+        .context("the plan checks failed to run")?;
+    let mut tally = Tally::default();
+    for c in checks {
+        // bench calls it perf.tenant-index; here that id is the catalog check (no such index).
+        let id = match c.name {
+            crate::bench::plans::TENANT_INDEX => "perf.plan-tenant-index",
+            other => other,
+        };
+        let finding = (!c.ok).then(|| Finding::new(id, &c.table, &c.detail));
+        tally.record(id, finding);
+    }
+    Ok(tally)
+}
+
 /// Run the whole gate against `url`. Any error (no connection, a connection lost mid-run, a
 /// role it cannot switch to) is an `Err`: never a pass.
 pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Result<Report> {
     let started = Instant::now();
-    let client = pg::connect(url).await?;
+    let mut client = pg::connect(url).await?;
     preflight::check_set_role(&client, schema).await?;
 
     // The static checks (a connection of their own) and the probes run at the same time: the
@@ -321,6 +342,7 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         let leaks = pooled::run(pooled, &client, schema).await;
         tally.merge(leaks.context("the pooler leak probe failed to run")?);
     }
+    tally.merge(plan_checks(&mut client, schema).await?);
     let (tenants_probed, synthetic_tenants) = match probes {
         None => (0, false),
         Some(outcome) => {

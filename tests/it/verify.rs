@@ -306,6 +306,18 @@ const CORPUS: &[Case] = &[
             &["perf.tenant-index"],
         )
     },
+    // A declared table whose every index led by the tenant column is gone: a tenant query can
+    // only scan it (the plan check, as the app role in a tenant context, beside the drift).
+    Case {
+        fail_on_warning: true,
+        ..case(
+            "declared_table_without_tenant_led_index",
+            "ALTER TABLE public.members DROP CONSTRAINT members_home_coach_id_fkey;
+             ALTER TABLE public.coaches DROP CONSTRAINT coaches_tenant_key CASCADE, DROP CONSTRAINT coaches_gym_id_email_key;
+             DROP INDEX public.coaches_gym_id_full_name_idx",
+            &["perf.plan-tenant-index", "drift.constraint"],
+        )
+    },
     // The context function as tenantctl wrote it before helpers revision 2: not inlinable.
     Case {
         fail_on_warning: true,
