@@ -201,6 +201,26 @@ impl EncryptOnly {
         }
         parses
     }
+
+    /// The handshake signature checked by `verify` (TLS 1.2's or 1.3's), when the certificate
+    /// parses; accepted unchecked (and recorded) when it does not.
+    fn verify_if_checkable(
+        &self,
+        verify: fn(
+            &[u8],
+            &CertificateDer<'_>,
+            &DigitallySignedStruct,
+            &WebPkiSupportedAlgorithms,
+        ) -> Result<HandshakeSignatureValid, rustls::Error>,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if !self.checkable(cert) {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+        verify(message, cert, dss, &self.algorithms)
+    }
 }
 
 impl ServerCertVerifier for EncryptOnly {
@@ -221,10 +241,7 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if !self.checkable(cert) {
-            return Ok(HandshakeSignatureValid::assertion());
-        }
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.verify_if_checkable(rustls::crypto::verify_tls12_signature, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -233,10 +250,7 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if !self.checkable(cert) {
-            return Ok(HandshakeSignatureValid::assertion());
-        }
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.verify_if_checkable(rustls::crypto::verify_tls13_signature, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -208,19 +208,20 @@ impl Generator {
             hired.push(TODAY - self.rng.random_range(0..3_650));
             active.push(self.rng.random_bool(0.9));
         }
-        let mut by_name: BTreeMap<&str, Values> = BTreeMap::new();
-        by_name.insert("id", Values::Uuid(ids.to_vec()));
-        by_name.insert("full_name", Values::Text(names));
-        by_name.insert("email", Values::Text(emails));
-        by_name.insert("phone", Values::OptText(phones));
-        by_name.insert("specialties", Values::Text(specs));
-        by_name.insert("hired_on", Values::Int(hired));
-        by_name.insert("active", Values::Bool(active));
-        Batch {
-            table: COACHES,
-            rows: n,
-            columns: pick(by_name, cols),
-        }
+        batch(
+            COACHES,
+            n,
+            [
+                ("id", Values::Uuid(ids.to_vec())),
+                ("full_name", Values::Text(names)),
+                ("email", Values::Text(emails)),
+                ("phone", Values::OptText(phones)),
+                ("specialties", Values::Text(specs)),
+                ("hired_on", Values::Int(hired)),
+                ("active", Values::Bool(active)),
+            ],
+            cols,
+        )
     }
 
     fn members(&mut self, n: usize, start: u64, coaches: &[Uuid], cols: &[&SeedColumn]) -> Batch {
@@ -263,19 +264,34 @@ impl Generator {
                 None
             });
         }
-        let mut by_name: BTreeMap<&str, Values> = BTreeMap::new();
-        by_name.insert("full_name", Values::Text(names));
-        by_name.insert("email", Values::Text(emails));
-        by_name.insert("phone", Values::OptText(phones));
-        by_name.insert("date_of_birth", Values::OptInt(born));
-        by_name.insert("joined_on", Values::Int(joined));
-        by_name.insert("status", Values::Text(status));
-        by_name.insert("home_coach_id", Values::OptUuid(coach));
-        Batch {
-            table: MEMBERS,
-            rows: n,
-            columns: pick(by_name, cols),
-        }
+        batch(
+            MEMBERS,
+            n,
+            [
+                ("full_name", Values::Text(names)),
+                ("email", Values::Text(emails)),
+                ("phone", Values::OptText(phones)),
+                ("date_of_birth", Values::OptInt(born)),
+                ("joined_on", Values::Int(joined)),
+                ("status", Values::Text(status)),
+                ("home_coach_id", Values::OptUuid(coach)),
+            ],
+            cols,
+        )
+    }
+}
+
+/// A batch of `rows` rows of `table`: of the generated columns, those the table has, in plan order.
+fn batch<const N: usize>(
+    table: &'static str,
+    rows: usize,
+    generated: [(&str, Values); N],
+    cols: &[&SeedColumn],
+) -> Batch {
+    Batch {
+        table,
+        rows,
+        columns: pick(BTreeMap::from(generated), cols),
     }
 }
 
