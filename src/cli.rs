@@ -89,6 +89,16 @@ pub enum Command {
     /// a database URL: a scratch database of the embedded cluster, seeded, then dropped. With one:
     /// its own data, read only (writes are rolled back); nothing it creates outlives the run.
     Bench(BenchArgs),
+    /// Print a shell completion script: `tenantctl completions bash > /etc/bash_completion.d/tenantctl`,
+    /// `tenantctl completions zsh > ~/.zfunc/_tenantctl`,
+    /// `tenantctl completions fish > ~/.config/fish/completions/tenantctl.fish`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tenantctl man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]

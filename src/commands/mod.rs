@@ -2,6 +2,7 @@
 //! resolves the database and dispatches.
 
 pub mod bench;
+pub mod completions;
 pub mod demo;
 pub mod dev;
 pub mod exec;
@@ -26,6 +27,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
     match cli.command {
         Command::Init(args) => init::run(&args.dir),
+        // Neither needs a project: they describe the command line itself.
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man => completions::man(),
         Command::Verify(args) => {
             let settings = verify_settings(args, global.format);
             let project = Project::load(&global.config)?;
@@ -49,7 +53,9 @@ async fn dispatch(
     format: Format,
 ) -> Result<Outcome> {
     match command {
-        Command::Init(_) | Command::Verify(_) => unreachable!("dispatched by `run`"),
+        Command::Init(_) | Command::Verify(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("dispatched by `run`")
+        }
         Command::Dev(args) => dev::run(project, dev_settings(args, format)).await,
         Command::Plan(args) => {
             project.require()?;
