@@ -1,7 +1,8 @@
 //! The rough edges a newcomer hits: completions, the man page, hints on stderr, where the project
 //! is found.
 
-use crate::harness::tenantctl;
+use crate::harness::{tenantctl, test_db};
+use crate::support::write_project;
 
 fn run_ok(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -40,4 +41,60 @@ fn man_page_is_roff_naming_the_subcommands() {
             "man page names `{sub}`:\n{page}"
         );
     }
+}
+
+#[test]
+fn verify_on_a_never_migrated_database_reports_pending_migrations() {
+    let db = test_db("verify_unmigrated");
+    let dir = write_project(&db, false);
+    let gen = tenantctl(&dir).arg("generate").output().unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let files = std::fs::read_dir(dir.join("migrations"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with('V') && name.ends_with(".sql")
+        })
+        .count();
+    assert!(files > 0);
+
+    let out = tenantctl(&dir).arg("verify").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a finding, not a failure:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{files} migrations pending: run `tenantctl migrate`"
+        )),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("does not exist"), "{stderr}");
+
+    let out = tenantctl(&dir)
+        .args(["verify", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["passed"], serde_json::Value::Bool(false), "{json}");
+
+    // Once migrated, the same command verifies as usual.
+    let migrate = tenantctl(&dir).arg("migrate").output().unwrap();
+    assert!(migrate.status.success());
+    let out = tenantctl(&dir).arg("verify").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
