@@ -180,6 +180,24 @@ fn up_and_url_print_stable_json() {
         dir.join("data").to_str().unwrap()
     );
     assert_eq!(json["port"].as_u64().unwrap() as u16, url_of(&dir).1);
+
+    // The redacted URL says on stderr how to get a usable one; the full URL needs no hint.
+    let hidden = dev(&dir, &["url"]).success();
+    assert!(stdout(&hidden).contains(":***@"), "{}", stdout(&hidden));
+    assert!(
+        stderr(&hidden).contains(
+            "the password is hidden: `tenantctl dev url --show-password`, or `tenantctl dev psql`"
+        ),
+        "{}",
+        stderr(&hidden)
+    );
+    let shown = dev(&dir, &["url", "--show-password"]).success();
+    assert!(!stdout(&shown).contains("***"), "{}", stdout(&shown));
+    assert!(
+        !stderr(&shown).contains("password is hidden"),
+        "{}",
+        stderr(&shown)
+    );
 }
 
 #[test]
