@@ -119,16 +119,21 @@ async fn dispatch(
 }
 
 /// The database to work on, as the settings resolved it. When none was given, this is where the
-/// embedded local cluster is announced and started (settings only say which one).
+/// embedded local cluster is started, and announced when this command started it (settings only
+/// say which one).
 fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
     match project.database(global.database_url.as_deref())? {
         Database::Target(target) => Ok(*target),
         Database::Embedded(dir) => {
-            eprintln!(
-                "note: no database URL given; using the embedded local database in {}",
-                dir.display()
-            );
-            Target::parse(&embedded::ensure_running(&dir)?)
+            let info = embedded::up(&dir, None)?;
+            // Once per cluster start, not on every command run against a running cluster.
+            if !info.was_running {
+                eprintln!(
+                    "note: no database URL given; using the embedded local database in {}",
+                    dir.display()
+                );
+            }
+            Target::parse(&info.url)
         }
     }
 }

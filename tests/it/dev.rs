@@ -297,5 +297,10 @@ fn embedded_database_ignores_an_exported_pgsslmode() {
     let err = stderr(&status);
     assert_eq!(status.get_output().status.code(), Some(0), "{err}");
     assert!(err.contains("using the embedded local database"), "{err}");
+    // The note comes with the start of the cluster, not with every command.
+    let again = tenantctl(&project).arg("status").assert().success();
+    let err = stderr(&again);
+    assert!(!err.contains("using the embedded local database"), "{err}");
+    assert!(!err.contains("note:"), "{err}");
     tenantctl(&project).args(["dev", "down"]).assert().success();
 }
