@@ -29,14 +29,10 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Project configuration file; policies/ and migrations/ are resolved beside it.
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        default_value = "tenantctl.toml"
-    )]
-    pub config: PathBuf,
+    /// Project configuration file; policies/ and migrations/ are resolved beside it. Default: the
+    /// tenantctl.toml in the current directory or the nearest parent directory that has one.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     /// Postgres URL (postgres://user:pass@host:port/db?sslmode=verify-full). Overrides $DATABASE_URL
     /// and the config file.

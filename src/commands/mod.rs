@@ -32,14 +32,14 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Man => completions::man(),
         Command::Verify(args) => {
             let settings = verify_settings(args, global.format);
-            let project = Project::load(&global.config)?;
+            let project = Project::find(global.config.as_deref())?;
             project.require()?;
             let target = connect_to(&project, &global)?;
             verify::run(&project, &target, &settings).await
         }
         command => {
             let format = plain(global.format)?;
-            let project = Project::load(&global.config)?;
+            let project = Project::find(global.config.as_deref())?;
             dispatch(command, &project, &global, format).await
         }
     }

@@ -98,3 +98,52 @@ fn verify_on_a_never_migrated_database_reports_pending_migrations() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn the_project_is_found_from_a_subdirectory() {
+    let db = test_db("config_walk_up");
+    let dir = write_project(&db, false);
+    let sub = dir.join("src/deep");
+    std::fs::create_dir_all(&sub).unwrap();
+
+    // generate from two levels down writes beside the found tenantctl.toml, not in src/deep.
+    let out = tenantctl(&sub).arg("generate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<_> = std::fs::read_dir(dir.join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sql"))
+        .collect();
+    assert!(!written.is_empty(), "migrations/ beside tenantctl.toml");
+    assert!(!sub.join("migrations").exists());
+
+    // migrate and status use the found file's database URL and migrations.
+    let out = tenantctl(&sub).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tenantctl(&sub)
+        .args(["status", "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // --config still names the file exactly: a directory without one is no project.
+    let out = tenantctl(&sub)
+        .args(["--config", "tenantctl.toml", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tenantctl.toml found"));
+}
