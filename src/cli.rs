@@ -29,14 +29,10 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Project configuration file; policies/ and migrations/ are resolved beside it.
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        default_value = "tenantctl.toml"
-    )]
-    pub config: PathBuf,
+    /// Project configuration file; policies/ and migrations/ are resolved beside it. Default: the
+    /// tenantctl.toml in the current directory or the nearest parent directory that has one.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     /// Postgres URL (postgres://user:pass@host:port/db?sslmode=verify-full). Overrides $DATABASE_URL
     /// and the config file.
@@ -89,6 +85,16 @@ pub enum Command {
     /// a database URL: a scratch database of the embedded cluster, seeded, then dropped. With one:
     /// its own data, read only (writes are rolled back); nothing it creates outlives the run.
     Bench(BenchArgs),
+    /// Print a shell completion script: `tenantctl completions bash > /etc/bash_completion.d/tenantctl`,
+    /// `tenantctl completions zsh > ~/.zfunc/_tenantctl`,
+    /// `tenantctl completions fish > ~/.config/fish/completions/tenantctl.fish`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tenantctl man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -98,7 +98,29 @@ pub struct Project {
     pub exists: bool,
 }
 
+/// The project file's name, looked for in the current directory and its parents.
+pub const CONFIG_FILE: &str = "tenantctl.toml";
+
 impl Project {
+    /// The project of `--config PATH`; without it, the `tenantctl.toml` of the current directory
+    /// or of the nearest parent directory that has one (like git and cargo), named relative to the
+    /// current directory (`../tenantctl.toml`) so that printed paths stay short. With none
+    /// anywhere: the absent `./tenantctl.toml`, which `require` reports.
+    pub fn find(config_path: Option<&Path>) -> Result<Project> {
+        if let Some(path) = config_path {
+            return Project::load(path);
+        }
+        let here = std::env::current_dir().context("cannot read the current directory")?;
+        let mut relative = PathBuf::new();
+        for dir in here.ancestors() {
+            if dir.join(CONFIG_FILE).is_file() {
+                return Project::load(&relative.join(CONFIG_FILE));
+            }
+            relative.push("..");
+        }
+        Project::load(Path::new(CONFIG_FILE))
+    }
+
     pub fn load(config_path: &Path) -> Result<Project> {
         let root = match config_path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -81,6 +81,12 @@ pub async fn run(project: &crate::settings::Project, settings: Settings) -> Resu
             let url = url.ok_or_else(|| no_cluster(&dir))?;
             let port = url_port(&url)?;
             print_url(&url, port, &dir.join("data"), format, show_password)?;
+            if !show_password {
+                // `psql "$(tenantctl dev url)"` would fail on the redacted password, silently.
+                eprintln!(
+                    "note: the password is hidden: `tenantctl dev url --show-password`, or `tenantctl dev psql`"
+                );
+            }
             if !running {
                 eprintln!(
                     "note: the local cluster is not running; start it with `tenantctl dev up`"

@@ -2,6 +2,7 @@
 //! resolves the database and dispatches.
 
 pub mod bench;
+pub mod completions;
 pub mod demo;
 pub mod dev;
 pub mod exec;
@@ -26,16 +27,19 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let global = cli.global;
     match cli.command {
         Command::Init(args) => init::run(&args.dir),
+        // Neither needs a project: they describe the command line itself.
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man => completions::man(),
         Command::Verify(args) => {
             let settings = verify_settings(args, global.format);
-            let project = Project::load(&global.config)?;
+            let project = Project::find(global.config.as_deref())?;
             project.require()?;
             let target = connect_to(&project, &global)?;
             verify::run(&project, &target, &settings).await
         }
         command => {
             let format = plain(global.format)?;
-            let project = Project::load(&global.config)?;
+            let project = Project::find(global.config.as_deref())?;
             dispatch(command, &project, &global, format).await
         }
     }
@@ -49,7 +53,9 @@ async fn dispatch(
     format: Format,
 ) -> Result<Outcome> {
     match command {
-        Command::Init(_) | Command::Verify(_) => unreachable!("dispatched by `run`"),
+        Command::Init(_) | Command::Verify(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("dispatched by `run`")
+        }
         Command::Dev(args) => dev::run(project, dev_settings(args, format)).await,
         Command::Plan(args) => {
             project.require()?;
@@ -113,16 +119,21 @@ async fn dispatch(
 }
 
 /// The database to work on, as the settings resolved it. When none was given, this is where the
-/// embedded local cluster is announced and started (settings only say which one).
+/// embedded local cluster is started, and announced when this command started it (settings only
+/// say which one).
 fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
     match project.database(global.database_url.as_deref())? {
         Database::Target(target) => Ok(*target),
         Database::Embedded(dir) => {
-            eprintln!(
-                "note: no database URL given; using the embedded local database in {}",
-                dir.display()
-            );
-            Target::parse(&embedded::ensure_running(&dir)?)
+            let info = embedded::up(&dir, None)?;
+            // Once per cluster start, not on every command run against a running cluster.
+            if !info.was_running {
+                eprintln!(
+                    "note: no database URL given; using the embedded local database in {}",
+                    dir.display()
+                );
+            }
+            Target::parse(&info.url)
         }
     }
 }

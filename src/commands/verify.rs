@@ -2,12 +2,17 @@
 
 use std::io::IsTerminal;
 
-use anyhow::{anyhow, Context, Result};
+use std::time::Instant;
 
+use anyhow::{anyhow, Context, Result};
+use tokio_postgres::Client;
+
+use crate::model::Schema;
 use crate::output::{self, ReportFormat};
-use crate::pg::Target;
+use crate::pg::unnamed::typed;
+use crate::pg::{self, Target};
 use crate::settings::Project;
-use crate::verify::{self, render, Severity};
+use crate::verify::{self, render, Finding, Report, Severity, Tally};
 use crate::Outcome;
 
 /// The gate to run, what fails it, and how to print the report.
@@ -36,7 +41,10 @@ pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Res
         ..settings.gate.clone()
     };
     let fail_on = settings.fail_on;
-    let report = verify::run(target, &schema, &gate).await?;
+    let report = match never_migrated(project, target, &schema).await? {
+        Some(report) => report,
+        None => verify::run(target, &schema, &gate).await?,
+    };
     match settings.format {
         ReportFormat::Json => output::print_json(&render::json(&report, fail_on)),
         ReportFormat::Junit => print!("{}", render::junit(&report, fail_on)),
@@ -47,4 +55,67 @@ pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Res
     } else {
         Outcome::Findings
     })
+}
+
+/// A database that was never migrated (no migration history and no tenant table) has nothing to
+/// verify: one finding, "N migrations pending", instead of every check failing on missing
+/// relations. A database built some other way (tables but no history) is verified as usual.
+async fn never_migrated(
+    project: &Project,
+    target: &Target,
+    schema: &Schema,
+) -> Result<Option<Report>> {
+    let started = Instant::now();
+    let mut client = pg::connect(target).await?;
+    if tenant_table_exists(&client, schema).await? {
+        return Ok(None);
+    }
+    // A role that may not read the history (verify needs no such privilege) gets verify's own
+    // report of what is missing, as before.
+    let path = crate::migrate::search_path(project)?;
+    let Ok(applied) = crate::migrate::applied_migrations(&mut client, Some(&path)).await else {
+        return Ok(None);
+    };
+    if !applied.is_empty() {
+        return Ok(None);
+    }
+    let local = crate::migrate::load_migrations(project)?;
+    let pending = crate::migrate::compare(&local, &applied)
+        .iter()
+        .filter(|e| e.state == crate::migrate::State::Pending)
+        .count();
+    let id = "drift.table";
+    let mut tally = Tally::default();
+    let mut finding = Finding::new(
+        id,
+        format!(
+            "table {}.{}",
+            schema.tenancy.table_schema, schema.tenancy.tenant_table
+        ),
+        format!(
+            "the database was never migrated: {pending} migrations pending: run `tenantctl migrate`"
+        ),
+    );
+    finding.hint = "run `tenantctl migrate`, then `tenantctl verify` again".to_string();
+    tally.record(id, Some(finding));
+    Ok(Some(Report {
+        database: target.to_string(),
+        tally,
+        tenants_probed: 0,
+        synthetic_tenants: false,
+        elapsed: started.elapsed(),
+    }))
+}
+
+async fn tenant_table_exists(client: &Client, schema: &Schema) -> Result<bool> {
+    let rel = crate::sqlgen::tenants::qualified(schema, &schema.tenancy.tenant_table);
+    let found: Option<String> = client
+        .query_typed_one(
+            "SELECT pg_catalog.to_regclass($1)::text AS found",
+            typed![&rel],
+        )
+        .await
+        .context("cannot look up the tenant table")?
+        .get("found");
+    Ok(found.is_some())
 }

@@ -180,6 +180,24 @@ fn up_and_url_print_stable_json() {
         dir.join("data").to_str().unwrap()
     );
     assert_eq!(json["port"].as_u64().unwrap() as u16, url_of(&dir).1);
+
+    // The redacted URL says on stderr how to get a usable one; the full URL needs no hint.
+    let hidden = dev(&dir, &["url"]).success();
+    assert!(stdout(&hidden).contains(":***@"), "{}", stdout(&hidden));
+    assert!(
+        stderr(&hidden).contains(
+            "the password is hidden: `tenantctl dev url --show-password`, or `tenantctl dev psql`"
+        ),
+        "{}",
+        stderr(&hidden)
+    );
+    let shown = dev(&dir, &["url", "--show-password"]).success();
+    assert!(!stdout(&shown).contains("***"), "{}", stdout(&shown));
+    assert!(
+        !stderr(&shown).contains("password is hidden"),
+        "{}",
+        stderr(&shown)
+    );
 }
 
 #[test]
@@ -279,5 +297,10 @@ fn embedded_database_ignores_an_exported_pgsslmode() {
     let err = stderr(&status);
     assert_eq!(status.get_output().status.code(), Some(0), "{err}");
     assert!(err.contains("using the embedded local database"), "{err}");
+    // The note comes with the start of the cluster, not with every command.
+    let again = tenantctl(&project).arg("status").assert().success();
+    let err = stderr(&again);
+    assert!(!err.contains("using the embedded local database"), "{err}");
+    assert!(!err.contains("note:"), "{err}");
     tenantctl(&project).args(["dev", "down"]).assert().success();
 }
