@@ -4,7 +4,8 @@
 //! One rule: whenever migrate refuses to apply (stale policies, a transaction pooler, a missing
 //! privilege, a `--target` below the database's version, migration files that diverge from the
 //! history), it exits 2 having applied nothing: every refusal is checked before the first
-//! migration runs. `status` reports the same situations as findings (exit 1 under `--check`).
+//! migration runs. `status` reports the stale policies and divergent files as findings (stale
+//! ones under `--check`); it works through a pooler and checks no privileges.
 
 use anyhow::{bail, Result};
 use serde_json::json;
