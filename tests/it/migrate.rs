@@ -193,10 +193,8 @@ fn divergent_and_missing_migrations_abort() {
     assert!(out.contains("\"missing\""), "{out}");
 }
 
-#[test]
-fn target_stops_at_a_version() {
-    let db = test_db("target");
-    let dir = write_project(&db, false);
+/// Hand-written V1..V3, each creating a table t<n>.
+fn write_three_migrations(dir: &Path) {
     let m = dir.join("migrations");
     for v in 1..=3 {
         std::fs::write(
@@ -205,6 +203,13 @@ fn target_stops_at_a_version() {
         )
         .unwrap();
     }
+}
+
+#[test]
+fn target_stops_at_a_version() {
+    let db = test_db("target");
+    let dir = write_project(&db, false);
+    write_three_migrations(&dir);
     let (code, _, err) = output(&dir, &["migrate", "--target", "2"]);
     assert_eq!(code, 0, "{err}");
     let mut pg = Pg::connect(&db.url);
@@ -373,14 +378,7 @@ fn stale_policies_are_reported_and_refused_until_generate() {
 fn target_below_the_current_version_is_refused() {
     let db = test_db("rollback");
     let dir = write_project(&db, false);
-    let m = dir.join("migrations");
-    for v in 1..=3 {
-        std::fs::write(
-            m.join(format!("V{v}__t{v}.sql")),
-            format!("CREATE TABLE t{v} (id int);"),
-        )
-        .unwrap();
-    }
+    write_three_migrations(&dir);
     let (code, _, err) = output(&dir, &["migrate", "--target", "2"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = output(&dir, &["migrate", "--target", "1"]);
