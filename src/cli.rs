@@ -193,6 +193,9 @@ pub struct MigrateArgs {
     /// two concurrent runs does not hold there: use the direct host instead.
     #[arg(long)]
     pub allow_pooler: bool,
+    /// Apply the migration files even though the policies changed since the last `generate`.
+    #[arg(long)]
+    pub allow_stale: bool,
 }
 
 #[derive(Debug, Args)]

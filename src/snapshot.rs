@@ -122,3 +122,20 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// The version of the last generated snapshot when the policies no longer compile to the model
+/// it records, that is when `generate` would write a migration for them (the same comparison,
+/// `sqlgen::diff` against the snapshot, non-empty); None when they match or nothing was generated
+/// yet. A helper revision of an older tenantctl does not count: only the policies do.
+pub fn stale_since(dir: &Path, policies: &Schema) -> Result<Option<u32>> {
+    let Some(snap) = load(dir)? else {
+        return Ok(None);
+    };
+    let changed = !crate::sqlgen::diff(Some(&snap.schema), policies, false).is_empty();
+    Ok(changed.then_some(snap.version))
+}
+
+/// The sentence `status` prints and `migrate` refuses with for stale policies.
+pub fn stale_message(version: u32) -> String {
+    format!("policies changed since V{version}: run `tenantctl generate`")
+}

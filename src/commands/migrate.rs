@@ -1,5 +1,11 @@
 //! `tenantctl migrate`: apply pending migrations with refinery, one transaction each, under an
 //! advisory lock so that concurrent runs apply each migration once.
+//!
+//! One rule: whenever migrate refuses to apply (stale policies, a transaction pooler, a missing
+//! privilege, a `--target` below the database's version, migration files that diverge from the
+//! history), it exits 2 having applied nothing: every refusal is checked before the first
+//! migration runs. `status` reports the stale policies and divergent files as findings (stale
+//! ones under `--check`); it works through a pooler and checks no privileges.
 
 use anyhow::{bail, Result};
 use serde_json::json;
@@ -18,6 +24,8 @@ pub struct Settings {
     pub target: Option<i32>,
     /// Run through a transaction pooler anyway.
     pub allow_pooler: bool,
+    /// Apply the migration files even though the policies changed since the last `generate`.
+    pub allow_stale: bool,
     pub format: Format,
 }
 
@@ -34,6 +42,7 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
         );
     }
     let migrations = migrate::load_migrations(project)?;
+    refuse_stale(project, settings)?;
     let mut client = pg::connect(url).await?;
     // Before any session state: the lock and the settings are taken only on a direct connection,
     // where they die with the backend when the run ends or is killed.
@@ -72,6 +81,23 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     bar.finish_and_clear();
     render(&report?, settings.format);
     Ok(Outcome::Clean)
+}
+
+/// Refuse (exit 2, before connecting) when the policies changed since the last `generate`: the
+/// migrations would not bring what the policy files declare. `--allow-stale` applies anyway.
+fn refuse_stale(project: &Project, settings: &Settings) -> Result<()> {
+    if settings.allow_stale {
+        return Ok(());
+    }
+    let schema = project.schema()?;
+    if let Some(version) = crate::snapshot::stale_since(&project.migrations_dir(), &schema)? {
+        bail!(
+            "{}; nothing was applied\n  \
+             hint: `tenantctl generate` writes the migration for the change, then run `tenantctl migrate`; pass --allow-stale to apply the existing migrations without it",
+            crate::snapshot::stale_message(version)
+        );
+    }
+    Ok(())
 }
 
 /// Refuse a connection that goes through a transaction pooler (exit 2, naming the direct URL

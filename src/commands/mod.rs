@@ -200,6 +200,7 @@ fn migrate_settings(args: cli::MigrateArgs, format: Format) -> migrate::Settings
         dry_run: args.dry_run,
         target: args.target,
         allow_pooler: args.allow_pooler,
+        allow_stale: args.allow_stale,
         format,
     }
 }

@@ -1,4 +1,6 @@
-//! `tenantctl status`: applied, pending, divergent and missing migrations.
+//! `tenantctl status`: applied, pending, divergent and missing migrations, and policies changed
+//! since the last `generate` (stale). What `migrate` refuses (divergent or missing files, stale
+//! policies) is a finding here: exit 1 (stale and pending under `--check`).
 
 use anyhow::Result;
 use serde_json::json;
@@ -11,13 +13,14 @@ use crate::{output, pg, Outcome};
 /// What `status` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Pending migrations are a finding too (a CI gate).
+    /// Pending migrations and stale policies are findings too (a CI gate).
     pub check: bool,
     pub format: Format,
 }
 
 pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Result<Outcome> {
     let local = migrate::load_migrations(project)?;
+    let stale = crate::snapshot::stale_since(&project.migrations_dir(), &project.schema()?)?;
     let mut client = pg::connect(url).await?;
     // The search_path for this read only: status works through a transaction pooler.
     let path = migrate::search_path(project)?;
@@ -29,6 +32,7 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
         Format::Json => output::print_json(&json!({
             "database": url.to_string(),
             "current": current,
+            "policies_changed_since": stale,
             "migrations": entries.iter().map(|e| json!({
                 "version": e.version, "name": e.name, "state": e.state.as_str(), "applied_on": e.applied_on,
             })).collect::<Vec<_>>(),
@@ -45,10 +49,15 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
                 counts.divergent,
                 counts.missing
             );
+            if let Some(version) = stale {
+                println!("{}", crate::snapshot::stale_message(version));
+            }
         }
     }
-    // Divergent or missing migrations are drift, always a finding; pending ones only under --check.
-    let problem = counts.divergent + counts.missing > 0 || (settings.check && counts.pending > 0);
+    // Divergent or missing migrations are drift, always a finding; pending migrations and stale
+    // policies (work not yet done) only under --check.
+    let pending = counts.pending > 0 || stale.is_some();
+    let problem = counts.divergent + counts.missing > 0 || (settings.check && pending);
     Ok(if problem {
         Outcome::Findings
     } else {

@@ -53,7 +53,8 @@ pub struct Plan {
 }
 
 /// Check the files against the history and list what to apply, up to `target` if given. Refuses
-/// when applied migrations were changed or removed, or a new file is older than the database.
+/// when applied migrations were changed or removed, a new file is older than the database, or
+/// the target is below the database's version (there are no down migrations).
 pub async fn plan(
     client: &mut Client,
     migrations: Vec<Migration>,
@@ -62,6 +63,14 @@ pub async fn plan(
     let applied = applied_migrations(client, None).await?;
     check_history(&migrations, &applied)?;
     let current = applied.iter().map(|m| m.version()).max();
+    if let (Some(t), Some(c)) = (target, current) {
+        if t < c {
+            bail!(
+                "--target {t} is below the database's version V{c}: migrations only go forward (there are no down migrations), so nothing was applied and nothing rolled back\n  \
+                 hint: to undo a change, write a new forward migration: revert the policy and run `tenantctl generate`, or add a hand-written V<n>__<name>.sql; then `tenantctl migrate`"
+            );
+        }
+    }
     let pending: Vec<Migration> = migrations
         .iter()
         .filter(|m| !applied.iter().any(|a| a.version() == m.version()))

@@ -62,16 +62,28 @@ const fn check(
 
 use Severity::{Error as E, Warning as W};
 
+/// A drift hint that names both sides that can be ahead: the policy files (changed, not yet
+/// generated or migrated; `tenantctl status` says so) or the database (changed by hand).
+macro_rules! files_or_db {
+    ($by_hand:literal) => {
+        concat!(
+            "if policies/ changed, run `tenantctl generate` and `tenantctl migrate`; ",
+            "if the database was changed by hand, ",
+            $by_hand
+        )
+    };
+}
+
 /// Every check id, in report order. docs/verify.md documents each; ids never change meaning.
 pub const CHECKS: &[CheckDef] = &[
-    check("drift.table", E, "a declared table is missing", "run `tenantctl migrate`; if migrations are applied, the table was dropped by hand"),
-    check("drift.column", E, "a declared column is missing or differs (type, NOT NULL, default)", "converge the column with a new migration (`tenantctl generate`), or restore it"),
-    check("drift.constraint", E, "a declared key, CHECK or foreign key is missing or differs", "restore the constraint as declared (composite keys keep tenants apart)"),
-    check("drift.index", E, "a declared index is missing or differs", "recreate the index as declared"),
-    check("drift.policy", E, "a declared policy is missing, or differs in command, kind, roles or expression", "restore the policy as declared; change policies only through policies/ and `tenantctl generate`"),
-    check("drift.policy-undeclared", E, "a tenant table carries a policy that no policy file declares", "drop the policy, or declare it under [[policies]]"),
-    check("drift.role", E, "a declared role is missing or its LOGIN/BYPASSRLS attributes differ", "ALTER ROLE back to the declaration (tenancy roles are NOLOGIN)"),
-    check("drift.grant", E, "a role's privileges on a tenant table differ from the declaration", "REVOKE the extra privileges / GRANT the missing ones, as declared"),
+    check("drift.table", E, "a declared table is missing", "run `tenantctl migrate` (after `tenantctl generate` if policies/ changed); if the migrations are applied, the table was dropped by hand: restore it as declared"),
+    check("drift.column", E, "a declared column is missing or differs (type, NOT NULL, default)", files_or_db!("restore the column as declared")),
+    check("drift.constraint", E, "a declared key, CHECK or foreign key is missing or differs", files_or_db!("restore the constraint as declared (composite keys keep tenants apart)")),
+    check("drift.index", E, "a declared index is missing or differs", files_or_db!("recreate the index as declared")),
+    check("drift.policy", E, "a declared policy is missing, or differs in command, kind, roles or expression", files_or_db!("restore the policy as declared (change policies only through policies/)")),
+    check("drift.policy-undeclared", E, "a tenant table carries a policy that no policy file declares", files_or_db!("drop the policy, or declare it under [[policies]]")),
+    check("drift.role", E, "a declared role is missing or its LOGIN/BYPASSRLS attributes differ", files_or_db!("ALTER ROLE back to the declaration (tenancy roles are NOLOGIN)")),
+    check("drift.grant", E, "a role's privileges on a tenant table differ from the declaration", files_or_db!("REVOKE the extra privileges / GRANT the missing ones, as declared")),
     check("drift.trigger", E, "the tenant-id immutability trigger is missing, disabled or changed", "recreate the trigger as in the first migration; without it a tenant id can change"),
     check("drift.function", E, "the context or trigger function is missing or differs from the generated one (body, volatility, SECURITY DEFINER, or settings other than tenantctl's)", "recreate the function as generated (`tenantctl generate` and `tenantctl migrate`; fail closed: NULLIF(pg_catalog.current_setting(..., true), '')::pg_catalog.uuid)"),
     check("drift.owner", E, "a declared table, the helper schema or a helper function is not owned by the owner role", "ALTER TABLE/SCHEMA/FUNCTION ... OWNER TO <owner>"),

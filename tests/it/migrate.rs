@@ -193,10 +193,8 @@ fn divergent_and_missing_migrations_abort() {
     assert!(out.contains("\"missing\""), "{out}");
 }
 
-#[test]
-fn target_stops_at_a_version() {
-    let db = test_db("target");
-    let dir = write_project(&db, false);
+/// Hand-written V1..V3, each creating a table t<n>.
+fn write_three_migrations(dir: &Path) {
     let m = dir.join("migrations");
     for v in 1..=3 {
         std::fs::write(
@@ -205,6 +203,13 @@ fn target_stops_at_a_version() {
         )
         .unwrap();
     }
+}
+
+#[test]
+fn target_stops_at_a_version() {
+    let db = test_db("target");
+    let dir = write_project(&db, false);
+    write_three_migrations(&dir);
     let (code, _, err) = output(&dir, &["migrate", "--target", "2"]);
     assert_eq!(code, 0, "{err}");
     let mut pg = Pg::connect(&db.url);
@@ -290,4 +295,111 @@ fn url_precedence_flag_over_env_over_config() {
         "flag must win over env: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A nullable column `column` added to `coaches` in the policy files, without `generate`.
+fn add_column_to_policy(dir: &Path, column: &str) {
+    let file = dir.join("policies/coaches.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let phone = r#"{ name = "phone", type = "text", nullable = true },"#;
+    assert!(
+        text.contains(phone),
+        "coaches.toml changed: update the test"
+    );
+    let added = format!("{phone}\n  {{ name = \"{column}\", type = \"text\", nullable = true }},");
+    std::fs::write(&file, text.replace(phone, &added)).unwrap();
+}
+
+fn column_exists(pg: &mut Pg, column: &str) -> bool {
+    let sql = format!(
+        "SELECT count(*)::text FROM information_schema.columns WHERE table_name = 'coaches' AND column_name = '{column}'"
+    );
+    pg.one(&sql) == "1"
+}
+
+#[test]
+fn stale_policies_are_reported_and_refused_until_generate() {
+    let db = test_db("stale");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let (code, out, err) = output(&dir, &["status", "--check"]);
+    assert_eq!(code, 0, "a migrated project is clean: {out}{err}");
+    assert!(!out.contains("policies changed"), "{out}");
+
+    add_column_to_policy(&dir, "nickname");
+    let (code, out, _) = output(&dir, &["status"]);
+    assert_eq!(code, 0, "stale is a finding only under --check: {out}");
+    assert!(
+        out.contains("policies changed since V1: run `tenantctl generate`"),
+        "{out}"
+    );
+    let (code, out, _) = output(&dir, &["status", "--check", "--format", "json"]);
+    assert_eq!(code, 1, "stale under --check is a finding: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["policies_changed_since"], 1);
+    assert_eq!(v["summary"]["pending"], 0, "stale alone made it exit 1");
+
+    // V2 (nickname) generated but not applied, then the policies change again.
+    let (code, _, err) = output(&dir, &["generate"]);
+    assert_eq!(code, 0, "{err}");
+    add_column_to_policy(&dir, "pronouns");
+    let mut pg = Pg::connect(&db.url);
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 2, "stale policies are refused: {err}");
+    assert!(
+        err.contains("policies changed since V2") && err.contains("--allow-stale"),
+        "{err}"
+    );
+    assert_eq!(
+        pg.one("SELECT max(version)::text FROM refinery_schema_history"),
+        "1",
+        "a refused migrate applied V2"
+    );
+    assert!(!column_exists(&mut pg, "nickname"));
+
+    let (code, _, err) = output(&dir, &["migrate", "--allow-stale"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        column_exists(&mut pg, "nickname"),
+        "--allow-stale applied V2"
+    );
+
+    generate_and_migrate(&dir);
+    assert!(column_exists(&mut pg, "pronouns"));
+    let (code, out, err) = output(&dir, &["status", "--check"]);
+    assert_eq!(
+        code, 0,
+        "after generate the policies are current: {out}{err}"
+    );
+    assert!(!out.contains("policies changed"), "{out}");
+}
+
+#[test]
+fn target_below_the_current_version_is_refused() {
+    let db = test_db("rollback");
+    let dir = write_project(&db, false);
+    write_three_migrations(&dir);
+    let (code, _, err) = output(&dir, &["migrate", "--target", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = output(&dir, &["migrate", "--target", "1"]);
+    assert_eq!(code, 2, "a target below the database is an error: {err}");
+    assert!(
+        err.contains("no down migrations") && err.contains("new forward migration"),
+        "{err}"
+    );
+    let mut pg = Pg::connect(&db.url);
+    assert_eq!(
+        pg.one(
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM refinery_schema_history"
+        ),
+        "1,2",
+        "a refused migrate changed the history"
+    );
+    assert_eq!(
+        pg.one("SELECT (to_regclass('t2') IS NOT NULL AND to_regclass('t3') IS NULL)::text"),
+        "true"
+    );
+    // At the target itself there is nothing to do, and that is not an error.
+    let (code, _, err) = output(&dir, &["migrate", "--target", "2"]);
+    assert_eq!(code, 0, "{err}");
 }
