@@ -84,9 +84,9 @@ async fn never_migrated(
         .iter()
         .filter(|e| e.state == crate::migrate::State::Pending)
         .count();
-    let id = "drift.table";
+    let id = "drift.unmigrated";
     let mut tally = Tally::default();
-    let mut finding = Finding::new(
+    let finding = Finding::new(
         id,
         format!(
             "table {}.{}",
@@ -96,7 +96,6 @@ async fn never_migrated(
             "the database was never migrated: {pending} migrations pending: run `tenantctl migrate`"
         ),
     );
-    finding.hint = "run `tenantctl migrate`, then `tenantctl verify` again".to_string();
     tally.record(id, Some(finding));
     Ok(Some(Report {
         database: target.to_string(),

@@ -76,6 +76,7 @@ macro_rules! files_or_db {
 
 /// Every check id, in report order. docs/verify.md documents each; ids never change meaning.
 pub const CHECKS: &[CheckDef] = &[
+    check("drift.unmigrated", E, "the database was never migrated (no migration history and no tenant table): nothing else can be checked", "run `tenantctl migrate`, then `tenantctl verify` again"),
     check("drift.table", E, "a declared table is missing", "run `tenantctl migrate` (after `tenantctl generate` if policies/ changed); if the migrations are applied, the table was dropped by hand: restore it as declared"),
     check("drift.column", E, "a declared column is missing or differs (type, NOT NULL, default)", files_or_db!("restore the column as declared")),
     check("drift.constraint", E, "a declared key, CHECK or foreign key is missing or differs", files_or_db!("restore the constraint as declared (composite keys keep tenants apart)")),

@@ -39,6 +39,10 @@ fn bench(dir: &Path, extra: &[&str]) -> (i32, Value) {
 
 /// Everything bench must leave as it found: every row of every table (as the superuser, so RLS
 /// hides nothing), the schemas, and the cluster's databases.
+/// Held by the tests that compare the cluster's `tenantctl_bench*` databases before and after:
+/// `--scratch` creates one while it runs, so two such tests at once would see each other's.
+static BENCH_DATABASES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn fingerprint(url: &str) -> Vec<Vec<Option<String>>> {
     let mut rows = query_strings(
         url,
@@ -80,6 +84,7 @@ fn num(q: &Value, key: &str) -> f64 {
 
 #[test]
 fn bench_on_a_database_reports_every_query_and_leaves_it_as_found() {
+    let _databases = BENCH_DATABASES.lock().unwrap_or_else(|e| e.into_inner());
     let (db, dir) = migrated("bench_given");
     seed_tenants(&dir);
     let before = fingerprint(&db.url);
@@ -158,6 +163,7 @@ fn bench_on_a_database_reports_every_query_and_leaves_it_as_found() {
 
 #[test]
 fn bench_scratch_seeds_its_own_database_and_drops_it() {
+    let _databases = BENCH_DATABASES.lock().unwrap_or_else(|e| e.into_inner());
     let (db, dir) = migrated("bench_scratch");
     let before = fingerprint(&db.url);
     let (code, v) = bench(

@@ -86,6 +86,14 @@ fn verify_on_a_never_migrated_database_reports_pending_migrations() {
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["passed"], serde_json::Value::Bool(false), "{json}");
+    let failing: Vec<&str> = json["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "fail")
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(failing, ["drift.unmigrated"], "{json}");
 
     // Once migrated, the same command verifies as usual.
     let migrate = tenantctl(&dir).arg("migrate").output().unwrap();
