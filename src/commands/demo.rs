@@ -168,7 +168,7 @@ fn print_table(
     // The demo database stays until the next run; this is how to look around in it.
     println!(
         "\nLook around (the demo database stays until the next demo run):\n  \
-         export DATABASE_URL=\"$(cargo run -q -- dev url --show-password | sed 's,/postgres$,/{DEMO_DATABASE},')\"\n  \
+         export DATABASE_URL=\"$(cargo run -q -- dev url --show-password | sed 's,/postgres?,/{DEMO_DATABASE}?,')\"\n  \
          cargo run -- exec --tenant {} \"SELECT full_name, email, status FROM members LIMIT 5\"\n  \
          cargo run -- exec --admin \"SELECT gym_id, count(*) FROM members GROUP BY gym_id\"\n  \
          cargo run -- tenant show {}",
