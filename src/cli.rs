@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -300,14 +300,10 @@ fn parse_count(s: &str) -> Result<u64, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("who").required(true).args(["tenant", "admin"])))]
 pub struct ExecArgs {
     /// Run as this tenant: the app role, with the tenant's context set for the transaction.
-    #[arg(
-        long,
-        value_name = "SLUG",
-        required_unless_present = "admin",
-        conflicts_with = "admin"
-    )]
+    #[arg(long, value_name = "SLUG")]
     pub tenant: Option<String>,
     /// Run as the platform admin instead (sees every tenant).
     #[arg(long)]

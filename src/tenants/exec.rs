@@ -106,7 +106,7 @@ async fn check_one_statement(tx: &Transaction<'_>, sql: &str) -> Result<()> {
             e,
             multi,
             "exec runs exactly one SQL statement",
-            "the statement was refused",
+            "Postgres rejected the statement before running it",
         )
     })?;
     Ok(())

@@ -155,3 +155,16 @@ fn the_project_is_found_from_a_subdirectory() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tenantctl.toml found"));
 }
+
+/// `exec` with neither mode names both, and says it in clap's words before any connection.
+#[test]
+fn exec_without_a_mode_names_both_modes() {
+    let dir = std::env::temp_dir();
+    let out = tenantctl(&dir).args(["exec", "SELECT 1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--tenant <SLUG>|--admin"),
+        "both modes are named: {stderr}"
+    );
+}
