@@ -7,14 +7,15 @@ use tokio_postgres::GenericClient;
 
 use crate::pg::unnamed::typed;
 
+/// The statement of [`set_role`]: `$1` the role. Public for callers that pipeline it.
+pub const SET_ROLE_SQL: &str = "SELECT pg_catalog.set_config('role', $1, true)";
+/// The statement of [`set_tenant`]: `$1` the role, `$2` the context setting, `$3` the tenant.
+pub const SET_TENANT_SQL: &str =
+    "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)";
+
 /// Act as `role` until the transaction ends (`SET LOCAL ROLE`, with the name bound).
 pub async fn set_role(tx: &impl GenericClient, role: &str) -> Result<(), tokio_postgres::Error> {
-    tx.execute_typed(
-        "SELECT pg_catalog.set_config('role', $1, true)",
-        typed![role],
-    )
-    .await
-    .map(drop)
+    tx.execute_typed(SET_ROLE_SQL, typed![role]).await.map(drop)
 }
 
 /// Act as `role` in `tenant`'s context (the context `setting` set to `tenant`) until the
@@ -25,10 +26,7 @@ pub async fn set_tenant(
     setting: &str,
     tenant: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute_typed(
-        "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)",
-        typed![role, setting, tenant],
-    )
-    .await
-    .map(drop)
+    tx.execute_typed(SET_TENANT_SQL, typed![role, setting, tenant])
+        .await
+        .map(drop)
 }

@@ -17,9 +17,8 @@ use crate::sqlgen;
 use crate::verify::tx::{rolled_back, Scope};
 
 /// The same switches as `pg::tx::{set_role, set_tenant}`, run unnamed to be pipelined.
-const SET_ROLE: &str = "SELECT pg_catalog.set_config('role', $1, true)";
-const SET_ROLE_CONTEXT: &str =
-    "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)";
+const SET_ROLE: &str = crate::pg::tx::SET_ROLE_SQL;
+const SET_ROLE_CONTEXT: &str = crate::pg::tx::SET_TENANT_SQL;
 const SAVEPOINT: &str = "SAVEPOINT tc_probe";
 const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT tc_probe";
 const ROLLBACK: &str = "ROLLBACK";
