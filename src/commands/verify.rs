@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use crate::model::Schema;
 use crate::output::{self, ReportFormat};
-use crate::pg::unnamed::typed;
+use crate::pg::unnamed::relation_exists;
 use crate::pg::{self, Target};
 use crate::settings::Project;
 use crate::verify::{self, render, Finding, Report, Severity, Tally};
@@ -108,13 +108,7 @@ async fn never_migrated(
 
 async fn tenant_table_exists(client: &Client, schema: &Schema) -> Result<bool> {
     let rel = crate::sqlgen::tenants::qualified(schema, &schema.tenancy.tenant_table);
-    let found: Option<String> = client
-        .query_typed_one(
-            "SELECT pg_catalog.to_regclass($1)::text AS found",
-            typed![&rel],
-        )
+    relation_exists(client, &rel)
         .await
-        .context("cannot look up the tenant table")?
-        .get("found");
-    Ok(found.is_some())
+        .context("cannot look up the tenant table")
 }

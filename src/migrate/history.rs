@@ -64,15 +64,8 @@ async fn read_history(client: &mut Client, search_path: Option<&str>) -> Result<
         )
         .await?;
     }
-    let exists: Option<String> = tx
-        .query_typed_one(
-            "SELECT pg_catalog.to_regclass($1)::text",
-            typed![HISTORY_TABLE],
-        )
-        .await?
-        .get(0);
     let mut applied = Vec::new();
-    if exists.is_some() {
+    if crate::pg::unnamed::relation_exists(&tx, HISTORY_TABLE).await? {
         for r in tx.query_typed(HISTORY_ROWS, &[]).await? {
             let on: String = r.try_get("applied_on")?;
             let on =

@@ -61,3 +61,19 @@ macro_rules! typed {
     };
 }
 pub(crate) use typed;
+
+/// Whether relation `name` (qualified or found on the search_path) exists: `to_regclass`, which
+/// answers NULL instead of failing, in one unnamed statement.
+pub async fn relation_exists(
+    client: &impl tokio_postgres::GenericClient,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let found: Option<String> = client
+        .query_typed_one(
+            "SELECT pg_catalog.to_regclass($1)::text AS found",
+            typed![name],
+        )
+        .await?
+        .get("found");
+    Ok(found.is_some())
+}

@@ -98,8 +98,6 @@ WHERE p.prokind = 'f' AND p.pronargs = 0 AND n.nspname NOT IN ('pg_catalog', 'in
                   WHERE t.oid = p.prorettype AND a.attname = $2 AND NOT a.attisdropped))
 ORDER BY 1, 2";
 
-const TABLE_EXISTS: &str = "SELECT pg_catalog.to_regclass($1)::text AS found";
-
 const HAS_TENANT_COLUMN: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2 AND NOT attisdropped) AS has_tc";
 
 /// Whether a probed relation ($1) has a column whose name starts with $2.
@@ -148,12 +146,10 @@ async fn table_facts(
     rel: &str,
     table: &Table,
 ) -> Result<Option<(String, Facts)>> {
-    let exists: Option<String> = client
-        .query_typed_one(TABLE_EXISTS, typed![&rel])
+    let exists = crate::pg::unnamed::relation_exists(client, rel)
         .await
-        .context("cannot look up tables")?
-        .get("found");
-    let has_tc = exists.is_some()
+        .context("cannot look up tables")?;
+    let has_tc = exists
         && client
             .query_typed_one(HAS_TENANT_COLUMN, typed![&rel, &table.tenant_column])
             .await?
