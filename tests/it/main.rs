@@ -3,6 +3,7 @@
 mod bench;
 mod cli_output;
 mod compile;
+mod corpus;
 mod dev;
 mod edges;
 mod harness;
