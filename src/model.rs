@@ -36,6 +36,15 @@ impl Schema {
             extensions: BTreeMap::new(),
         }
     }
+
+    /// The partitioned table that declares partition `name`, with the table's name.
+    pub fn partition_of(&self, name: &str) -> Option<(&String, &Table)> {
+        self.tables.iter().find(|(_, t)| {
+            t.partitioning
+                .as_ref()
+                .is_some_and(|p| p.partitions.contains_key(name))
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

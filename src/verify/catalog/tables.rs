@@ -92,7 +92,7 @@ async fn declared_table(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
 }
 
 /// rls.disabled and rls.not-forced on a declared table.
-fn row_level_security(rel: &Rel, tally: &mut Tally) {
+pub(super) fn row_level_security(rel: &Rel, tally: &mut Tally) {
     let disp = rel.display();
     tally.fail_if("rls.disabled", !rel.rls, rel.object(), || {
         format!("row-level security is disabled on {disp}")
