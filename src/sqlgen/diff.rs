@@ -45,6 +45,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
         out: Out::default(),
     };
     d.require_security_invoker();
+    d.refuse_repartitioning();
     // The phases run in this order so that each finds what it needs: roles before anything is
     // granted to them, drops before the changes they make room for, tables before their
     // columns, keys before the foreign keys that use them.
@@ -256,14 +257,8 @@ impl<'a> Diff<'a> {
     fn create_tables(&mut self) {
         for (tname, nt) in &self.new.tables {
             let ot = self.old.tables.get(tname);
-            match ot {
-                None => create_table(&mut self.out, &self.new.tenancy, tname, nt),
-                Some(ot) if objects::repartitioned(ot, nt) => {
-                    let prov = format!("{}: table {tname}", nt.source);
-                    self.out
-                        .push(prov, objects::refuse_repartition(self.s, tname));
-                }
-                Some(_) => {}
+            if ot.is_none() {
+                create_table(&mut self.out, &self.new.tenancy, tname, nt);
             }
             for (part, bound) in objects::new_partitions(ot, nt) {
                 objects::create_partition(&mut self.out, &self.new.tenancy, tname, nt, part, bound);
@@ -434,6 +429,18 @@ impl<'a> Diff<'a> {
             .find(|(n, v)| self.old.views.get(*n).is_none_or(|o| o.query != v.query));
         if let Some((_, v)) = created {
             objects::require_security_invoker(&mut self.out, &v.source);
+        }
+    }
+
+    /// 0. A kept table whose partitioning changed: Postgres cannot alter that, so the migration
+    ///    fails first, with what to do.
+    fn refuse_repartitioning(&mut self) {
+        for (tname, ot, nt) in self.kept() {
+            if objects::repartitioned(ot, nt) {
+                let prov = format!("{}: table {tname}", nt.source);
+                self.out
+                    .push(prov, objects::refuse_repartition(self.s, tname));
+            }
         }
     }
 
