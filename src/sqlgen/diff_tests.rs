@@ -118,6 +118,20 @@ fn cases() -> Vec<Case> {
             refresh_helpers: true,
             ..case("helpers_refreshed", base(), base())
         },
+        case(
+            "helper_function_renamed",
+            base(),
+            edited("tenancy.toml", "tenant_table = \"gyms\"", "tenant_table = \"gyms\"\ncontext_function = \"current_tenant\""),
+        ),
+    ]
+    .into_iter()
+    .chain(model_cases())
+    .collect()
+}
+
+/// The objects beyond tenant tables: global tables, partitions, views, extensions.
+fn model_cases() -> Vec<Case> {
+    vec![
         case("model_objects_added", base(), with("model.toml", MODEL)),
         case(
             "partition_added",
@@ -165,11 +179,6 @@ fn cases() -> Vec<Case> {
             destructive: true,
             ..case("model_objects_removed", with("model.toml", MODEL), base())
         },
-        case(
-            "helper_function_renamed",
-            base(),
-            edited("tenancy.toml", "tenant_table = \"gyms\"", "tenant_table = \"gyms\"\ncontext_function = \"current_tenant\""),
-        ),
     ]
 }
 

@@ -11,8 +11,8 @@ use tokio_postgres::Client;
 
 use super::normalise::Normalised;
 use super::relations::{Rel, RelKind};
-use super::tables::{row_level_security, Declared};
-use super::{col, grants, normalise, owned_by, policies, query, roles, triggers};
+use super::tables::{owner_owns, row_level_security, Declared};
+use super::{col, grants, normalise, policies, query, roles, triggers};
 use crate::model::Schema;
 use crate::sqlgen;
 use crate::verify::{Finding, Tally};
@@ -78,8 +78,7 @@ async fn globals(client: &Client, schema: &Schema, rels: &[Rel], tally: &mut Tal
         let Some(rel) = find(rels, schema, name, &[RelKind::Table], spec, tally) else {
             continue;
         };
-        let fix = sqlgen::fix_table_owner(&rel.schema, &rel.name, &t.owner_role);
-        owned_by(&rel.object(), &rel.owner, fix, &t.owner_role, tally);
+        owner_owns(rel, schema, tally);
         let row = client
             .query_typed_one(GLOBAL_WRITE, typed![&t.app_role, &rel.oid])
             .await?;
@@ -103,15 +102,13 @@ async fn globals(client: &Client, schema: &Schema, rels: &[Rel], tally: &mut Tal
 
 /// Views: drift.view (missing, definition), drift.view-invoker, drift.owner.
 async fn views(client: &Client, schema: &Schema, rels: &[Rel], tally: &mut Tally) -> Result<()> {
-    let t = &schema.tenancy;
     let declared = normalise::view_definitions(client, schema).await?;
     for (name, view) in &schema.views {
         let spec = ("drift.view", "view", view.source.as_str());
         let Some(rel) = find(rels, schema, name, &[RelKind::View], spec, tally) else {
             continue;
         };
-        let fix = sqlgen::fix_table_owner(&rel.schema, &rel.name, &t.owner_role);
-        owned_by(&rel.object(), &rel.owner, fix, &t.owner_role, tally);
+        owner_owns(rel, schema, tally);
         let safe = rel.option_on("security_invoker") && rel.option_on("security_barrier");
         let finding = (!safe).then(|| {
             Finding::new(
@@ -197,9 +194,8 @@ async fn partitions(
 /// One declared partition: checked as its table is, except for what Postgres clones onto it
 /// under other names (keys, indexes) and what it shares with the table (columns).
 async fn partition(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
-    let (t, rel) = (&cx.schema.tenancy, cx.rel);
-    let fix = sqlgen::fix_table_owner(&rel.schema, &rel.name, &t.owner_role);
-    owned_by(&rel.object(), &rel.owner, fix, &t.owner_role, tally);
+    let rel = cx.rel;
+    owner_owns(rel, cx.schema, tally);
     row_level_security(rel, tally);
     grants::check(cx, tally).await?;
     triggers::immutability(cx, tally).await?;
