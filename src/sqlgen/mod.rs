@@ -5,6 +5,7 @@
 use postgres_protocol::escape::escape_identifier;
 
 pub mod bench;
+mod declared;
 mod diff;
 mod fixes;
 mod helpers;
@@ -13,6 +14,7 @@ mod probe;
 mod probe_statements;
 pub mod tenants;
 
+pub use declared::*;
 pub use diff::diff;
 pub use fixes::*;
 pub use helpers::*;

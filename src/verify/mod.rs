@@ -136,6 +136,12 @@ pub const CHECKS: &[CheckDef] = &[
     check("probe.function", E, "a function the app role can call returned another tenant's rows", "make the function SECURITY INVOKER, or revoke EXECUTE"),
     check("probe.pooler-leak", E, "through the pooler, as the application's login, a transaction in one tenant's context saw another tenant's rows, or a transaction without a context saw rows or found a context set", "set the context with set_config(<setting>, $1, true) inside each transaction, never with SET or ALTER ROLE/DATABASE ... SET; the application's login must be granted the app role only (no BYPASSRLS, no admin role)"),
     check("probe.admin-sees-all", E, "the platform admin does not see the sum of every tenant's rows", "restore the admin bypass (BYPASSRLS or the USING (true) policy)"),
+    // The declared objects beyond tenant tables (global tables, views, partitions, extensions).
+    check("grant.global-write", E, "the app role (directly, through a role it is a member of, or PUBLIC) may write a declared global table (INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES or TRIGGER): a write there changes what every tenant sees, and a cascading foreign key carries it into other tenants' rows", "REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON <table> FROM <app>, PUBLIC; only the owner or admin role writes a global table"),
+    check("drift.view", E, "a declared view is missing, or its definition differs from the declared query (as Postgres renders both)", files_or_db!("re-create the view as declared")),
+    check("drift.view-invoker", E, "a declared view is not both security_invoker and security_barrier: it reads with its owner's rights, outside the reader's row-level security", "ALTER VIEW <view> SET (security_invoker = true, security_barrier = true)"),
+    check("drift.partition", E, "a declared partition is missing, or is not attached to its declared table", files_or_db!("re-create or re-attach the partition as declared")),
+    check("drift.extension", E, "a declared extension is not installed, or is in another schema than declared", files_or_db!("CREATE EXTENSION <name> WITH SCHEMA <schema>, or ALTER EXTENSION <name> SET SCHEMA <schema>")),
 ];
 
 pub fn check_def(id: &str) -> &'static CheckDef {

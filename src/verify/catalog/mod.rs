@@ -4,6 +4,7 @@
 
 mod columns;
 mod config;
+mod declared;
 mod functions;
 mod grants;
 mod normalise;
@@ -33,6 +34,7 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     triggers::rules(client, &rels, &tenant, &mut tally).await?;
     let norm = normalise::normalise(client, schema).await?;
     tables::check_declared(client, schema, &rels, &norm, &mut tally).await?;
+    declared::check(client, schema, &rels, &norm, &mut tally).await?;
     relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
     Ok(tally)
 }

@@ -109,19 +109,33 @@ impl Rel {
     }
 
     fn security_invoker(&self) -> bool {
+        self.option_on("security_invoker")
+    }
+
+    /// Whether the boolean reloption `key` is set and true.
+    pub(super) fn option_on(&self, key: &str) -> bool {
         self.options.iter().any(|o| {
             o.split_once('=').is_some_and(|(k, v)| {
-                k == "security_invoker"
-                    && matches!(v.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1")
+                k == key && matches!(v.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1")
             })
         })
     }
 
-    /// Declared tables count only in the declared schema, and only as tables.
+    /// Declared relations count only in the declared schema, and only as their kind: tenant
+    /// tables, their partitions and global tables as tables, views as views.
     pub(super) fn is_declared(&self, schema: &Schema) -> bool {
-        self.schema == schema.tenancy.table_schema
-            && schema.tables.contains_key(&self.name)
-            && self.kind.is_table()
+        if self.schema != schema.tenancy.table_schema {
+            return false;
+        }
+        match self.kind {
+            RelKind::Table | RelKind::PartitionedTable => {
+                schema.tables.contains_key(&self.name)
+                    || schema.globals.contains_key(&self.name)
+                    || schema.partition_of(&self.name).is_some()
+            }
+            RelKind::View => schema.views.contains_key(&self.name),
+            _ => false,
+        }
     }
 }
 
