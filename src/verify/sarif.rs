@@ -118,7 +118,6 @@ pub fn sarif(report: &Report, fail_on: Severity, schema: &Schema, sources: &Sour
             "tool": {"driver": {
                 "name": "tenantctl",
                 "version": env!("CARGO_PKG_VERSION"),
-                "informationUri": "https://github.com/tenantctl/tenantctl/blob/main/docs/verify.md",
                 "rules": CHECKS.iter().map(rule).collect::<Vec<_>>(),
             }},
             "results": results,

@@ -762,3 +762,42 @@ fn verify_runs_clean_as_the_least_privilege_role() {
     assert_eq!(code, 0, "{json:#}\n{stderr}");
     assert_eq!(json["stats"]["tenants_probed"], 2);
 }
+
+/// With fewer than two tenants the probes as the application's login are skipped with a
+/// warning (synthetic tenants live only in verify's own transaction).
+#[test]
+fn app_url_with_fewer_than_two_tenants_warns_that_the_login_was_not_probed() {
+    let db = test_db("verify_login_skip");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let login = format!("{}skip_login", db.role_prefix);
+    let app = format!("{}gym_app", db.role_prefix);
+    psql_exec(
+        &db.url,
+        &format!("CREATE ROLE \"{login}\" LOGIN PASSWORD 'pw' IN ROLE \"{app}\""),
+    );
+    let app_url = as_user(&db.url, &login, "pw");
+    let run = |extra: &[&str]| {
+        let out = tenantctl(&dir)
+            .args(["--database-url", &db.url, "--format", "json", "verify"])
+            .args(["--app-url", &app_url])
+            .args(extra)
+            .output()
+            .unwrap();
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), json)
+    };
+    let (code, json) = run(&[]);
+    psql_exec(&db.url, &format!("DROP ROLE \"{login}\""));
+    assert_eq!(code, Some(0), "{json:#}");
+    assert_eq!(json["probes"]["real_login"], false);
+    let skipped: Vec<&Value> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "probe.real-login-skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{json:#}");
+    assert_eq!(skipped[0]["status"], "warn");
+    assert_eq!(json["stats"]["synthetic_tenants"], true);
+}

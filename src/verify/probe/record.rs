@@ -192,10 +192,11 @@ pub(super) fn readable_rows(tally: &mut Tally, r: &Readable, leaked: i64, tenant
     );
 }
 
-/// A context probe (check `id`, the context set to `value`) saw `seen` rows of table `name`.
+/// A context probe (check `id`, the context set to `value`) saw `seen` rows of table `name`,
+/// acting as `who` (the app role, or the application's login).
 pub(super) fn context_finding(
     id: &'static str,
-    value: &str,
+    (value, who): (&str, &str),
     seen: i64,
     name: &str,
 ) -> Option<Finding> {
@@ -205,9 +206,9 @@ pub(super) fn context_finding(
             table(name),
             match id {
                 "probe.no-context" => {
-                    format!("with no context set, the app role sees {seen} row(s) of {name}")
+                    format!("with no context set, {who} sees {seen} row(s) of {name}")
                 }
-                _ => format!("with context {value:?} the app role sees {seen} row(s) of {name}"),
+                _ => format!("with context {value:?} {who} sees {seen} row(s) of {name}"),
             },
         )
     })

@@ -298,7 +298,12 @@ pub(super) async fn context_probes(conn: &Conn, nested: bool) -> Result<Tally> {
                 Ok(rows) => Reads::from_row(&rows[0])?.visible,
                 Err(_) => 0,
             };
-            tally.record(id, record::context_finding(id, value, seen, name));
+            let who = match &conn.plan.acting.login {
+                Some(login) => format!("the application's login {login}"),
+                None => format!("the app role {}", conn.plan.app),
+            };
+            let finding = record::context_finding(id, (value, &who), seen, name);
+            tally.record(id, finding);
         }
         undone?;
     }
