@@ -173,3 +173,12 @@ pub fn probe_function_call() -> String {
 pub fn begin_in_snapshot(begin: &str, id: &str) -> String {
     format!("{begin}; SET TRANSACTION SNAPSHOT {}", escape_literal(id))
 }
+
+/// As the application's own login (`verify --app-url`) the probes switch no role: the same
+/// parameters as `pg::tx::SET_ROLE_SQL`, the role (`$1`) unused.
+pub const STAY_AS_LOGIN: &str = "SELECT $1::text IS NULL AS unused";
+/// The same parameters as `pg::tx::SET_TENANT_SQL`: the context (`$2`, `$3`) set, no role switch.
+pub const STAY_AS_LOGIN_IN_CONTEXT: &str =
+    "SELECT $1::text IS NULL AS unused, pg_catalog.set_config($2, $3, true)";
+/// Every probe transaction's statement timeout (`$1`, e.g. `30000ms`), transaction-local.
+pub const PROBE_TIMEOUT: &str = "SELECT pg_catalog.set_config('statement_timeout', $1, true)";

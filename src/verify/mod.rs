@@ -8,6 +8,7 @@ mod pooled;
 mod preflight;
 mod probe;
 pub mod render;
+pub mod sarif;
 mod tx;
 
 use std::collections::BTreeMap;
@@ -142,6 +143,9 @@ pub const CHECKS: &[CheckDef] = &[
     check("drift.view-invoker", E, "a declared view is not both security_invoker and security_barrier: it reads with its owner's rights, outside the reader's row-level security", "ALTER VIEW <view> SET (security_invoker = true, security_barrier = true)"),
     check("drift.partition", E, "a declared partition is missing, or is not attached to its declared table", files_or_db!("re-create or re-attach the partition as declared")),
     check("drift.extension", E, "a declared extension is not installed, or is in another schema than declared", files_or_db!("CREATE EXTENSION <name> WITH SCHEMA <schema>, or ALTER EXTENSION <name> SET SCHEMA <schema>")),
+    check("probe.error", E, "a probe failed because of the database's own objects (a policy, function or trigger raising an error, infinite recursion in a policy, a missing object): what it was to prove is unproven", "fix the object the error names (the message carries the server's error and SQLSTATE); run the failing statement as the app role in a tenant's context to see it"),
+    check("probe.timeout", E, "a probe was cancelled by the probes' statement timeout (--probe-timeout, [verify] probe_timeout): what it was to prove is unproven", "find what makes the statement slow (a policy or function doing per-row work, a lock held by another session), or raise --probe-timeout"),
+    check("probe.real-login-skipped", W, "--app-url was given but there are fewer than two tenants: the probes as the application's login were skipped (synthetic tenants never leave verify's own transaction)", "run verify against a database with at least two tenants (a CI branch with seeded tenants) to probe as the real login"),
 ];
 
 pub fn check_def(id: &str) -> &'static CheckDef {
@@ -261,7 +265,16 @@ pub struct Settings {
     pub progress: bool,
     /// The application's login through a transaction pooler: run the pooler leak probe there.
     pub pooled: Option<pg::Target>,
+    /// The application's own login (`--app-url`): the probes log in as it, no SET ROLE.
+    pub app: Option<pg::Target>,
+    /// No write probes (they take row locks and fire triggers on live rows).
+    pub read_only: bool,
+    /// The statement timeout of every probe transaction.
+    pub probe_timeout: Duration,
 }
+
+/// The default of `--probe-timeout`.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -271,8 +284,28 @@ impl Default for Settings {
             static_only: false,
             progress: false,
             pooled: None,
+            app: None,
+            read_only: false,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
         }
     }
+}
+
+/// How the probes ran: as whom, with which limits, what they could not prove, and why they
+/// could not run (when they could not: the static findings are reported all the same).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProbeInfo {
+    /// The role the probes acted as: the application's login, or the app role.
+    pub acted_as: Option<String>,
+    /// Whether they logged in as the application's login (`--app-url`).
+    pub real_login: bool,
+    /// Without `--app-url`: the login roles granted the app role (not probed as).
+    pub logins: Vec<String>,
+    pub read_only: bool,
+    pub statement_timeout_ms: u64,
+    pub notes: Vec<String>,
+    /// Why the probes could not run (verify then exits 2).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -293,6 +326,7 @@ pub struct Report {
     pub tenants_probed: u64,
     pub synthetic_tenants: bool,
     pub elapsed: Duration,
+    pub probes: ProbeInfo,
 }
 
 impl Report {
@@ -324,10 +358,25 @@ impl Report {
 /// The `perf.*` plan checks of every tenant table (shared with `bench`): warnings, since a plan
 /// that cannot use the tenant index is slow, not leaky.
 async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Result<Tally> {
-    let checks = crate::bench::plans::check_tables(client, schema, &schema.tenancy.table_schema)
-        .await
-        .context("the plan checks failed to run")?;
     let mut tally = Tally::default();
+    let checks =
+        match crate::bench::plans::check_tables(client, schema, &schema.tenancy.table_schema).await
+        {
+            Ok(checks) => checks,
+            // The connection lives: the database's own objects refused the app role's statement
+            // (a policy raising, or recursing), a finding as for every probe. A lost connection
+            // stops the run.
+            Err(e) if !client.is_closed() => {
+                let what = format!("the plan checks as {}", schema.tenancy.app_role);
+                tally.fail(Finding::new(
+                    "probe.error",
+                    format!("role {}", schema.tenancy.app_role),
+                    format!("{what} failed: {e:#}"),
+                ));
+                return Ok(tally);
+            }
+            Err(e) => return Err(e).context("the plan checks failed to run"),
+        };
     for c in checks {
         // bench calls it perf.tenant-index; here that id is the catalog check (no such index).
         let id = match c.name {
@@ -340,12 +389,14 @@ async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Re
     Ok(tally)
 }
 
-/// Run the whole gate against `url`. Any error (no connection, a connection lost mid-run, a
-/// role it cannot switch to) is an `Err`: never a pass.
+/// Run the whole gate against `url`. Connecting, reading the catalog or switching roles
+/// failing is an `Err` (never a pass); the probes failing to run is the report's
+/// `probes.error` (the static findings are reported with it, and the command exits 2).
 pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Result<Report> {
     let started = Instant::now();
     let mut client = pg::connect(url).await?;
     preflight::check_set_role(&client, schema).await?;
+    let mut info = ProbeInfo::default();
 
     // The static checks (a connection of their own) and the probes run at the same time: the
     // checks are many small catalog queries, mostly waiting on round trips.
@@ -353,23 +404,31 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         (catalog::check(&client, schema).await, None)
     } else {
         let statics = async { catalog::check(&pg::connect(url).await?, schema).await };
-        let (s, p) = tokio::join!(statics, probe::run(url, &client, schema, settings));
+        let probes = probe::run(url, &client, schema, settings, &mut info);
+        let (s, p) = tokio::join!(statics, probes);
         (s, Some(p))
     };
     let mut tally = statics.context("static checks failed to run")?;
+    let mut probe_error = None;
     if let (Some(pooled), false) = (&settings.pooled, settings.static_only) {
-        let leaks = pooled::run(pooled, &client, schema).await;
-        tally.merge(leaks.context("the pooler leak probe failed to run")?);
+        match pooled::run(pooled, &client, schema).await {
+            Ok(leaks) => tally.merge(leaks),
+            Err(e) => probe_error = Some(format!("the pooler leak probe failed to run: {e:#}")),
+        }
     }
     tally.merge(plan_checks(&mut client, schema).await?);
     let (tenants_probed, synthetic_tenants) = match probes {
         None => (0, false),
-        Some(outcome) => {
-            let outcome = outcome.context("probes failed to run")?;
+        Some(Ok(outcome)) => {
             tally.merge(outcome.tally);
             (outcome.tenants_probed, outcome.synthetic)
         }
+        Some(Err(e)) => {
+            probe_error = Some(format!("probes failed to run: {e:#}"));
+            (0, false)
+        }
     };
+    info.error = probe_error;
     // Sorted so that runs over the same database give the same report.
     tally.findings.sort_by(|a, b| {
         let order = |id: &str| CHECKS.iter().position(|c| c.id == id);
@@ -386,6 +445,7 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         tenants_probed,
         synthetic_tenants,
         elapsed: started.elapsed(),
+        probes: info,
     })
 }
 

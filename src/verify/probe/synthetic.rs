@@ -271,7 +271,7 @@ pub(super) async fn run(
     mut tally: Tally,
     all: bool,
 ) -> Result<Outcome> {
-    let conn = Conn::new(pg::connect(url).await?, plan.clone()).await?;
+    let conn = Conn::new(pg::connect(url).await?, plan.clone(), None).await?;
     let (result, undone) = conn
         .rolled_back(&Scope::RepeatableRead, async {
             let mut tenants: Vec<Uuid> = match &named {
