@@ -4,7 +4,8 @@
 //! report for it. One file per class of breakage; `every_broken_database_is_caught...` runs them.
 //!
 //! Placeholders in the SQL: `{app}`, `{admin}`, `{owner}` (quoted role names), `{db}` (quoted
-//! database name), `{prefix}` (this run's role prefix), `{gym_a}`, `{gym_b}` (the two gyms' ids).
+//! database name; `{dbname}` unquoted), `{prefix}` (this run's role prefix), `{gym_a}`, `{gym_b}`
+//! (the two gyms' ids), `{port}` (the cluster's port).
 
 mod basic;
 mod hardening;
@@ -143,6 +144,8 @@ pub fn fill_for(t: &Template, sql: &str, db: &str) -> String {
         .replace("{prefix}", &t.db.role_prefix)
         .replace("{gym_a}", GYM_A)
         .replace("{gym_b}", GYM_B)
+        .replace("{dbname}", db)
+        .replace("{port}", &cluster().port.to_string())
 }
 
 /// One way isolation breaks: SQL run as superuser on a copy of the clean database, the check ids
