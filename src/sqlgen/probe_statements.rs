@@ -163,6 +163,15 @@ pub fn synthetic_insert(schema: &str, table: &str, columns: &[(String, String)])
     )
 }
 
+/// One key of a global reference table, as text: what a synthetic row's foreign key to it takes.
+pub fn any_key(schema: &str, table: &str, key: &str) -> String {
+    format!(
+        "SELECT {}::text FROM {} LIMIT 1",
+        q(key),
+        rel(schema, table)
+    )
+}
+
 /// The call of the probe function (see [`super::probe_function`]).
 pub fn probe_function_call() -> String {
     format!("SELECT * FROM {PROBE_FUNCTION}($1, $2, $3, $4)")

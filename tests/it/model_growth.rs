@@ -326,6 +326,24 @@ fn detached_partitions_and_missing_extensions_are_drift() {
     }
 }
 
+/// With one tenant, verify creates two synthetic ones (rolled back): their rows in a table with a
+/// foreign key to a global table take an existing key of it, and the probes run on them.
+#[test]
+fn synthetic_tenants_reference_global_rows() {
+    let Some(p) = project() else { return };
+    let url = copy(p, "one_tenant");
+    psql_exec(
+        &url,
+        &format!(
+            "DELETE FROM subscriptions WHERE gym_id = '{GYM_B}'; DELETE FROM members WHERE gym_id = '{GYM_B}';
+             DELETE FROM coaches WHERE gym_id = '{GYM_B}'; DELETE FROM gyms WHERE id = '{GYM_B}'"
+        ),
+    );
+    let (code, json, err) = verify(p, &url);
+    assert_eq!(code, 0, "{json:#}\n{err}");
+    assert_eq!(json["stats"]["tenants_probed"], 3, "{json:#}");
+}
+
 /// On PostgreSQL 14 (no security_invoker views) the migration that creates a view fails with
 /// what to do, and applies nothing. Runs on the server the suite runs on: `.ci/run` and
 /// `TENANTCTL_PG_BINDIR=<14's bindir>` reach the refusing branch.
