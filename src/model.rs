@@ -12,6 +12,20 @@ pub struct Schema {
     pub roles: BTreeMap<String, Role>,
     /// Table name → table.
     pub tables: BTreeMap<String, Table>,
+    /// `[[verify.allow]]`: verify findings accepted on purpose. Not part of the snapshot (it
+    /// generates no SQL).
+    #[serde(skip)]
+    pub allow: Vec<Allow>,
+}
+
+/// One `[[verify.allow]]` entry: a finding on `object` (of check `check`, or any) is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub object: String,
+    pub check: Option<String>,
+    pub reason: String,
+    /// Where it is written: `policies/x.toml:12:1`.
+    pub at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,8 @@ pub(crate) struct RawFile {
     pub(crate) tables: BTreeMap<Spanned<String>, Spanned<RawTable>>,
     #[serde(default)]
     pub(crate) policies: Vec<Spanned<RawPolicy>>,
+    /// `[verify]`: only `[[verify.allow]]` (src/policy/allow.rs).
+    pub(crate) verify: Option<super::allow::RawVerify>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,7 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
         tenancy: new.tenancy.clone(),
         roles: BTreeMap::new(),
         tables: BTreeMap::new(),
+        allow: Vec::new(),
     };
     let old_tenancy = old.map(|o| &o.tenancy);
     let tn = &new.tenancy;

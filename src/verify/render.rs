@@ -4,9 +4,12 @@ use serde_json::{json, Value};
 
 use super::{Finding, Report, Severity, CHECKS};
 
-/// `pass`, `fail` (fails the gate) or `warn` (a warning that does not).
+/// `pass`, `fail` (fails the gate), `warn` (a warning that does not) or `allowed` (accepted by
+/// `[[verify.allow]]`).
 fn status(f: &Finding, fail_on: Severity) -> &'static str {
-    if f.severity >= fail_on {
+    if f.allowed.is_some() {
+        "allowed"
+    } else if f.severity >= fail_on {
         "fail"
     } else {
         "warn"
@@ -45,7 +48,7 @@ fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
             continue;
         }
         for f in findings {
-            out.push(json!({
+            let mut entry = json!({
                 "id": f.id,
                 "severity": f.severity,
                 "status": status(f, fail_on),
@@ -53,7 +56,11 @@ fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
                 "tenant": f.tenant,
                 "message": f.message,
                 "hint": f.hint,
-            }));
+            });
+            if let Some(reason) = &f.allowed {
+                entry["allowed"] = json!(reason);
+            }
+            out.push(entry);
         }
     }
     out
@@ -102,7 +109,10 @@ pub fn table(report: &Report, fail_on: Severity) -> String {
                 f.id.to_string(),
                 f.object.clone(),
                 f.tenant.clone().unwrap_or_default(),
-                format!("{}\nfix: {}", f.message, f.hint),
+                match &f.allowed {
+                    Some(reason) => format!("{}\nallowed: {reason}", f.message),
+                    None => format!("{}\nfix: {}", f.message, f.hint),
+                },
             ]);
         }
         out.push_str(&t.to_string());

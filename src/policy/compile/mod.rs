@@ -59,6 +59,7 @@ pub(crate) fn compile(
     let mut tables = tables::compile(&declared, &tenancy, &roles, role_names, errors);
     policies::compile(files, &mut tables, &declared, &roles, role_names, errors);
     tables::check_manual_isolation(&declared, &tables, &tenancy, errors);
+    let allow = super::allow::compile(files, errors);
     if !errors.is_empty() {
         return None;
     }
@@ -66,6 +67,7 @@ pub(crate) fn compile(
         tenancy,
         roles,
         tables,
+        allow,
     })
 }
 

@@ -12,6 +12,7 @@ mod relations;
 mod roles;
 mod tables;
 mod triggers;
+mod world;
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -34,6 +35,7 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     let norm = normalise::normalise(client, schema).await?;
     tables::check_declared(client, schema, &rels, &norm, &mut tally).await?;
     relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
+    world::check(client, schema, (&rels, &tenant), &mut tally).await?;
     Ok(tally)
 }
 
