@@ -384,3 +384,14 @@ fn an_allow_list_entry_that_matches_nothing_is_a_warning() {
     let (code, _) = verify_allowing(&url, stale, &["--fail-on", "warning"]);
     assert_eq!(code, 1);
 }
+
+/// An extension's own relations (pg_depend type 'e') are the extension's: pg_stat_statements'
+/// views, readable by PUBLIC, are not undeclared relations of the app.
+#[test]
+fn an_extensions_own_relations_are_not_undeclared() {
+    let (url, _) = super::clone("world_extension");
+    crate::harness::psql_exec(&url, "CREATE EXTENSION pg_stat_statements");
+    let (code, json, stderr) = super::verify(&url, &["--static-only", "--fail-on", "warning"]);
+    assert_eq!(code, 0, "{json:#}\n{stderr}");
+    assert!(super::failing_ids(&json).is_empty(), "{json:#}");
+}
