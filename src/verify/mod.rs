@@ -249,8 +249,8 @@ impl Tally {
 
     /// Apply the allow-list: a finding whose object (and id, when the entry names one) an entry
     /// names is kept, marked allowed with the entry's reason; an entry that matches nothing is a
-    /// `verify.allow-unused` warning.
-    pub fn allow(&mut self, entries: &[crate::model::Allow]) {
+    /// `verify.allow-unused` warning, except an entry for a probe check when no probe ran.
+    pub fn allow(&mut self, entries: &[crate::model::Allow], probed: bool) {
         for a in entries {
             let mut used = false;
             for f in self
@@ -266,7 +266,8 @@ impl Tally {
                 .as_deref()
                 .map(|c| format!(" check = {c:?}"))
                 .unwrap_or_default();
-            self.fail_if("verify.allow-unused", !used, &a.object, || {
+            let unprobed = !probed && a.check.as_deref().is_some_and(|c| c.starts_with("probe."));
+            self.fail_if("verify.allow-unused", !used && !unprobed, &a.object, || {
                 format!(
                     "[[verify.allow]] at {} (object = {:?}{check}) matches no finding",
                     a.at, a.object
@@ -424,7 +425,7 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
             (outcome.tenants_probed, outcome.synthetic)
         }
     };
-    tally.allow(&schema.allow);
+    tally.allow(&schema.allow, !settings.static_only);
     // Sorted so that runs over the same database give the same report.
     tally.findings.sort_by(|a, b| {
         let order = |id: &str| CHECKS.iter().position(|c| c.id == id);
@@ -446,7 +447,52 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::CHECKS;
+    use super::{Finding, Tally, CHECKS};
+    use crate::model::Allow;
+
+    fn entry(object: &str, check: Option<&str>) -> Allow {
+        Allow {
+            object: object.into(),
+            check: check.map(Into::into),
+            reason: "reviewed".into(),
+            at: "policies/a.toml:3:1".into(),
+        }
+    }
+
+    #[test]
+    fn the_allow_list_marks_exact_matches_and_reports_stale_entries() {
+        let mut tally = Tally::default();
+        tally.fail(Finding::new(
+            "world.trigger",
+            "trigger public.members.audit",
+            "m",
+        ));
+        tally.fail(Finding::new("world.sequence", "sequence public.s", "m"));
+        tally.allow(
+            &[
+                entry("trigger public.members.audit", None),
+                // Another check's id, and a prefix of the object: neither matches.
+                entry("sequence public.s", Some("world.trigger")),
+                entry("trigger public.members", None),
+                // A probe check when no probe ran: not stale.
+                entry("table public.members", Some("probe.count")),
+            ],
+            false,
+        );
+        let allowed: Vec<_> = tally.findings.iter().map(|f| f.allowed.is_some()).collect();
+        assert_eq!(allowed[..2], [true, false]);
+        assert_eq!(
+            tally.findings[0].allowed.as_deref(),
+            Some("reviewed (policies/a.toml:3:1)")
+        );
+        let unused: Vec<&str> = tally
+            .findings
+            .iter()
+            .filter(|f| f.id == "verify.allow-unused")
+            .map(|f| f.object.as_str())
+            .collect();
+        assert_eq!(unused, ["sequence public.s", "trigger public.members"]);
+    }
 
     #[test]
     fn every_check_id_is_unique_and_documented() {

@@ -169,6 +169,10 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
                     None => format!("{} {}", f.id, f.object),
                 };
                 let body = format!("{}\nfix: {}", f.message, f.hint);
+                let note = match &f.allowed {
+                    Some(reason) => format!("allowed: {}\nreason: {reason}", f.message),
+                    None => format!("warning: {body}"),
+                };
                 if status(f, fail_on) == "fail" {
                     failures += 1;
                     cases.push(format!(
@@ -180,9 +184,9 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
                     ));
                 } else {
                     cases.push(format!(
-                        "    <testcase classname=\"tenantctl.verify.{suite}\" name=\"{}\">\n      <system-out>warning: {}</system-out>\n    </testcase>\n",
+                        "    <testcase classname=\"tenantctl.verify.{suite}\" name=\"{}\">\n      <system-out>{}</system-out>\n    </testcase>\n",
                         xml(&name),
-                        xml(&body)
+                        xml(&note)
                     ));
                 }
             }
