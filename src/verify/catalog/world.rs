@@ -118,6 +118,14 @@ JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablenam
 WHERE c.oid = ANY($1)
 GROUP BY 1 ORDER BY 1";
 
+/// Subscriptions into this database (the columns PUBLIC may read).
+const SUBSCRIPTIONS: &str = "
+SELECT s.subname::text AS name, pg_catalog.array_to_string(s.subpublications, ', ') AS publications,
+       pg_catalog.pg_get_userbyid(s.subowner)::text AS owner
+FROM pg_catalog.pg_subscription s
+WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+ORDER BY 1";
+
 /// Foreign keys into a table of $1 from a table outside $3 that the app role ($2) can write.
 const FOREIGN_KEYS: &str = "
 SELECT n.nspname::text AS schema, r.relname::text AS relation, c.conname::text AS name, c.confrelid AS target
@@ -194,6 +202,14 @@ typed_row! {
 }
 
 typed_row! {
+    struct Subscription {
+        name: String,
+        publications: String,
+        owner: String,
+    }
+}
+
+typed_row! {
     struct ForeignKey {
         schema: String,
         relation: String,
@@ -260,6 +276,7 @@ pub(super) async fn check(
     inheritance(client, &world, rels, tally).await?;
     sequences(client, &world, tally).await?;
     publications(client, tenant, tally).await?;
+    subscriptions(client, tally).await?;
     foreign_keys(client, &world, rels, tenant, tally).await
 }
 
@@ -495,6 +512,33 @@ async fn publications(client: &Client, tenant: &TenantData, tally: &mut Tally) -
         Publication::from_row,
         finding,
         ("world.publication", tally),
+    )
+    .await
+}
+
+/// world.subscription: any subscription into this database. Its apply worker writes what the
+/// publisher sends into the tables as its owner, outside the app role's policies, whichever
+/// tenant the rows name (which tables it fills, pg_subscription_rel, only a superuser may read).
+async fn subscriptions(client: &Client, tally: &mut Tally) -> Result<()> {
+    let finding = |s: Subscription| {
+        Finding::new(
+            "world.subscription",
+            format!("subscription {}", s.name),
+            format!(
+                "subscription {} (publications {}, owner {}) writes rows into this database's tables outside row-level security",
+                s.name, s.publications, s.owner
+            ),
+        )
+    };
+    let sql = (SUBSCRIPTIONS, typed![] as &[_]);
+    let what = "cannot read subscriptions";
+    each_row(
+        client,
+        sql,
+        what,
+        Subscription::from_row,
+        finding,
+        ("world.subscription", tally),
     )
     .await
 }

@@ -270,6 +270,12 @@ pub const HARDENING: &[Case] = &[
         "CREATE PUBLICATION everything FOR ALL TABLES",
         &["world.publication"],
     ),
+    // Whatever the publisher sends lands in the tables, outside RLS (not connected here).
+    case(
+        "world_subscription",
+        "CREATE SUBSCRIPTION feed CONNECTION 'dbname=postgres' PUBLICATION members_out WITH (connect = false)",
+        &["world.subscription"],
+    ),
     case(
         "world_extra_plain_column",
         "ALTER TABLE public.members ADD COLUMN nickname text",
