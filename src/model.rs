@@ -22,6 +22,10 @@ pub struct Schema {
     /// Extension name → where it lives.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extensions: BTreeMap<String, Extension>,
+    /// `[[verify.allow]]`: verify findings accepted on purpose. Not part of the snapshot (it
+    /// generates no SQL).
+    #[serde(skip)]
+    pub allow: Vec<Allow>,
 }
 
 impl Schema {
@@ -34,6 +38,7 @@ impl Schema {
             globals: BTreeMap::new(),
             views: BTreeMap::new(),
             extensions: BTreeMap::new(),
+            allow: Vec::new(),
         }
     }
 
@@ -45,6 +50,16 @@ impl Schema {
                 .is_some_and(|p| p.partitions.contains_key(name))
         })
     }
+}
+
+/// One `[[verify.allow]]` entry: a finding on `object` (of check `check`, or any) is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub object: String,
+    pub check: Option<String>,
+    pub reason: String,
+    /// Where it is written: `policies/x.toml:12:1`.
+    pub at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,8 @@ pub(crate) struct RawFile {
     pub(crate) views: BTreeMap<Spanned<String>, Spanned<RawView>>,
     #[serde(default)]
     pub(crate) extensions: BTreeMap<Spanned<String>, Spanned<RawExtension>>,
+    /// `[verify]`: only `[[verify.allow]]` (src/policy/allow.rs).
+    pub(crate) verify: Option<super::allow::RawVerify>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -91,7 +91,6 @@ pub const CHECKS: &[CheckDef] = &[
     check("drift.owner", E, "a declared table, the helper schema or a helper function is not owned by the owner role", "ALTER TABLE/SCHEMA/FUNCTION ... OWNER TO <owner>"),
     check("drift.rule", E, "a tenant table carries a rule (its actions run with the table owner's rights, outside the policies)", "DROP RULE <rule> ON <table>"),
     check("drift.trigger-late", E, "an undeclared enabled BEFORE INSERT/UPDATE row trigger on a tenant table fires after the immutability trigger (it can change the tenant id after the check)", "DROP TRIGGER <trigger> ON <table>"),
-    check("drift.trigger-undeclared", W, "a tenant table carries a trigger that tenantctl does not generate", "DROP TRIGGER <trigger> ON <table>, or review what it writes"),
     check("rls.disabled", E, "row-level security is not enabled on a tenant table", "ALTER TABLE ... ENABLE ROW LEVEL SECURITY"),
     check("rls.not-forced", E, "row-level security is not forced on a tenant table (its owner bypasses it)", "ALTER TABLE ... FORCE ROW LEVEL SECURITY"),
     check("exposure.table", E, "a table the app role can reach carries the tenant column but row-level security is off", "declare the table in policies/ (it gets RLS), or enable and force RLS with a tenant policy, or revoke the app role's access"),
@@ -101,7 +100,22 @@ pub const CHECKS: &[CheckDef] = &[
     check("exposure.function", E, "a SECURITY DEFINER function the app role (or PUBLIC) can execute reads tenant tables, or runs as a superuser, a BYPASSRLS role, a tenant-table owner, the owner or the admin role (whatever its body: dynamic SQL hides what it reads)", "make it SECURITY INVOKER, or REVOKE EXECUTE ... FROM PUBLIC and from the app role"),
     check("exposure.function-search-path", E, "a SECURITY DEFINER function the app role can execute has no pinned search_path", "ALTER FUNCTION ... SET search_path = pg_catalog, pg_temp (and qualify names), or revoke EXECUTE"),
     check("exposure.undeclared", E, "a table, view, materialized view or foreign table the app role can reach is not declared in policies/ and carries the tenant column or is derived from tenant tables (security_invoker views over security_invoker views only are exempt)", "declare the table in policies/, or revoke the app role's access (and PUBLIC's)"),
-    check("exposure.undeclared-other", W, "a table, view, materialized view or foreign table the app role can reach is not declared in policies/ (no tenant column or tenant dependency seen)", "declare it, or revoke the app role's access (and PUBLIC's); a renamed copy of tenant data looks like this"),
+    // world: everything attached to a tenant table, or reachable by the app, is declared (or allow-listed).
+    check("world.relation", E, "a table, view, materialized view or foreign table the app role can reach is not declared in policies/ (no tenant column or tenant dependency seen: a renamed copy of tenant data looks like this; unknown means unsafe)", "declare it, or `REVOKE ALL ON <relation> FROM <app>, PUBLIC`, or allow-list it: [[verify.allow]] object = \"table <schema>.<name>\" reason = \"...\""),
+    check("world.column", E, "an undeclared column on a declared table computes its value with a function outside pg_catalog (a generated column, or a default): the function can read other tenants' rows into this tenant's row", "drop the column (ALTER TABLE ... DROP COLUMN), or declare it in policies/"),
+    check("world.column-extra", W, "an undeclared column on a declared table (plain: no function outside pg_catalog computes it)", "declare it in policies/, or drop it"),
+    check("world.unique", E, "a UNIQUE or EXCLUDE constraint, or a unique index, on a tenant table does not include the tenant column: a unique violation tells a tenant that another tenant holds the value (a cross-tenant side channel)", "include the tenant column: UNIQUE (<tenant column>, ...); declare it as unique = [[...]] in policies/"),
+    check("world.constraint", E, "an undeclared CHECK, foreign key or unique constraint (with the tenant column) on a declared table", "declare it in policies/, or `ALTER TABLE ... DROP CONSTRAINT <name>`"),
+    check("world.index", E, "an undeclared index on a tenant table evaluates a function outside pg_catalog (an expression or predicate): it runs on every write, with the writer's data", "drop the index, or declare an index on plain columns"),
+    check("world.index-extra", W, "an undeclared, non-unique (or unique with the tenant column) index on a declared table: it cannot break isolation", "declare it in policies/ (indexes = [...]), or drop it"),
+    check("world.trigger", E, "a tenant table carries a trigger that tenantctl does not generate: it fires whatever EXECUTE grants say, and a SECURITY DEFINER trigger function runs as its owner (it can copy or change other tenants' rows)", "`DROP TRIGGER <trigger> ON <table>`, or allow-list it after review: [[verify.allow]] object = \"trigger <schema>.<table>.<name>\""),
+    check("world.rule", E, "a rule on a relation that is not a tenant table (those are `drift.rule`): its actions run with the relation owner's rights, outside the app role's policies", "`DROP RULE <rule> ON <relation>`"),
+    check("world.inheritance", E, "a tenant table inherits from, or is inherited by, an undeclared table: a SELECT on the parent shows the children's rows under the parent's policies only", "`ALTER TABLE <child> NO INHERIT <parent>` (or DETACH PARTITION), or declare both"),
+    check("world.sequence", E, "a sequence backs a tenant table (owned by its column, an identity, or its default): one counter shared by every tenant tells each how many rows the others write", "use uuid keys (gen_random_uuid()), or allow-list the sequence with the reason its values are not secret"),
+    check("world.publication", E, "a publication ships a tenant table (FOR ALL TABLES, a schema, or the table): every tenant's rows go to the subscriber, whatever RLS says", "`ALTER PUBLICATION <pub> DROP TABLE <table>` / `DROP PUBLICATION <pub>`, or allow-list it (a replica of the whole database)"),
+    check("world.subscription", E, "a subscription writes into this database: its apply worker inserts what the publisher sends into the tables as its owner, outside row-level security, whichever tenant the rows name", "`DROP SUBSCRIPTION <sub>`, or allow-list it (a replica fed from a trusted primary)"),
+    check("world.foreign-key", E, "an undeclared table the app role can write has a foreign key into a tenant table: the key check ignores RLS, so an insert tells whether another tenant's row exists", "drop the foreign key, or reference the tenant table by (<tenant column>, id) from a declared tenant table"),
+    check("verify.allow-unused", W, "a [[verify.allow]] entry matches no finding (the object was fixed or renamed: the entry is stale)", "remove the entry from the policy file"),
     check("role.app-superuser", E, "the app role is a superuser (RLS never applies)", "ALTER ROLE <app> NOSUPERUSER"),
     check("role.app-bypassrls", E, "the app role has BYPASSRLS", "ALTER ROLE <app> NOBYPASSRLS"),
     check("role.app-owns", E, "the app role owns a database object (owners can disable RLS, drop policies)", "ALTER ... OWNER TO the owner role"),
@@ -166,6 +180,8 @@ pub struct Finding {
     pub tenant: Option<String>,
     pub message: String,
     pub hint: String,
+    /// The reason of the `[[verify.allow]]` entry that accepts it (then it never fails the gate).
+    pub allowed: Option<String>,
 }
 
 impl Finding {
@@ -178,6 +194,7 @@ impl Finding {
             tenant: None,
             message: message.into(),
             hint: def.hint.to_string(),
+            allowed: None,
         }
     }
 
@@ -239,6 +256,35 @@ impl Tally {
 
     pub fn checks(&self) -> usize {
         self.runs.values().sum()
+    }
+
+    /// Apply the allow-list: a finding whose object (and id, when the entry names one) an entry
+    /// names is kept, marked allowed with the entry's reason; an entry that matches nothing is a
+    /// `verify.allow-unused` warning, except an entry for a probe check when no probe ran.
+    pub fn allow(&mut self, entries: &[crate::model::Allow], probed: bool) {
+        for a in entries {
+            let mut used = false;
+            for f in self
+                .findings
+                .iter_mut()
+                .filter(|f| f.object == a.object && a.check.as_deref().is_none_or(|c| c == f.id))
+            {
+                f.allowed = Some(format!("{} ({})", a.reason, a.at));
+                used = true;
+            }
+            let check = a
+                .check
+                .as_deref()
+                .map(|c| format!(" check = {c:?}"))
+                .unwrap_or_default();
+            let unprobed = !probed && a.check.as_deref().is_some_and(|c| c.starts_with("probe."));
+            self.fail_if("verify.allow-unused", !used && !unprobed, &a.object, || {
+                format!(
+                    "[[verify.allow]] at {} (object = {:?}{check}) matches no finding",
+                    a.at, a.object
+                )
+            });
+        }
     }
 }
 
@@ -308,6 +354,10 @@ pub struct ProbeInfo {
     pub error: Option<String>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub tenants_probed: u64,
@@ -315,6 +365,9 @@ pub struct Stats {
     pub checks: usize,
     pub errors: usize,
     pub warnings: usize,
+    /// Findings accepted by `[[verify.allow]]` (counted in neither errors nor warnings).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub allowed: usize,
     pub seconds: f64,
 }
 
@@ -337,6 +390,12 @@ impl Report {
             checks: self.tally.checks(),
             errors: self.count(Severity::Error),
             warnings: self.count(Severity::Warning),
+            allowed: self
+                .tally
+                .findings
+                .iter()
+                .filter(|f| f.allowed.is_some())
+                .count(),
             seconds: (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         }
     }
@@ -345,13 +404,16 @@ impl Report {
         self.tally
             .findings
             .iter()
-            .filter(|f| f.severity == severity)
+            .filter(|f| f.severity == severity && f.allowed.is_none())
             .count()
     }
 
-    /// The gate: no finding at or above `fail_on`.
+    /// The gate: no finding at or above `fail_on`, allow-listed findings aside.
     pub fn passed(&self, fail_on: Severity) -> bool {
-        self.tally.findings.iter().all(|f| f.severity < fail_on)
+        self.tally
+            .findings
+            .iter()
+            .all(|f| f.severity < fail_on || f.allowed.is_some())
     }
 }
 
@@ -429,6 +491,7 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         }
     };
     info.error = probe_error;
+    tally.allow(&schema.allow, !settings.static_only);
     // Sorted so that runs over the same database give the same report.
     tally.findings.sort_by(|a, b| {
         let order = |id: &str| CHECKS.iter().position(|c| c.id == id);
@@ -451,7 +514,52 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::CHECKS;
+    use super::{Finding, Tally, CHECKS};
+    use crate::model::Allow;
+
+    fn entry(object: &str, check: Option<&str>) -> Allow {
+        Allow {
+            object: object.into(),
+            check: check.map(Into::into),
+            reason: "reviewed".into(),
+            at: "policies/a.toml:3:1".into(),
+        }
+    }
+
+    #[test]
+    fn the_allow_list_marks_exact_matches_and_reports_stale_entries() {
+        let mut tally = Tally::default();
+        tally.fail(Finding::new(
+            "world.trigger",
+            "trigger public.members.audit",
+            "m",
+        ));
+        tally.fail(Finding::new("world.sequence", "sequence public.s", "m"));
+        tally.allow(
+            &[
+                entry("trigger public.members.audit", None),
+                // Another check's id, and a prefix of the object: neither matches.
+                entry("sequence public.s", Some("world.trigger")),
+                entry("trigger public.members", None),
+                // A probe check when no probe ran: not stale.
+                entry("table public.members", Some("probe.count")),
+            ],
+            false,
+        );
+        let allowed: Vec<_> = tally.findings.iter().map(|f| f.allowed.is_some()).collect();
+        assert_eq!(allowed[..2], [true, false]);
+        assert_eq!(
+            tally.findings[0].allowed.as_deref(),
+            Some("reviewed (policies/a.toml:3:1)")
+        );
+        let unused: Vec<&str> = tally
+            .findings
+            .iter()
+            .filter(|f| f.id == "verify.allow-unused")
+            .map(|f| f.object.as_str())
+            .collect();
+        assert_eq!(unused, ["sequence public.s", "trigger public.members"]);
+    }
 
     #[test]
     fn every_check_id_is_unique_and_documented() {

@@ -9,9 +9,12 @@ use super::{CheckDef, Finding, Report, Severity, CHECKS};
 /// goes away (added fields keep it).
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// `pass`, `fail` (fails the gate) or `warn` (a warning that does not).
+/// `pass`, `fail` (fails the gate), `warn` (a warning that does not) or `allowed` (accepted by
+/// `[[verify.allow]]`).
 pub(super) fn status(f: &Finding, fail_on: Severity) -> &'static str {
-    if f.severity >= fail_on {
+    if f.allowed.is_some() {
+        "allowed"
+    } else if f.severity >= fail_on {
         "fail"
     } else {
         "warn"
@@ -50,7 +53,7 @@ fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
             continue;
         }
         for f in findings {
-            out.push(json!({
+            let mut entry = json!({
                 "id": f.id,
                 "severity": f.severity,
                 "status": status(f, fail_on),
@@ -58,7 +61,11 @@ fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
                 "tenant": f.tenant,
                 "message": f.message,
                 "hint": f.hint,
-            }));
+            });
+            if let Some(reason) = &f.allowed {
+                entry["allowed"] = json!(reason);
+            }
+            out.push(entry);
         }
     }
     out
@@ -129,7 +136,10 @@ pub fn table(report: &Report, fail_on: Severity) -> String {
                 f.id.to_string(),
                 f.object.clone(),
                 f.tenant.clone().unwrap_or_default(),
-                format!("{}\nfix: {}", f.message, f.hint),
+                match &f.allowed {
+                    Some(reason) => format!("{}\nallowed: {reason}", f.message),
+                    None => format!("{}\nfix: {}", f.message, f.hint),
+                },
             ]);
         }
         out.push_str(&t.to_string());
@@ -189,6 +199,10 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
                     None => format!("{} {}", f.id, f.object),
                 };
                 let body = format!("{}\nfix: {}", f.message, f.hint);
+                let note = match &f.allowed {
+                    Some(reason) => format!("allowed: {}\nreason: {reason}", f.message),
+                    None => format!("warning: {body}"),
+                };
                 if status(f, fail_on) == "fail" {
                     failures += 1;
                     cases.push(format!(
@@ -200,9 +214,9 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
                     ));
                 } else {
                     cases.push(format!(
-                        "    <testcase classname=\"tenantctl.verify.{suite}\" name=\"{}\">\n      <system-out>warning: {}</system-out>\n    </testcase>\n",
+                        "    <testcase classname=\"tenantctl.verify.{suite}\" name=\"{}\">\n      <system-out>{}</system-out>\n    </testcase>\n",
                         xml(&name),
-                        xml(&body)
+                        xml(&note)
                     ));
                 }
             }

@@ -248,7 +248,7 @@ const BREAKS: &[Break] = &[
         sql: "ALTER POLICY subscriptions_tenant_isolation ON subscriptions_p0 USING (true);
               ALTER POLICY subscriptions_tenant_isolation ON subscriptions_p1 USING (true)",
         id: "drift.policy",
-        object: "policy subscriptions_tenant_isolation on public.subscriptions_p0",
+        object: "policy public.subscriptions_p0.subscriptions_tenant_isolation",
         leak: Leak::Reads("(SELECT gym_id FROM subscriptions_p0 UNION ALL SELECT gym_id FROM subscriptions_p1) s"),
     },
     Break {

@@ -589,7 +589,9 @@ fn read_only_runs_no_write_probe_and_says_what_it_cannot_prove() {
         )
     };
     let (code, json, stderr) = verify(&url, &["--read-only"]);
-    assert_eq!(code, 0, "{json:#}\n{stderr}");
+    // The counting trigger is itself undeclared (world.trigger): the only finding.
+    assert_eq!(code, 1, "{json:#}\n{stderr}");
+    assert_eq!(failing_ids(&json), ["world.trigger"], "{json:#}");
     assert_eq!(seen()[0][0].as_deref(), Some("1false"), "a write probe ran");
     assert_eq!(json["probes"]["read_only"], true);
     let notes = json["probes"]["notes"].to_string();
@@ -607,7 +609,7 @@ fn read_only_runs_no_write_probe_and_says_what_it_cannot_prove() {
     assert!(!ran(&json, "probe.cross-insert") && ran(&json, "probe.foreign-rows"));
     // Without it, the same trigger sees the write probes.
     let (code, json, _) = verify(&url, &[]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1);
     assert_ne!(seen()[0][0].as_deref(), Some("1false"));
     assert!(ran(&json, "probe.cross-insert"));
 }

@@ -70,6 +70,7 @@ pub(crate) fn compile(
     };
     let views = views::compile(files, &declared, &tables, &grant_ctx, errors);
     let extensions = extensions::compile(files, &roles, role_names, errors);
+    let allow = super::allow::compile(files, errors);
     if !errors.is_empty() {
         return None;
     }
@@ -81,6 +82,7 @@ pub(crate) fn compile(
         globals,
         views,
         extensions,
+        allow,
     })
 }
 

@@ -13,6 +13,7 @@ mod relations;
 mod roles;
 mod tables;
 mod triggers;
+mod world;
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -36,6 +37,7 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     tables::check_declared(client, schema, &rels, &norm, &mut tally).await?;
     declared::check(client, schema, &rels, &norm, &mut tally).await?;
     relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
+    world::check(client, schema, (&rels, &tenant), &mut tally).await?;
     Ok(tally)
 }
 

@@ -76,7 +76,6 @@ async fn declared_table(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
     columns::tenant_index(client, schema, rel, &table.tenant_column, tally).await?;
     grants::check(cx, tally).await?;
     triggers::immutability(cx, tally).await?;
-    triggers::others(client, rel, tally).await?;
     let live = policies::read(client, rel.oid).await?;
     policies::drift(schema, table, rel, &live, norm, tally);
     let memberships = roles::app_memberships(client, schema).await?;

@@ -10,6 +10,7 @@
 mod basic;
 mod hardening;
 mod probes;
+mod world;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -211,11 +212,15 @@ impl Case {
 /// Every corpus case: (broken databases that leak, changes that weaken the defences without a
 /// leak of their own that a query can show: verify reports them all the same).
 fn all_cases() -> (Vec<&'static Case>, Vec<&'static Case>) {
-    let leaks: Vec<&Case> = [basic::CASES, probes::CASES]
+    let leaks: Vec<&Case> = [basic::CASES, probes::CASES, world::CASES]
         .into_iter()
         .flatten()
         .collect();
-    (leaks, hardening::CASES.iter().collect())
+    let hardening = [hardening::CASES, world::HARDENING]
+        .into_iter()
+        .flatten()
+        .collect();
+    (leaks, hardening)
 }
 
 #[test]
