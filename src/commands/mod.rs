@@ -165,6 +165,7 @@ fn verify_settings(args: cli::VerifyArgs, format: cli::Format) -> verify::Settin
             static_only: args.static_only,
             progress: false,
             pooled: None,
+            reach: Default::default(),
         },
         pooled_url: args.pooled_url,
         fail_on: match args.fail_on {

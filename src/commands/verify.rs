@@ -38,6 +38,14 @@ pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Res
     let gate = verify::Settings {
         progress: settings.format == ReportFormat::Table && std::io::stderr().is_terminal(),
         pooled,
+        reach: verify::Reach {
+            operators: project.config.verify.operators.clone(),
+            neon: project
+                .config
+                .verify
+                .platform
+                .map(|p| p == crate::settings::Platform::Neon),
+        },
         ..settings.gate.clone()
     };
     let fail_on = settings.fail_on;
