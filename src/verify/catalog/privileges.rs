@@ -17,7 +17,8 @@ use crate::model::Schema;
 use crate::verify::{Finding, Tally};
 
 /// Each object with an ACL of its own: the catalog, the object, its owner, the `acldefault`
-/// type letter and how findings name it.
+/// type letter and how findings name it. A security_invoker view adds no reach of its own (its
+/// reader's privileges on what it reads are checked as such).
 macro_rules! objects {
     () => {
         "
@@ -26,13 +27,15 @@ SELECT 'pg_class'::regclass AS classid, c.oid AS objid, 0 AS subid, c.relacl AS 
        CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
                       WHEN 'S' THEN 'sequence' ELSE 'table' END || ' ' || n.nspname || '.' || c.relname AS object
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relacl IS NOT NULL AND c.oid <> ALL($2)
+WHERE c.relacl IS NOT NULL AND c.oid <> ALL($2) AND NOT (c.relkind = 'v' AND coalesce(c.reloptions, '{}')::text[]
+      && ARRAY['security_invoker=true', 'security_invoker=on', 'security_invoker=yes', 'security_invoker=1'])
 UNION ALL
 SELECT 'pg_class'::regclass, c.oid, a.attnum, a.attacl, c.relowner, 'c',
        'column ' || n.nspname || '.' || c.relname || '.' || a.attname
 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE a.attacl IS NOT NULL AND NOT a.attisdropped AND c.oid <> ALL($2)
+WHERE a.attacl IS NOT NULL AND NOT a.attisdropped AND c.oid <> ALL($2) AND NOT (c.relkind = 'v' AND coalesce(c.reloptions, '{}')::text[]
+      && ARRAY['security_invoker=true', 'security_invoker=on', 'security_invoker=yes', 'security_invoker=1'])
 UNION ALL
 SELECT 'pg_proc'::regclass, p.oid, 0, p.proacl, p.proowner, 'f',
        'function ' || n.nspname || '.' || p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')'

@@ -8,6 +8,8 @@
 
 mod basic;
 mod hardening;
+mod reach;
+mod realistic;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -48,7 +50,7 @@ pub fn notemp_template() -> &'static Template {
     T.get_or_init(|| make_template("verify_notemp"))
 }
 
-fn make_template(label: &str) -> Template {
+pub fn make_template(label: &str) -> Template {
     {
         let db = test_db(label);
         let dir = write_project(&db, true);
@@ -191,7 +193,7 @@ impl Case {
 /// Every corpus case: (broken databases that leak, changes that weaken the defences without a
 /// leak of their own that a query can show: verify reports them all the same).
 fn all_cases() -> (Vec<&'static Case>, Vec<&'static Case>) {
-    let leaks: Vec<&Case> = [basic::CASES].into_iter().flatten().collect();
+    let leaks: Vec<&Case> = [basic::CASES, reach::CASES].into_iter().flatten().collect();
     (leaks, hardening::CASES.iter().collect())
 }
 
