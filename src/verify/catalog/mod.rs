@@ -31,7 +31,6 @@ use relations::Rel;
 pub async fn check(client: &Client, schema: &Schema, reach: &Reach) -> Result<Tally> {
     let mut tally = Tally::default();
     roles::check(client, schema, &mut tally).await?;
-    config::default_context(client, schema, &mut tally).await?;
     let rels = relations::list(client, schema).await?;
     let tenant = TenantData::of(schema, &rels);
     functions::check(client, schema, &tenant.owners(&rels), &mut tally).await?;
@@ -56,6 +55,7 @@ async fn reach_checks(
     let platform = platform::Platform::of(client, reach).await?;
     let closure = closure::Closure::read(client, schema, reach).await?;
     closure::check(client, schema, &closure, tally).await?;
+    config::default_context(client, schema, &closure.grantees(), tally).await?;
     let declared: Vec<u32> = rels
         .iter()
         .filter(|r| r.is_declared(schema))
