@@ -36,6 +36,21 @@ pub struct VerifyConfig {
     pub app_url: Option<String>,
     /// The statement timeout of every probe, e.g. "30s" (`--probe-timeout` overrides it).
     pub probe_timeout: Option<String>,
+    /// The operator roles (the role that migrates, the role verify connects as, ...): members of
+    /// the app role that sit outside the application's reach. The connecting role always is one.
+    #[serde(default)]
+    pub operators: Vec<String>,
+    /// The managed platform whose own roles, extensions and settings verify recognises
+    /// (`"neon"` or `"postgres"`); unset: detected from the database.
+    pub platform: Option<Platform>,
+}
+
+/// `[verify] platform`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Postgres,
+    Neon,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -173,6 +173,7 @@ fn verify_settings(args: cli::VerifyArgs, format: cli::Format) -> verify::Settin
             app: None,
             read_only: args.read_only,
             probe_timeout: crate::verify::DEFAULT_PROBE_TIMEOUT,
+            reach: Default::default(),
         },
         pooled_url: args.pooled_url,
         app_url: args.app_url,

@@ -70,6 +70,14 @@ pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Res
         pooled,
         app,
         probe_timeout,
+        reach: verify::Reach {
+            operators: project.config.verify.operators.clone(),
+            neon: project
+                .config
+                .verify
+                .platform
+                .map(|p| p == crate::settings::Platform::Neon),
+        },
         ..settings.gate.clone()
     };
     let fail_on = settings.fail_on;

@@ -132,6 +132,21 @@ pub const CHECKS: &[CheckDef] = &[
     check("policy.multiple-permissive", W, "several permissive policies apply to the app role for one command (they OR together and are each evaluated)", "merge them, or make the extra conditions RESTRICTIVE"),
     check("policy.context-per-row", W, "the context function is called per row, not wrapped as an InitPlan", "wrap it: gym_id = (SELECT <context function>())"),
     check("config.default-context", E, "a database or role default sets the tenant context (a missing context would not fail closed)", "ALTER DATABASE/ROLE ... RESET <context setting>"),
+    // reach: the closure of roles that can act as the application, what they hold, the pristine
+    // comparison outside the declared world, settings that change semantics.
+    check("role.closure-attribute", E, "a role the application's logins can become (directly, by SET ROLE or inheritance) has SUPERUSER, BYPASSRLS, CREATEROLE or REPLICATION (not already reported by role.app-*)", "ALTER ROLE <role> NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOREPLICATION, or REVOKE the membership that leads to it"),
+    check("role.closure-createdb", W, "a role the application can become has CREATEDB", "ALTER ROLE <role> NOCREATEDB"),
+    check("role.closure-membership", E, "a login that can act as the application can become an operator role or a predefined role that reaches past the policies, the server's files or other sessions (every pg_* role but a harmless few)", "REVOKE <role> FROM <login> (and the memberships that lead to it)"),
+    check("role.closure-owns", E, "a role the application can become (other than the app role: role.app-owns) owns a database object", "ALTER ... OWNER TO the owner role, or REVOKE the membership"),
+    check("privilege.undeclared", E, "a role the application can become, or PUBLIC, holds a privilege on a relation, column, sequence, function, schema, large object, type, language, foreign server or wrapper, the database or a tablespace that neither policies/ declares nor a fresh cluster (pg_init_privs, the built-in defaults) has", "REVOKE <privilege> ON <object> FROM <grantee>, or allow-list it with a reason"),
+    check("privilege.leakproof", E, "a function outside pg_catalog marked LEAKPROOF can be run by the application: the planner may call it on other tenants' rows before the policy filters them", "ALTER FUNCTION <function> NOT LEAKPROOF"),
+    check("pristine.catalog-object", E, "an object was added to pg_catalog or information_schema after initdb by no extension (it is found before any object of its name)", "DROP it, or move it to a schema of its own"),
+    check("pristine.event-trigger", E, "an event trigger that no extension installed runs its function on every role's DDL, the application's included", "DROP EVENT TRIGGER <name>, or allow-list it with a reason"),
+    check("pristine.default-privileges", E, "default privileges grant a role the application can become (or PUBLIC) privileges on objects created in future", "ALTER DEFAULT PRIVILEGES FOR ROLE <role> REVOKE ... FROM <grantee>"),
+    check("setting.semantics", E, "a database- or role-level setting for a role the application can become changes what policies or triggers do: session_replication_role, row_security, lo_compat_privileges, role, session_authorization, or a search_path naming a schema the application can create objects in", "ALTER DATABASE/ROLE ... RESET <setting>"),
+    check("setting.unknown", E, "a database- or role-level setting for a role the application can become is not on the list of settings known to be harmless (unknown means unsafe)", "ALTER DATABASE/ROLE ... RESET <setting>, or allow-list it with a reason"),
+    check("setting.cluster", E, "session_replication_role, row_security or lo_compat_privileges is changed for the whole cluster", "ALTER SYSTEM RESET <setting> (or remove it from postgresql.conf) and reload"),
+    check("setting.ri-trigger-disabled", E, "the internal triggers of a foreign key on a tenant table are disabled (ALTER TABLE ... DISABLE TRIGGER ALL): rows can reference another tenant's", "ALTER TABLE <table> ENABLE TRIGGER ALL"),
     check("perf.tenant-index", W, "no index on a tenant table is led by the tenant column (every tenant query scans the table)", "CREATE INDEX ON ... (<tenant column>, ...); declared tables get one from their tenant key"),
     check("perf.plan-tenant-index", W, "a tenant query on a tenant table cannot use an index led by the tenant column (planned as the app role in a tenant context, sequential scans priced out)", "CREATE INDEX ... ON <table> (<tenant column>, ...): every unique or index declared in policies/ is led by it"),
     check("perf.context-once", W, "the tenant condition of a tenant query is evaluated per row (a function call in the filter), not once per statement", "wrap the context in a scalar subquery, (SELECT <context function>()), and keep the context function inlinable (LANGUAGE sql, STABLE, no settings)"),
@@ -317,6 +332,17 @@ pub struct Settings {
     pub read_only: bool,
     /// The statement timeout of every probe transaction.
     pub probe_timeout: Duration,
+    /// The reachability closure's settings: declared operator roles and the platform profile.
+    pub reach: Reach,
+}
+
+/// `[verify] operators` and `platform`: who sits outside the application's reach.
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// Declared operator roles (the connecting role is always one).
+    pub operators: Vec<String>,
+    /// `Some(true)`: Neon's profile; `Some(false)`: plain Postgres; `None`: detect it.
+    pub neon: Option<bool>,
 }
 
 /// The default of `--probe-timeout`.
@@ -333,6 +359,7 @@ impl Default for Settings {
             app: None,
             read_only: false,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            reach: Reach::default(),
         }
     }
 }
@@ -463,9 +490,10 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
     // The static checks (a connection of their own) and the probes run at the same time: the
     // checks are many small catalog queries, mostly waiting on round trips.
     let (statics, probes) = if settings.static_only {
-        (catalog::check(&client, schema).await, None)
+        (catalog::check(&client, schema, &settings.reach).await, None)
     } else {
-        let statics = async { catalog::check(&pg::connect(url).await?, schema).await };
+        let statics =
+            async { catalog::check(&pg::connect(url).await?, schema, &settings.reach).await };
         let probes = probe::run(url, &client, schema, settings, &mut info);
         let (s, p) = tokio::join!(statics, probes);
         (s, Some(p))

@@ -589,9 +589,13 @@ fn read_only_runs_no_write_probe_and_says_what_it_cannot_prove() {
         )
     };
     let (code, json, stderr) = verify(&url, &["--read-only"]);
-    // The counting trigger is itself undeclared (world.trigger): the only finding.
+    // The counting trigger and its sequence's grant are themselves undeclared: the only findings.
     assert_eq!(code, 1, "{json:#}\n{stderr}");
-    assert_eq!(failing_ids(&json), ["world.trigger"], "{json:#}");
+    assert_eq!(
+        failing_ids(&json),
+        ["world.trigger", "privilege.undeclared"],
+        "{json:#}"
+    );
     assert_eq!(seen()[0][0].as_deref(), Some("1false"), "a write probe ran");
     assert_eq!(json["probes"]["read_only"], true);
     let notes = json["probes"]["notes"].to_string();
@@ -664,6 +668,26 @@ fn app_url_probes_as_the_login_and_refuses_operator_roles() {
         assert_eq!(code, 2, "{json:#}");
         assert!(stderr.contains(says), "{stderr}");
     }
+    // A login declared an operator in tenantctl.toml is refused too.
+    let project = tempfile::tempdir().unwrap();
+    for sub in ["policies", "migrations"] {
+        std::fs::create_dir(project.path().join(sub)).unwrap();
+        crate::support::copy_dir(&t.dir.join(sub), &project.path().join(sub));
+    }
+    let toml = std::fs::read_to_string(t.dir.join("tenantctl.toml")).unwrap();
+    std::fs::write(
+        project.path().join("tenantctl.toml"),
+        format!("{toml}\n[verify]\noperators = [\"{login}\"]\n"),
+    )
+    .unwrap();
+    let out = tenantctl(project.path())
+        .args(["--database-url", &url, "verify"])
+        .args(["--app-url", &as_user(&url, &login, "pw")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("[verify] operators"), "{stderr}");
     psql_exec(
         &url,
         &format!("DROP ROLE \"{login}\"; DROP ROLE \"{stray}\""),

@@ -1,5 +1,6 @@
-//! config.default-context: no database or role default, and no session start value, sets the
-//! tenant context (a missing context must fail closed).
+//! config.default-context: no database default, no default of a role that can act as the
+//! application (the closure), and no session start value sets the tenant context (a missing
+//! context must fail closed).
 
 use crate::pg::unnamed::typed;
 use anyhow::{Context, Result};
@@ -15,6 +16,7 @@ FROM pg_catalog.pg_db_role_setting s
 LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
 LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
 WHERE (s.setdatabase = 0 OR d.datname = pg_catalog.current_database())
+  AND (s.setrole = 0 OR s.setrole = ANY($2))
   AND EXISTS (SELECT FROM unnest(s.setconfig) c WHERE lower(c) LIKE lower($1) || '=%')";
 
 const CURRENT_CONTEXT: &str = "SELECT pg_catalog.current_setting($1, true) AS value";
@@ -30,6 +32,7 @@ typed_row! {
 pub(super) async fn default_context(
     client: &Client,
     schema: &Schema,
+    closure: &[u32],
     tally: &mut Tally,
 ) -> Result<()> {
     let setting = &schema.tenancy.context_setting;
@@ -38,7 +41,7 @@ pub(super) async fn default_context(
     for d in query(
         client,
         DEFAULT_CONTEXT,
-        typed![setting],
+        typed![setting, &closure],
         what,
         Default::from_row,
     )

@@ -2,15 +2,20 @@
 //! known ways row-level security breaks. Catalog queries are static strings with bind parameters;
 //! each query's rows are read by column name into a struct in the file of the checks that use it.
 
+mod closure;
 mod columns;
 mod config;
 mod declared;
 mod functions;
 mod grants;
 mod normalise;
+mod platform;
 mod policies;
+mod pristine;
+mod privileges;
 mod relations;
 mod roles;
+mod semantics;
 mod tables;
 mod triggers;
 mod world;
@@ -21,14 +26,13 @@ use anyhow::Result;
 use tokio_postgres::Client;
 
 use super::row::{col, query, query_opt};
-use super::{Finding, Tally};
+use super::{Finding, Reach, Tally};
 use crate::model::Schema;
 use relations::Rel;
 
-pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
+pub async fn check(client: &Client, schema: &Schema, reach: &Reach) -> Result<Tally> {
     let mut tally = Tally::default();
     roles::check(client, schema, &mut tally).await?;
-    config::default_context(client, schema, &mut tally).await?;
     let rels = relations::list(client, schema).await?;
     let tenant = TenantData::of(schema, &rels);
     functions::check(client, schema, &tenant.owners(&rels), &mut tally).await?;
@@ -38,7 +42,32 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     declared::check(client, schema, &rels, &norm, &mut tally).await?;
     relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
     world::check(client, schema, (&rels, &tenant), &mut tally).await?;
+    reach_checks(client, schema, reach, &rels, &tenant, &mut tally).await?;
     Ok(tally)
+}
+
+/// The reachability closure and what its roles hold, the pristine comparison outside the
+/// declared world, and the settings that change semantics.
+async fn reach_checks(
+    client: &Client,
+    schema: &Schema,
+    reach: &Reach,
+    rels: &[Rel],
+    tenant: &TenantData,
+    tally: &mut Tally,
+) -> Result<()> {
+    let platform = platform::Platform::of(client, reach).await?;
+    let closure = closure::Closure::read(client, schema, reach).await?;
+    closure::check(client, schema, &closure, tally).await?;
+    config::default_context(client, schema, &closure.grantees(), tally).await?;
+    let declared: Vec<u32> = rels
+        .iter()
+        .filter(|r| r.is_declared(schema))
+        .map(|r| r.oid)
+        .collect();
+    privileges::check(client, schema, &declared, &closure, tally).await?;
+    pristine::check(client, &closure, &platform, tally).await?;
+    semantics::check(client, schema, &closure, &platform, &tenant.list, tally).await
 }
 
 /// Which relations hold tenant data: every declared table, and every other table (or foreign

@@ -44,9 +44,14 @@ pub(super) async fn granted_logins(client: &Client, t: &Tenancy) -> Result<Vec<S
 }
 
 /// Connect as the application's login and check that it is one: not the role verify connects
-/// as, not the owner or admin role, and a member of the app role. Its name; any failure is
-/// "could not run" (exit 2).
-pub(super) async fn check(verifier: &Client, app: &pg::Target, t: &Tenancy) -> Result<String> {
+/// as, not the owner or admin role nor a declared operator (`[verify] operators`), and a member
+/// of the app role. Its name; any failure is "could not run" (exit 2).
+pub(super) async fn check(
+    verifier: &Client,
+    app: &pg::Target,
+    t: &Tenancy,
+    operators: &[String],
+) -> Result<String> {
     let client = pg::connect(app)
         .await
         .with_context(|| format!("cannot connect as the application's login ({app})"))?;
@@ -61,9 +66,13 @@ pub(super) async fn check(verifier: &Client, app: &pg::Target, t: &Tenancy) -> R
         .await
         .context("cannot read the current user")?
         .get("name");
-    if who.name == me || who.name == t.owner_role || who.name == t.admin_role {
+    if who.name == me
+        || who.name == t.owner_role
+        || who.name == t.admin_role
+        || operators.contains(&who.name)
+    {
         bail!(
-            "the application's login ({app}) is {}, an operator role (the role verify connects as, the owner or the admin role): the application must never log in as one\n  hint: give --app-url the login the application uses, a LOGIN role granted {} and nothing else",
+            "the application's login ({app}) is {}, an operator role (the role verify connects as, the owner or the admin role, or one declared in [verify] operators): the application must never log in as one\n  hint: give --app-url the login the application uses, a LOGIN role granted {} and nothing else",
             who.name,
             t.app_role
         );

@@ -96,7 +96,7 @@ async fn acting(
 ) -> Result<Acting> {
     let t = &schema.tenancy;
     let login = match &settings.app {
-        Some(app) => Some(login::check(client, app, t).await?),
+        Some(app) => Some(login::check(client, app, t, &settings.reach.operators).await?),
         None => None,
     };
     info.read_only = settings.read_only;

@@ -7,9 +7,12 @@
 //! database name; `{dbname}` unquoted), `{prefix}` (this run's role prefix), `{gym_a}`, `{gym_b}`
 //! (the two gyms' ids), `{port}` (the cluster's port).
 
+mod adversarial;
 mod basic;
 mod hardening;
 mod probes;
+mod reach;
+mod realistic;
 mod world;
 
 use std::path::PathBuf;
@@ -57,7 +60,7 @@ pub fn least_privilege_template() -> &'static Template {
     T.get_or_init(|| make_template("verify_leastpriv"))
 }
 
-fn make_template(label: &str) -> Template {
+pub fn make_template(label: &str) -> Template {
     {
         let db = test_db(label);
         let dir = write_project(&db, true);
@@ -212,10 +215,16 @@ impl Case {
 /// Every corpus case: (broken databases that leak, changes that weaken the defences without a
 /// leak of their own that a query can show: verify reports them all the same).
 fn all_cases() -> (Vec<&'static Case>, Vec<&'static Case>) {
-    let leaks: Vec<&Case> = [basic::CASES, probes::CASES, world::CASES]
-        .into_iter()
-        .flatten()
-        .collect();
+    let leaks: Vec<&Case> = [
+        basic::CASES,
+        probes::CASES,
+        world::CASES,
+        reach::CASES,
+        adversarial::CASES,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let hardening = [hardening::CASES, world::HARDENING]
         .into_iter()
         .flatten()
@@ -226,7 +235,7 @@ fn all_cases() -> (Vec<&'static Case>, Vec<&'static Case>) {
 #[test]
 fn every_broken_database_is_caught_with_its_check_id() {
     let (leaks, hardening) = all_cases();
-    assert!(leaks.len() >= 25, "{} leaking cases", leaks.len());
+    assert!(leaks.len() >= 90, "{} leaking cases", leaks.len());
     assert!(leaks.iter().all(|c| !c.leak.is_empty()));
     let (url, _) = clone("clean");
     let (code, json, stderr) = verify(&url, &["--fail-on", "warning"]);

@@ -1,0 +1,153 @@
+//! Outside the declared world the database must look as a fresh cluster of its version plus its
+//! extensions: no object added to the system schemas after initdb, no event trigger, no default
+//! privileges that would hand the application's roles future objects. What a managed platform
+//! adds by itself (Neon: `platform.rs`) is recognised.
+
+use crate::pg::unnamed::typed;
+
+use anyhow::Result;
+use tokio_postgres::Client;
+
+use super::closure::Closure;
+use super::{platform::Platform, query};
+use crate::verify::{Finding, Tally};
+
+/// Objects in pg_catalog or information_schema created after initdb (oid >= 16384, the first
+/// normal object id) that no extension installed.
+const CATALOG_OBJECTS: &str = "
+SELECT kind || ' ' || n.nspname || '.' || name AS object
+FROM (
+    SELECT 'pg_class'::regclass AS classid, c.oid, c.relnamespace AS nsp, c.relname::text AS name,
+           CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence'
+                          WHEN 'i' THEN 'index' WHEN 'f' THEN 'foreign table' ELSE 'table' END AS kind
+    FROM pg_catalog.pg_class c
+  UNION ALL
+    SELECT 'pg_proc'::regclass, p.oid, p.pronamespace,
+           p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')', 'function'
+    FROM pg_catalog.pg_proc p
+  UNION ALL
+    SELECT 'pg_type'::regclass, t.oid, t.typnamespace, t.typname::text, 'type'
+    FROM pg_catalog.pg_type t WHERE t.typrelid = 0
+  UNION ALL
+    SELECT 'pg_operator'::regclass, o.oid, o.oprnamespace, o.oprname::text, 'operator'
+    FROM pg_catalog.pg_operator o
+) x JOIN pg_catalog.pg_namespace n ON n.oid = x.nsp
+WHERE n.nspname IN ('pg_catalog', 'information_schema') AND x.oid >= 16384
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                  WHERE d.classid = x.classid AND d.objid = x.oid AND d.deptype = 'e')
+ORDER BY 1";
+
+/// Event triggers that no extension installed.
+const EVENT_TRIGGERS: &str = "
+SELECT e.evtname::text AS name, pg_catalog.pg_get_userbyid(e.evtowner)::text AS owner
+FROM pg_catalog.pg_event_trigger e
+WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_event_trigger'::regclass AND d.objid = e.oid AND d.deptype = 'e')
+ORDER BY 1";
+
+/// Default privileges that grant a role of the closure, or PUBLIC ($1), more than the built-in
+/// default for that kind of object.
+const DEFAULT_PRIVILEGES: &str = "
+SELECT pg_catalog.pg_get_userbyid(d.defaclrole)::text AS role, coalesce(n.nspname::text, '(all schemas)') AS schema,
+       CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences' WHEN 'f' THEN 'functions'
+                            WHEN 'T' THEN 'types' WHEN 'n' THEN 'schemas' ELSE 'large objects' END AS kind,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END AS grantee,
+       a.privilege_type AS privilege
+FROM pg_catalog.pg_default_acl d LEFT JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace,
+     pg_catalog.aclexplode(d.defaclacl) a
+WHERE a.grantee = ANY($1)
+  AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(pg_catalog.acldefault(
+                    CASE d.defaclobjtype WHEN 'S' THEN 's' WHEN 'T' THEN 'T' WHEN 'n' THEN 'n' WHEN 'f' THEN 'f'
+                                         WHEN 'L' THEN 'L' ELSE 'r' END::\"char\", d.defaclrole)) x
+                  WHERE x.grantee = a.grantee AND x.privilege_type = a.privilege_type)
+ORDER BY 1, 2, 3, 4, 5";
+
+typed_row! {
+    /// An object added to a system schema (a row of [`CATALOG_OBJECTS`]).
+    struct Added {
+        object: String,
+    }
+}
+
+typed_row! {
+    /// An event trigger (a row of [`EVENT_TRIGGERS`]).
+    struct EventTrigger {
+        name: String,
+        owner: String,
+    }
+}
+
+typed_row! {
+    /// A default privilege for the closure (a row of [`DEFAULT_PRIVILEGES`]).
+    struct DefaultPrivilege {
+        role: String,
+        schema: String,
+        kind: String,
+        grantee: String,
+        privilege: String,
+    }
+}
+
+pub(super) async fn check(
+    client: &Client,
+    closure: &Closure,
+    platform: &Platform,
+    tally: &mut Tally,
+) -> Result<()> {
+    let what = "cannot read the system schemas";
+    let added = query(client, CATALOG_OBJECTS, &[], what, Added::from_row).await?;
+    tally.pass("pristine.catalog-object");
+    for a in added {
+        tally.fail(Finding::new(
+            "pristine.catalog-object",
+            &a.object,
+            format!("{} was added to a system schema after initdb, by no extension: it is found before any other object of its name and runs for everyone", a.object),
+        ));
+    }
+    event_triggers(client, platform, tally).await?;
+    default_privileges(client, closure, tally).await
+}
+
+/// pristine.event-trigger: an event trigger runs its function on the DDL of every role.
+async fn event_triggers(client: &Client, platform: &Platform, tally: &mut Tally) -> Result<()> {
+    let what = "cannot read event triggers";
+    let evts = query(client, EVENT_TRIGGERS, &[], what, EventTrigger::from_row).await?;
+    tally.pass("pristine.event-trigger");
+    for e in evts.iter().filter(|e| !platform.event_trigger(&e.name)) {
+        tally.fail(Finding::new(
+            "pristine.event-trigger",
+            format!("event trigger {}", e.name),
+            format!(
+                "event trigger {} (owned by {}) runs its function on the DDL of every role, the application's included (CREATE TEMP TABLE too)",
+                e.name, e.owner
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// pristine.default-privileges: future objects would be granted to the application.
+async fn default_privileges(client: &Client, closure: &Closure, tally: &mut Tally) -> Result<()> {
+    let what = "cannot read default privileges";
+    let grantees = closure.grantees();
+    let rows = query(
+        client,
+        DEFAULT_PRIVILEGES,
+        typed![&grantees],
+        what,
+        DefaultPrivilege::from_row,
+    )
+    .await?;
+    tally.pass("pristine.default-privileges");
+    for d in rows {
+        tally.fail(Finding::new(
+            "pristine.default-privileges",
+            format!("default privileges {} {}", d.role, d.schema),
+            format!(
+                "{} on {} that {} creates in {} are granted to {} by default privileges",
+                d.privilege, d.kind, d.role, d.schema, d.grantee
+            ),
+        ));
+    }
+    Ok(())
+}
