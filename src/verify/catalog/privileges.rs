@@ -165,9 +165,10 @@ fn declared(schema: &Schema, h: &Held) -> bool {
     let helper = h.object == format!("schema {}", t.helper_schema)
         && (h.grantee == t.app_role || h.grantee == t.admin_role);
     helper
-        || schema.extensions.values().any(|e| {
-            h.object == format!("schema {}", e.schema) && e.usage.iter().any(|r| *r == h.grantee)
-        })
+        || schema
+            .extensions
+            .values()
+            .any(|e| h.object == format!("schema {}", e.schema) && e.usage.contains(&h.grantee))
 }
 
 /// privilege.leakproof: a LEAKPROOF function runs before the policy's condition, on every row.
