@@ -61,6 +61,9 @@ pub enum Command {
     /// Write the next migrations/V<n>__<name>.sql from the change in policies/ since the last
     /// generation. Writes nothing when nothing changed.
     Generate(GenerateArgs),
+    /// Add an empty hand-written migrations/V<n>__<name>.sql (a backfill, a data fix) after the
+    /// newest one. generate and plan leave hand-written migrations alone.
+    New(NewArgs),
     /// Apply pending migrations, one transaction each, under an advisory lock.
     Migrate(MigrateArgs),
     /// List applied, pending, divergent and missing migrations.
@@ -179,6 +182,12 @@ pub struct GenerateArgs {
     /// Allow DROP TABLE and DROP COLUMN (data loss) in the generated migration.
     #[arg(long)]
     pub allow_destructive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Migration name: letters, digits and underscores (`backfill_phones`).
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

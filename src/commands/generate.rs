@@ -40,20 +40,7 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
     let files = snapshot::migration_files(&dir)?;
     let snap = snapshot::load(&dir)?;
     let last = files.last().map_or(0, |f: &MigrationFile| f.version);
-    match &snap {
-        None if last > 0 => bail!(
-            "{} holds migrations up to V{last} but no {}\n  hint: restore {} from version control; it records what the migrations already create",
-            dir.display(),
-            snapshot::FILE,
-            snapshot::FILE
-        ),
-        Some(s) if s.version != last => bail!(
-            "{} records V{} but the newest migration is V{last}\n  hint: the snapshot and the migration files come from different commits; restore both from version control",
-            snapshot::FILE,
-            s.version
-        ),
-        _ => {}
-    }
+    snapshot::check_files(&dir, &files, snap.as_ref())?;
     // Helper objects written by an older tenantctl are re-created (CREATE OR REPLACE).
     let old_helpers = snap.as_ref().is_some_and(|s| s.helpers < snapshot::HELPERS);
     let statements = sqlgen::diff(snap.as_ref().map(|s| &s.schema), &schema, old_helpers);
@@ -97,13 +84,6 @@ pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// refinery reads the name with `\w+`; we keep it to plain ASCII so file names travel well.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
     let p = compute(project, settings.allow_destructive)?;
     let dir = project.migrations_dir();
@@ -120,7 +100,7 @@ pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
         return Ok(Outcome::Clean);
     }
     let name = match settings.name.as_deref() {
-        Some(n) if valid_name(n) => n.to_string(),
+        Some(n) if snapshot::valid_name(n) => n.to_string(),
         Some(n) => bail!("migration name {n:?} is not valid\n  hint: use letters, digits and underscores, e.g. --name add_sessions"),
         None if p.version == 1 => "initial".to_string(),
         None => "policies".to_string(),

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod generate;
 pub mod init;
 pub mod migrate;
+pub mod new;
 mod render;
 pub mod status;
 pub mod tenant;
@@ -73,6 +74,14 @@ async fn dispatch(
                 format,
             };
             generate::generate(project, &settings)
+        }
+        Command::New(args) => {
+            project.require()?;
+            let settings = new::Settings {
+                name: args.name,
+                format,
+            };
+            new::run(project, &settings)
         }
         Command::Migrate(args) => {
             project.require()?;

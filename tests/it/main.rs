@@ -14,3 +14,4 @@ mod support;
 mod tenants;
 mod tls;
 mod verify;
+mod workflow;

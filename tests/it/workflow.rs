@@ -1,0 +1,118 @@
+//! The migration workflow around generated migrations: hand-written ones (`tenantctl new`).
+
+use std::path::Path;
+
+use crate::harness::{tenantctl, test_db};
+use crate::support::{generate_and_migrate, repo, write_project, Pg, Roles};
+
+fn output(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tenantctl(dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The README's per-tenant backfill, with the test's role names.
+fn readme_backfill(roles: &Roles) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let at = readme
+        .find("<!-- backfill-example")
+        .expect("README marks its backfill");
+    let block = &readme[at..];
+    let start = block.find("```sql\n").unwrap() + "```sql\n".len();
+    let end = start + block[start..].find("```").unwrap();
+    block[start..end]
+        .replace("platform_admin", &roles.admin)
+        .replace("gym_app", &roles.app)
+}
+
+/// Add an index on members(joined_on): a policy change generate must write after V2.
+fn add_index(dir: &Path) {
+    let path = dir.join("policies/members.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed = text.replace(
+        "{ columns = [\"status\"] }",
+        "{ columns = [\"status\"] }, { columns = [\"joined_on\"] }",
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&path, changed).unwrap();
+}
+
+#[test]
+fn hand_written_backfill_runs_per_tenant_and_generate_keeps_going() {
+    let db = test_db("new_backfill");
+    let roles = Roles::for_db(&db);
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let mut pg = Pg::connect(&db.url);
+    pg.batch(
+        "INSERT INTO gyms (id, slug, name) VALUES \
+           ('00000000-0000-4000-8000-00000000000a', 'gym-a', 'Gym A'), \
+           ('00000000-0000-4000-8000-00000000000b', 'gym-b', 'Gym B'); \
+         INSERT INTO members (gym_id, full_name, email) VALUES \
+           ('00000000-0000-4000-8000-00000000000a', 'Ann', 'Ann@A.test'), \
+           ('00000000-0000-4000-8000-00000000000b', 'Bob', 'BOB@b.test');",
+    )
+    .unwrap();
+
+    let (code, _, err) = output(&dir, &["new", "lowercase_emails"]);
+    assert_eq!(code, 0, "{err}");
+    let file = dir.join("migrations/V2__lowercase_emails.sql");
+    let header = std::fs::read_to_string(&file).unwrap();
+    assert!(header.contains("hand-written"), "{header}");
+    std::fs::write(&file, header + &readme_backfill(&roles)).unwrap();
+
+    // generate and plan own only what they generated: the hand-written V2 changes nothing.
+    let (code, _, err) = output(&dir, &["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("No changes"), "{err}");
+    add_index(&dir);
+    let (code, out, err) = output(&dir, &["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("V3__planned"), "{out}");
+    let (code, _, err) = output(&dir, &["generate", "--name", "joined_index"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        dir.join("migrations/V3__joined_index.sql").exists(),
+        "{err}"
+    );
+
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    let emails = pg
+        .as_role(
+            &roles.admin,
+            None,
+            "SELECT string_agg(email, ',' ORDER BY email) FROM members",
+        )
+        .unwrap();
+    assert_eq!(emails[0][0].as_deref(), Some("ann@a.test,bob@b.test"));
+    let (code, out, err) = output(&dir, &["status", "--check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Another hand-written one after the generated V3 takes V4.
+    let (code, _, err) = output(&dir, &["new", "later"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.join("migrations/V4__later.sql").exists(), "{err}");
+}
+
+#[test]
+fn a_generated_file_after_the_snapshot_is_still_refused() {
+    let db = test_db("new_snapshot_behind");
+    let dir = write_project(&db, false);
+    let (code, _, err) = output(&dir, &["generate"]);
+    assert_eq!(code, 0, "{err}");
+    let v1 = std::fs::read_to_string(dir.join("migrations/V1__initial.sql")).unwrap();
+    // A generated migration the snapshot does not know (from another commit).
+    std::fs::write(
+        dir.join("migrations/V2__policies.sql"),
+        v1.replace("V1__initial.sql", "V2__policies.sql"),
+    )
+    .unwrap();
+    let (code, _, err) = output(&dir, &["generate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("records V1 but"), "{err}");
+    let (code, _, err) = output(&dir, &["new", "bad name"]);
+    assert_eq!(code, 2, "{err}");
+}
