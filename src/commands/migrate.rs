@@ -53,14 +53,12 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     } else {
         migrate::prepare(&client, project).await?;
     }
-    let plan = migrate::plan(&mut client, migrations, settings.target).await?;
+    let place = migrate::history_place(project)?;
     let dir = project.migrations_dir();
     let snapshot = crate::snapshot::load(&dir)?;
     let tenancy = snapshot.map(|s| s.schema.tenancy);
-    let schema = tenancy
-        .as_ref()
-        .map_or("public", |t| t.table_schema.as_str());
-    migrate::preflight::check(&client, &plan.pending, schema).await?;
+    let plan = read_plan(&mut client, migrations, settings, &place, tenancy.as_ref()).await?;
+    migrate::preflight::check(&client, &plan.pending, &place.helper_schema).await?;
     if settings.dry_run {
         render_dry_run(&plan, settings.format);
         return Ok(Outcome::Clean);
@@ -68,6 +66,13 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     if let Some(tenancy) = &tenancy {
         let pending = !plan.pending.is_empty();
         migrate::preflight::grant_needs(&mut client, tenancy, pending).await?;
+    }
+    // The last step before refinery, after every refusal: nothing changes on a refused run.
+    if migrate::settle(&mut client, &place, !plan.pending.is_empty()).await? {
+        eprintln!(
+            "Moved the migration history to {} (out of the tables' schema).",
+            place.relation()
+        );
     }
     let bar = output::progress(plan.pending.len() as u64, "migrating");
     let report = migrate::apply(
@@ -81,6 +86,26 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     bar.finish_and_clear();
     render(&report?, settings.format);
     Ok(Outcome::Clean)
+}
+
+/// The plan, from the history in the helper schema. A role that may not read it there (the
+/// history a superuser applied and handed over, in a schema the owner role owns) is first given
+/// the memberships it needs to migrate, which it would be given before applying anyway.
+async fn read_plan(
+    client: &mut tokio_postgres::Client,
+    migrations: Vec<refinery::Migration>,
+    settings: &Settings,
+    place: &migrate::Place,
+    tenancy: Option<&crate::model::Tenancy>,
+) -> Result<Plan> {
+    let first = migrate::plan(client, migrations.clone(), settings.target, place).await;
+    match (first, tenancy) {
+        (Err(e), Some(tenancy)) if migrate::permission_denied(&e) => {
+            migrate::preflight::grant_needs(client, tenancy, true).await?;
+            migrate::plan(client, migrations, settings.target, place).await
+        }
+        (first, _) => first,
+    }
 }
 
 /// Refuse (exit 2, before connecting) when the policies changed since the last `generate`: the

@@ -22,9 +22,8 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     let local = migrate::load_migrations(project)?;
     let stale = crate::snapshot::stale_since(&project.migrations_dir(), &project.schema()?)?;
     let mut client = pg::connect(url).await?;
-    // The search_path for this read only: status works through a transaction pooler.
-    let path = migrate::search_path(project)?;
-    let applied = migrate::applied_migrations(&mut client, Some(&path)).await?;
+    let place = migrate::history_place(project)?;
+    let applied = migrate::applied_migrations(&mut client, &place).await?;
     let entries = migrate::compare(&local, &applied);
     let current = applied.iter().map(|m| m.version()).max();
     let counts = Counts::of(&entries);

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use refinery::{Migration, Runner, Target};
 use tokio_postgres::Client;
 
-use super::{applied_migrations, compare, pin_search_path, State};
+use super::{applied_migrations, compare, pin_search_path, Place, State};
 use crate::settings::Project;
 
 /// Advisory lock key shared by every `tenantctl migrate` on a database ("tenantctl" in ASCII).
@@ -50,6 +50,8 @@ pub struct Plan {
     pub current: Option<i32>,
     /// The files to apply, in order.
     pub pending: Vec<Migration>,
+    /// refinery's history table, qualified (in the helper schema).
+    pub history: String,
 }
 
 /// Check the files against the history and list what to apply, up to `target` if given. Refuses
@@ -59,8 +61,9 @@ pub async fn plan(
     client: &mut Client,
     migrations: Vec<Migration>,
     target: Option<i32>,
+    place: &Place,
 ) -> Result<Plan> {
-    let applied = applied_migrations(client, None).await?;
+    let applied = applied_migrations(client, place).await?;
     check_history(&migrations, &applied)?;
     let current = applied.iter().map(|m| m.version()).max();
     if let (Some(t), Some(c)) = (target, current) {
@@ -88,6 +91,7 @@ pub async fn plan(
         migrations,
         current,
         pending,
+        history: place.relation(),
     })
 }
 
@@ -145,11 +149,12 @@ pub async fn apply(
     for m in &plan.pending {
         bar.set_message(m.to_string());
         let started = Instant::now();
-        let runner = Runner::new(&plan.migrations)
+        let mut runner = Runner::new(&plan.migrations)
             .set_grouped(false)
             .set_abort_divergent(true)
             .set_abort_missing(true)
             .set_target(Target::Version(m.version()));
+        runner.set_migration_table_name(&plan.history);
         if let Err(e) = runner.run_async(client).await {
             let previous = plan.current.or(done.last().map(|a| a.version));
             return Err(migration_error(client, dir, m, &e, previous).await);

@@ -116,3 +116,86 @@ fn a_generated_file_after_the_snapshot_is_still_refused() {
     let (code, _, err) = output(&dir, &["new", "bad name"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// Whether `relation` exists in the database.
+fn exists(pg: &mut Pg, relation: &str) -> bool {
+    pg.one(&format!(
+        "SELECT (to_regclass('{relation}') IS NOT NULL)::text"
+    )) == "true"
+}
+
+#[test]
+fn the_history_lives_in_the_helper_schema_out_of_the_apps_reach() {
+    let db = test_db("history_helper");
+    let roles = Roles::for_db(&db);
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let mut pg = Pg::connect(&db.url);
+    assert!(exists(&mut pg, "tenantctl.refinery_schema_history"));
+    assert!(!exists(&mut pg, "public.refinery_schema_history"));
+    let granted = pg.one(&format!(
+        "SELECT has_table_privilege('{}', 'tenantctl.refinery_schema_history', \
+         'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')::text",
+        roles.app
+    ));
+    assert_eq!(granted, "false", "the app role reaches the history");
+    let (code, out, err) = output(&dir, &["status", "--check", "--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["current"], 1, "{out}");
+}
+
+#[test]
+fn a_history_left_in_public_is_read_there_and_moved_by_the_next_migrate() {
+    let db = test_db("history_moved");
+    let roles = Roles::for_db(&db);
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let mut pg = Pg::connect(&db.url);
+    // Where tenantctl versions before this one kept it, with a grant someone added.
+    pg.batch(&format!(
+        "ALTER TABLE tenantctl.refinery_schema_history SET SCHEMA public; \
+         GRANT SELECT ON public.refinery_schema_history TO \"{}\"",
+        roles.app
+    ))
+    .unwrap();
+    let (code, out, err) = output(&dir, &["status", "--check", "--format", "json"]);
+    assert_eq!(code, 0, "status reads the old place: {out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["current"], 1, "{out}");
+
+    add_index(&dir);
+    let (code, _, err) = output(&dir, &["generate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Moved the migration history"), "{err}");
+    assert!(!exists(&mut pg, "public.refinery_schema_history"));
+    assert_eq!(
+        pg.one("SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantctl.refinery_schema_history"),
+        "1,2"
+    );
+    let granted = pg.one(&format!(
+        "SELECT has_table_privilege('{}', 'tenantctl.refinery_schema_history', 'SELECT')::text",
+        roles.app
+    ));
+    assert_eq!(granted, "false", "the moved history keeps the app's grant");
+
+    // Both places at once: refused, nothing applied.
+    pg.batch(
+        "CREATE TABLE public.refinery_schema_history (LIKE tenantctl.refinery_schema_history)",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("migrations/V3__more.sql"),
+        "CREATE TABLE more (id int);",
+    )
+    .unwrap();
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exists twice"), "{err}");
+    assert!(
+        !exists(&mut pg, "public.more"),
+        "applied despite the refusal"
+    );
+}
