@@ -133,18 +133,22 @@ async fn dispatch(
 fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
     match project.database(global.database_url.as_deref())? {
         Database::Target(target) => Ok(*target),
-        Database::Embedded(dir) => {
-            let info = embedded::up(&dir, None)?;
-            // Once per cluster start, not on every command run against a running cluster.
-            if !info.was_running {
-                eprintln!(
-                    "note: no database URL given; using the embedded local database in {}",
-                    dir.display()
-                );
-            }
-            Target::parse(&info.url)
-        }
+        Database::Embedded(dir) => embedded_server(&dir, "no database URL given; using"),
     }
+}
+
+/// The embedded local cluster in `dir`, started if need be (then announced: `why` says what it
+/// is used for).
+fn embedded_server(dir: &std::path::Path, why: &str) -> Result<Target> {
+    let info = embedded::up(dir, None)?;
+    // Once per cluster start, not on every command run against a running cluster.
+    if !info.was_running {
+        eprintln!(
+            "note: {why} the embedded local database in {}",
+            dir.display()
+        );
+    }
+    Target::parse(&info.url)
 }
 
 // From the command line to the commands' settings: clap's types go no further than this file.

@@ -5,6 +5,7 @@ mod history;
 pub mod pooler;
 pub mod preflight;
 mod runner;
+pub mod scratch;
 mod statements;
 
 use anyhow::{anyhow, bail, Context, Result};

@@ -176,8 +176,8 @@ pub async fn apply(
     })
 }
 
-/// Name the file, Postgres's message and where in the file it points (or, when Postgres gives no
-/// position in the file, where the statement that fails starts); say where the database stands.
+/// Name the file, Postgres's message and where in the file it points; say where the database
+/// stands.
 async fn migration_error(
     client: &mut Client,
     dir: &Path,
@@ -190,13 +190,29 @@ async fn migration_error(
         Some(v) => format!("the database stays at V{v}"),
         None => "the database has no migration applied".to_string(),
     };
-    let db_error = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-        .and_then(|pg| pg.as_db_error());
-    let Some(dbe) = db_error else {
-        return anyhow!("migration {} failed: {e}; {stays}", file.display());
+    let pg = std::error::Error::source(e).and_then(|s| s.downcast_ref::<tokio_postgres::Error>());
+    match pg {
+        Some(pg) if pg.as_db_error().is_some() => {
+            let sql = m.sql().unwrap_or_default();
+            anyhow!(describe_failure(client, &file, sql, pg, &format!("; {stays}")).await)
+        }
+        _ => anyhow!("migration {} failed: {e}; {stays}", file.display()),
+    }
+}
+
+/// `migration FILE:LINE:COLUMN failed: MESSAGE (SQLSTATE)` + `after`, then Postgres's detail and
+/// hint: where in the file Postgres points, or, when it gives no position in the file, where the
+/// statement that fails starts (found by re-running the statements in a rolled-back transaction).
+pub(super) async fn describe_failure(
+    client: &mut impl tokio_postgres::GenericClient,
+    file: &Path,
+    sql: &str,
+    e: &tokio_postgres::Error,
+    after: &str,
+) -> String {
+    let Some(dbe) = e.as_db_error() else {
+        return format!("migration {} failed: {e}{after}", file.display());
     };
-    let sql = m.sql().unwrap_or_default();
     let at = match dbe.position() {
         Some(tokio_postgres::error::ErrorPosition::Original(pos)) => {
             Some(char_position(sql, *pos as usize))
@@ -205,7 +221,7 @@ async fn migration_error(
     };
     let location = at.map_or(String::new(), |(line, col)| format!(":{line}:{col}"));
     let mut msg = format!(
-        "migration {}{location} failed: {} (SQLSTATE {}); {stays}",
+        "migration {}{location} failed: {} (SQLSTATE {}){after}",
         file.display(),
         dbe.message(),
         dbe.code().code()
@@ -216,7 +232,7 @@ async fn migration_error(
     if let Some(h) = dbe.hint() {
         msg.push_str(&format!("\n  hint: {h}"));
     }
-    anyhow!(msg)
+    msg
 }
 
 /// Line and column of Postgres's 1-based character position.

@@ -4,6 +4,7 @@ mod bench;
 mod cli_output;
 mod compile;
 mod dev;
+mod dry_run;
 mod edges;
 mod harness;
 mod isolation;
