@@ -114,11 +114,7 @@ pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
         let _ = std::fs::remove_file(&file);
         return Err(e);
     }
-    let shown = file
-        .strip_prefix(&project.root)
-        .unwrap_or(&file)
-        .display()
-        .to_string();
+    let shown = super::render::project_path(project, &file);
     match settings.format {
         Format::Json => crate::output::print_json(&json!({
             "written": shown, "version": p.version, "statements": p.statements.len(),

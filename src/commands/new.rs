@@ -39,11 +39,7 @@ pub fn run(project: &Project, settings: &Settings) -> Result<Outcome> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let file = dir.join(format!("V{version}__{name}.sql"));
     snapshot::write_atomic(&file, &header(version, name))?;
-    let shown = file
-        .strip_prefix(&project.root)
-        .unwrap_or(&file)
-        .display()
-        .to_string();
+    let shown = super::render::project_path(project, &file);
     match settings.format {
         Format::Json => crate::output::print_json(&json!({"written": shown, "version": version})),
         Format::Table => {

@@ -27,3 +27,11 @@ pub fn tenants_table(list: &[Tenant]) -> comfy_table::Table {
     }
     t
 }
+
+/// A file of the project as the user refers to it: relative to the project's root.
+pub fn project_path(project: &crate::settings::Project, file: &std::path::Path) -> String {
+    file.strip_prefix(&project.root)
+        .unwrap_or(file)
+        .display()
+        .to_string()
+}
