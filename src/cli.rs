@@ -182,6 +182,10 @@ pub struct GenerateArgs {
     /// Allow DROP TABLE and DROP COLUMN (data loss) in the generated migration.
     #[arg(long)]
     pub allow_destructive: bool,
+    /// Write without test-applying the new migration in a scratch database of the embedded
+    /// cluster (`migrate --dry-run` checks it later).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args)]

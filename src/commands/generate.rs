@@ -24,7 +24,21 @@ pub struct Settings {
     pub name: Option<String>,
     /// Allow DROP TABLE and DROP COLUMN in the generated migration.
     pub allow_destructive: bool,
+    /// Where to test-apply the new migration before writing it; None: not test-applied
+    /// (`--offline`, or no server binaries), with the reason.
+    pub test_apply: TestApply,
     pub format: Format,
+}
+
+/// Where `generate` test-applies a new migration.
+#[derive(Debug, Clone)]
+pub enum TestApply {
+    /// A scratch database on this server ($TENANTCTL_SCRATCH_URL).
+    On(Box<crate::pg::Target>),
+    /// A scratch database of the embedded cluster in this directory, started if need be.
+    Embedded(std::path::PathBuf),
+    /// Not test-applied, and why (printed).
+    Skipped(String),
 }
 
 /// What the next migration would be.
@@ -84,7 +98,7 @@ pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
+pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
     let p = compute(project, settings.allow_destructive)?;
     let dir = project.migrations_dir();
     if p.statements.is_empty() {
@@ -108,6 +122,7 @@ pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let file = dir.join(format!("V{}__{name}.sql", p.version));
     let text = sqlgen::render(p.version, &name, &p.statements);
+    check_applies(project, &settings.test_apply, &file, &text, &p.schema).await?;
     snapshot::write_atomic(&file, &text)?;
     if let Err(e) = snapshot::save(&dir, p.version, &p.schema) {
         // Never leave a migration without the snapshot that describes it.
@@ -124,4 +139,83 @@ pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Clean)
+}
+
+/// Test-apply the new migration on top of the existing ones in a scratch database (always
+/// dropped) before anything is written: a failure is an error naming the unwritten file's
+/// `line:column` and, where it can be told, the policy file's.
+async fn check_applies(
+    project: &Project,
+    how: &TestApply,
+    file: &std::path::Path,
+    text: &str,
+    schema: &crate::model::Schema,
+) -> Result<()> {
+    let server = match how {
+        TestApply::On(server) => (**server).clone(),
+        TestApply::Embedded(dir) => {
+            let why = "test-applying the new migration in a scratch database of";
+            super::embedded_server(dir, why)?
+        }
+        TestApply::Skipped(why) => {
+            eprintln!("note: not test-applied ({why}); `tenantctl migrate --dry-run` checks it");
+            return Ok(());
+        }
+    };
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let new = refinery::Migration::unapplied(stem, text)
+        .map_err(|e| anyhow::anyhow!("cannot read the new migration: {e}"))?;
+    let dir = project.migrations_dir();
+    let mut all = if snapshot::migration_files(&dir)?.is_empty() {
+        Vec::new()
+    } else {
+        crate::migrate::load_migrations(project)?
+    };
+    all.push(new);
+    let replay: Vec<&refinery::Migration> = all.iter().collect();
+    let path = postgres_protocol::escape::escape_identifier(&schema.tenancy.table_schema);
+    let after = "; nothing was written";
+    let failure = crate::migrate::scratch::in_scratch(&server, "generate", async |c| {
+        crate::migrate::scratch::test_apply(c, &dir, &path, &replay, after).await
+    })
+    .await?;
+    let Some(f) = failure else {
+        return Ok(());
+    };
+    let pointer =
+        f.at.and_then(|(line, _)| policy_pointer(project, text, line, &f.message))
+            .map_or(String::new(), |p| format!("\n  policy: {p}"));
+    bail!(
+        "the new migration does not apply on top of the existing ones: {}{pointer}\n  \
+         hint: fix the policy file and run `tenantctl generate` again",
+        f.text
+    )
+}
+
+/// Where in the policy files the statement at `line` of the generated `text` comes from: the
+/// provenance comment above it names the file and object; a name Postgres quotes in its message
+/// (`type "txet" does not exist`) found in that file gives the line and column.
+fn policy_pointer(project: &Project, text: &str, line: usize, message: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    let prov = lines
+        .windows(2)
+        .rev()
+        .find(|w| w[0].is_empty() && w[1].starts_with("-- "))
+        .map(|w| &w[1][3..])?;
+    let (rel, object) = prov.split_once(": ")?;
+    let source = std::fs::read_to_string(project.root.join(rel)).ok()?;
+    let quoted = message.split('"').skip(1).step_by(2);
+    let found = quoted.filter(|q| !q.is_empty()).find_map(|q| {
+        source.lines().enumerate().find_map(|(i, l)| {
+            l.find(&format!("\"{q}\""))
+                .map(|c| (i + 1, l[..c].chars().count() + 2))
+        })
+    });
+    Some(match found {
+        Some((l, c)) => format!("{rel}:{l}:{c} ({object})"),
+        None => format!("{rel} ({object})"),
+    })
 }

@@ -190,10 +190,13 @@ async fn dry_run(
     let after = format!(
         "; in scratch database {scratch} of {place} (dropped): nothing was applied to {url}"
     );
-    migrate::scratch::in_scratch(&server, "dry_run", async |c| {
+    let failure = migrate::scratch::in_scratch(&server, "dry_run", async |c| {
         migrate::scratch::test_apply(c, &dir, &path, &replay, &after).await
     })
     .await?;
+    if let Some(f) = failure {
+        bail!("{}", f.text);
+    }
     render_dry_run(plan, format, &format!("{scratch} of {place}"));
     Ok(Outcome::Clean)
 }

@@ -71,9 +71,10 @@ async fn dispatch(
             let settings = generate::Settings {
                 name: args.name,
                 allow_destructive: args.allow_destructive,
+                test_apply: test_apply_server(project, args.offline)?,
                 format,
             };
-            generate::generate(project, &settings)
+            generate::generate(project, &settings).await
         }
         Command::New(args) => {
             project.require()?;
@@ -137,9 +138,31 @@ fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
     }
 }
 
+/// Where `generate` test-applies: $TENANTCTL_SCRATCH_URL's server, else the embedded cluster
+/// (started by `generate` when it has something to test); nowhere with --offline or when no server binaries can be found.
+fn test_apply_server(project: &Project, offline: bool) -> Result<generate::TestApply> {
+    use generate::TestApply;
+    if offline {
+        return Ok(TestApply::Skipped("--offline".to_string()));
+    }
+    if let Some(url) = std::env::var("TENANTCTL_SCRATCH_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return Ok(TestApply::On(Box::new(Target::parse(&url)?)));
+    }
+    let dir = project.dev_dir();
+    if embedded::recorded_bindir(&dir)?.is_none() && embedded::find_bindir().is_err() {
+        return Ok(TestApply::Skipped(
+            "no PostgreSQL server binaries found".to_string(),
+        ));
+    }
+    Ok(TestApply::Embedded(dir))
+}
+
 /// The embedded local cluster in `dir`, started if need be (then announced: `why` says what it
 /// is used for).
-fn embedded_server(dir: &std::path::Path, why: &str) -> Result<Target> {
+pub(crate) fn embedded_server(dir: &std::path::Path, why: &str) -> Result<Target> {
     let info = embedded::up(dir, None)?;
     // Once per cluster start, not on every command run against a running cluster.
     if !info.was_running {

@@ -201,8 +201,7 @@ async fn migration_error(
 }
 
 /// `migration FILE:LINE:COLUMN failed: MESSAGE (SQLSTATE)` + `after`, then Postgres's detail and
-/// hint: where in the file Postgres points, or, when it gives no position in the file, where the
-/// statement that fails starts (found by re-running the statements in a rolled-back transaction).
+/// hint.
 pub(super) async fn describe_failure(
     client: &mut impl tokio_postgres::GenericClient,
     file: &Path,
@@ -210,14 +209,33 @@ pub(super) async fn describe_failure(
     e: &tokio_postgres::Error,
     after: &str,
 ) -> String {
-    let Some(dbe) = e.as_db_error() else {
-        return format!("migration {} failed: {e}{after}", file.display());
-    };
-    let at = match dbe.position() {
+    let at = locate(client, sql, e).await;
+    failure_text(file, at, e, after)
+}
+
+/// Where in `sql` Postgres points, or, when it gives no position in the file, where the statement
+/// that fails starts (found by re-running the statements in a rolled-back transaction).
+pub(super) async fn locate(
+    client: &mut impl tokio_postgres::GenericClient,
+    sql: &str,
+    e: &tokio_postgres::Error,
+) -> Option<(usize, usize)> {
+    match e.as_db_error()?.position() {
         Some(tokio_postgres::error::ErrorPosition::Original(pos)) => {
             Some(char_position(sql, *pos as usize))
         }
         _ => super::statements::locate_failure(client, sql).await,
+    }
+}
+
+pub(super) fn failure_text(
+    file: &Path,
+    at: Option<(usize, usize)>,
+    e: &tokio_postgres::Error,
+    after: &str,
+) -> String {
+    let Some(dbe) = e.as_db_error() else {
+        return format!("migration {} failed: {e}{after}", file.display());
     };
     let location = at.map_or(String::new(), |(line, col)| format!(":{line}:{col}"));
     let mut msg = format!(

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use refinery::Migration;
 use tokio_postgres::Client;
 
@@ -81,16 +81,27 @@ pub async fn in_scratch<T>(
     Ok(value)
 }
 
+/// A migration that failed to apply in the scratch database.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// `migration FILE:LINE:COLUMN failed: ...`, with Postgres's detail and hint.
+    pub text: String,
+    /// Where in the file (line, column).
+    pub at: Option<(usize, usize)>,
+    /// Postgres's message alone.
+    pub message: String,
+}
+
 /// Apply `migrations` in order in one transaction that is rolled back at the end, each in its
 /// own savepoint; the first failure names the file, `line:column` and Postgres's message, then
-/// `after`.
+/// `after`. `Ok(None)` when every migration applies.
 pub async fn test_apply(
     client: &mut Client,
     dir: &Path,
     search_path: &str,
     migrations: &[&Migration],
     after: &str,
-) -> Result<()> {
+) -> Result<Option<Failure>> {
     let mut tx = client.transaction().await?;
     tx.execute(
         "SELECT set_config('search_path', $1, true)",
@@ -105,11 +116,17 @@ pub async fn test_apply(
             Err(e) => {
                 step.rollback().await?;
                 let file = dir.join(format!("{m}.sql"));
-                let failure = super::runner::describe_failure(&mut tx, &file, sql, &e, after).await;
-                return Err(anyhow!(failure));
+                let at = super::runner::locate(&mut tx, sql, &e).await;
+                return Ok(Some(Failure {
+                    text: super::runner::failure_text(&file, at, &e, after),
+                    at,
+                    message: e
+                        .as_db_error()
+                        .map_or(e.to_string(), |d| d.message().to_string()),
+                }));
             }
         }
     }
     tx.rollback().await?;
-    Ok(())
+    Ok(None)
 }

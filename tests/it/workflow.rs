@@ -199,3 +199,60 @@ fn a_history_left_in_public_is_read_there_and_moved_by_the_next_migrate() {
         "applied despite the refusal"
     );
 }
+
+/// A typo in a column type that the policy compiler cannot know about.
+fn mistype_phone(dir: &Path) {
+    let path = dir.join("policies/members.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed = text.replace(
+        "{ name = \"phone\", type = \"text\"",
+        "{ name = \"phone\", type = \"txet\"",
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&path, changed).unwrap();
+}
+
+#[test]
+fn generate_test_applies_and_writes_nothing_that_fails() {
+    let db = test_db("generate_checks");
+    let dir = write_project(&db, false);
+    mistype_phone(&dir);
+    let (code, _, err) = output(&dir, &["generate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("V1__initial.sql:"), "{err}");
+    assert!(err.contains("type \"txet\" does not exist"), "{err}");
+    let line = std::fs::read_to_string(dir.join("policies/members.toml"))
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("txet"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("policies/members.toml:{line}:")),
+        "points at the policy line: {err}"
+    );
+    let written: Vec<_> = std::fs::read_dir(dir.join("migrations")).unwrap().collect();
+    assert!(written.is_empty(), "wrote {written:?}");
+
+    // --offline writes it, and says it did not test-apply.
+    let (code, _, err) = output(&dir, &["generate", "--offline"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("not test-applied (--offline)"), "{err}");
+    assert!(dir.join("migrations/V1__initial.sql").exists());
+}
+
+#[test]
+fn generate_without_server_binaries_writes_and_says_so() {
+    let db = test_db("generate_no_binaries");
+    let dir = write_project(&db, false);
+    let out = tenantctl(&dir)
+        .arg("generate")
+        .env_remove("TENANTCTL_SCRATCH_URL")
+        .env("TENANTCTL_PG_BINDIR", dir.join("no-such-bindir"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no PostgreSQL server binaries found"), "{err}");
+    assert!(dir.join("migrations/V1__initial.sql").exists());
+}
