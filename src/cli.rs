@@ -182,6 +182,10 @@ pub struct GenerateArgs {
     /// Allow DROP TABLE and DROP COLUMN (data loss) in the generated migration.
     #[arg(long)]
     pub allow_destructive: bool,
+    /// In CI ($CI set), write a change that widens what a role can see or write (a new or
+    /// changed permissive policy, a dropped restrictive one, more privileges).
+    #[arg(long)]
+    pub allow_widening: bool,
     /// Write without test-applying the new migration in a scratch database of the embedded
     /// cluster (`migrate --dry-run` checks it later).
     #[arg(long)]

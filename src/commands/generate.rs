@@ -24,6 +24,11 @@ pub struct Settings {
     pub name: Option<String>,
     /// Allow DROP TABLE and DROP COLUMN in the generated migration.
     pub allow_destructive: bool,
+    /// A change that widens what a role can see or write is written in CI ($CI set) only with
+    /// --allow-widening.
+    pub allow_widening: bool,
+    /// $CI is set.
+    pub ci: bool,
     /// Where to test-apply the new migration before writing it; None: not test-applied
     /// (`--offline`, or no server binaries), with the reason.
     pub test_apply: TestApply,
@@ -46,6 +51,8 @@ struct Pending {
     version: u32,
     statements: Vec<Statement>,
     schema: crate::model::Schema,
+    /// What changes, for the header, and what widens a role's reach.
+    summary: sqlgen::Summary,
 }
 
 fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
@@ -69,10 +76,12 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
             list.join("\n")
         );
     }
+    let summary = sqlgen::summarize(snap.as_ref().map(|s| &s.schema), &schema);
     Ok(Pending {
         version: last + 1,
         statements,
         schema,
+        summary,
     })
 }
 
@@ -85,6 +94,8 @@ pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
             "statements": p.statements.iter().map(|s| json!({
                 "object": s.provenance, "sql": s.sql, "destructive": s.destructive,
             })).collect::<Vec<_>>(),
+            "summary": p.summary.counts,
+            "widening": widening_json(&p.summary),
         })),
         Format::Table if p.statements.is_empty() => {
             eprintln!(
@@ -92,7 +103,11 @@ pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
             )
         }
         Format::Table => {
-            print!("{}", sqlgen::render(p.version, "planned", &p.statements))
+            let header = p.summary.header();
+            print!(
+                "{}",
+                sqlgen::render(p.version, "planned", &header, &p.statements)
+            )
         }
     }
     Ok(Outcome::Clean)
@@ -121,7 +136,8 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let file = dir.join(format!("V{}__{name}.sql", p.version));
-    let text = sqlgen::render(p.version, &name, &p.statements);
+    refuse_widening(&p.summary, settings)?;
+    let text = sqlgen::render(p.version, &name, &p.summary.header(), &p.statements);
     check_applies(project, &settings.test_apply, &file, &text, &p.schema).await?;
     snapshot::write_atomic(&file, &text)?;
     if let Err(e) = snapshot::save(&dir, p.version, &p.schema) {
@@ -218,4 +234,37 @@ fn policy_pointer(project: &Project, text: &str, line: usize, message: &str) -> 
         Some((l, c)) => format!("{rel}:{l}:{c} ({object})"),
         None => format!("{rel} ({object})"),
     })
+}
+
+fn widening_json(summary: &sqlgen::Summary) -> serde_json::Value {
+    summary
+        .widened
+        .iter()
+        .map(|(role, objects)| {
+            let names: Vec<&str> = objects.iter().map(|(_, o)| o.as_str()).collect();
+            (role.clone(), json!(names))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// In CI, a change that widens what a role can see or write needs --allow-widening: a reviewer
+/// saw the risk line, and the pipeline says so.
+fn refuse_widening(summary: &sqlgen::Summary, settings: &Settings) -> Result<()> {
+    if !settings.ci || settings.allow_widening || summary.widened.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = summary
+        .widened
+        .iter()
+        .map(|(role, objects)| {
+            let names: Vec<&str> = objects.iter().map(|(_, o)| o.as_str()).collect();
+            format!("  {role}: {}", names.join(", "))
+        })
+        .collect();
+    bail!(
+        "the change widens what a role can see or write, and $CI is set; nothing was written:\n{}\n  \
+         hint: review it with `tenantctl plan`; if it is intended, run again with --allow-widening",
+        lines.join("\n")
+    )
 }

@@ -71,6 +71,8 @@ async fn dispatch(
             let settings = generate::Settings {
                 name: args.name,
                 allow_destructive: args.allow_destructive,
+                allow_widening: args.allow_widening,
+                ci: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
                 test_apply: test_apply_server(project, args.offline)?,
                 format,
             };

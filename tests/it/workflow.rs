@@ -6,7 +6,16 @@ use crate::harness::{tenantctl, test_db};
 use crate::support::{generate_and_migrate, repo, write_project, Pg, Roles};
 
 fn output(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = tenantctl(dir).args(args).output().unwrap();
+    output_in_ci(dir, args, false)
+}
+
+/// `output`, with $CI set when `ci`.
+fn output_in_ci(dir: &Path, args: &[&str], ci: bool) -> (i32, String, String) {
+    let mut cmd = tenantctl(dir);
+    if ci {
+        cmd.env("CI", "true");
+    }
+    let out = cmd.args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
@@ -28,16 +37,20 @@ fn readme_backfill(roles: &Roles) -> String {
         .replace("gym_app", &roles.app)
 }
 
+/// Replace the first `from` in a policy file with `to`.
+fn edit_policy(dir: &Path, file: &str, from: &str, to: &str) {
+    let path = dir.join("policies").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed = text.replacen(from, to, 1);
+    assert_ne!(text, changed, "{from} not in {file}");
+    std::fs::write(&path, changed).unwrap();
+}
+
 /// Add an index on members(joined_on): a policy change generate must write after V2.
 fn add_index(dir: &Path) {
-    let path = dir.join("policies/members.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let changed = text.replace(
-        "{ columns = [\"status\"] }",
-        "{ columns = [\"status\"] }, { columns = [\"joined_on\"] }",
-    );
-    assert_ne!(text, changed);
-    std::fs::write(&path, changed).unwrap();
+    let index = "{ columns = [\"status\"] }";
+    let more = "{ columns = [\"status\"] }, { columns = [\"joined_on\"] }";
+    edit_policy(dir, "members.toml", index, more);
 }
 
 #[test]
@@ -200,23 +213,13 @@ fn a_history_left_in_public_is_read_there_and_moved_by_the_next_migrate() {
     );
 }
 
-/// A typo in a column type that the policy compiler cannot know about.
-fn mistype_phone(dir: &Path) {
-    let path = dir.join("policies/members.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let changed = text.replace(
-        "{ name = \"phone\", type = \"text\"",
-        "{ name = \"phone\", type = \"txet\"",
-    );
-    assert_ne!(text, changed);
-    std::fs::write(&path, changed).unwrap();
-}
-
 #[test]
 fn generate_test_applies_and_writes_nothing_that_fails() {
     let db = test_db("generate_checks");
     let dir = write_project(&db, false);
-    mistype_phone(&dir);
+    // A typo in a column type that the policy compiler cannot know about.
+    let phone = "{ name = \"phone\", type = \"text\"";
+    edit_policy(&dir, "members.toml", phone, &phone.replace("text", "txet"));
     let (code, _, err) = output(&dir, &["generate"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("V1__initial.sql:"), "{err}");
@@ -255,4 +258,47 @@ fn generate_without_server_binaries_writes_and_says_so() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("no PostgreSQL server binaries found"), "{err}");
     assert!(dir.join("migrations/V1__initial.sql").exists());
+}
+
+#[test]
+fn a_widening_policy_change_is_labelled_and_needs_allow_widening_in_ci() {
+    let db = test_db("widening");
+    let roles = Roles::for_db(&db);
+    let dir = write_project(&db, false);
+    let (code, _, err) = output(&dir, &["generate"]);
+    assert_eq!(code, 0, "{err}");
+    let v1 = std::fs::read_to_string(dir.join("migrations/V1__initial.sql")).unwrap();
+    assert!(v1.contains("-- Summary: +3 tables, +4 policies\n"), "{v1}");
+
+    // Not widening: an index. CI writes it.
+    add_index(&dir);
+    let (code, _, err) = output_in_ci(&dir, &["generate"], true);
+    assert_eq!(code, 0, "{err}");
+    let v2 = std::fs::read_to_string(dir.join("migrations/V2__policies.sql")).unwrap();
+    assert!(!v2.contains("RISK"), "{v2}");
+
+    // gym_app sees every gym: a change that widens what the role can see.
+    let own = "using = \"id = (SELECT tenantctl.current_gym_id())\"";
+    edit_policy(&dir, "gyms.toml", own, "using = \"true\"");
+    let (code, plan, err) = output(&dir, &["plan"]);
+    assert_eq!(code, 0, "{err}");
+    let app = &roles.app;
+    assert!(
+        plan.contains(&format!("~1 policy widened for {app}")),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!(
+            "-- RISK widening: {app} may see or write more: policy gyms.gyms_select_own"
+        )),
+        "{plan}"
+    );
+    let (code, _, err) = output_in_ci(&dir, &["generate"], true);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--allow-widening"), "{err}");
+    assert!(!dir.join("migrations/V3__policies.sql").exists());
+    let (code, _, err) = output_in_ci(&dir, &["generate", "--allow-widening"], true);
+    assert_eq!(code, 0, "{err}");
+    let v3 = std::fs::read_to_string(dir.join("migrations/V3__policies.sql")).unwrap();
+    assert!(v3.contains("RISK widening"), "{v3}");
 }
