@@ -200,3 +200,18 @@ pub fn stale_since(dir: &Path, policies: &Schema) -> Result<Option<u32>> {
 pub fn stale_message(version: u32) -> String {
     format!("policies changed since V{version}: run `tenantctl generate`")
 }
+
+/// The version of the last generated snapshot when this tenantctl's generator emits newer helper
+/// objects than the migrations create (`generate` writes the upgrade migration, as V2 did).
+pub fn generator_upgrade_since(dir: &Path) -> Result<Option<u32>> {
+    Ok(load(dir)?
+        .filter(|s| s.helpers < HELPERS)
+        .map(|s| s.version))
+}
+
+/// The sentence `status` prints for a generator upgrade not yet written.
+pub fn upgrade_message(version: u32) -> String {
+    format!(
+        "tenantctl's generator changed since V{version}: `tenantctl generate` writes the upgrade migration"
+    )
+}

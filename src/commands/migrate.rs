@@ -83,7 +83,9 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     )
     .await;
     bar.finish_and_clear();
-    render(&report?, settings.format);
+    let report = report?;
+    migrate::mark(&client, &place).await?;
+    render(&report, settings.format);
     Ok(Outcome::Clean)
 }
 

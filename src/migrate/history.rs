@@ -10,6 +10,15 @@ use crate::sqlgen;
 /// refinery's history table.
 pub const HISTORY_TABLE: &str = "refinery_schema_history";
 
+/// The format of the history this tenantctl writes and reads: its table comment says
+/// `tenantctl history format <n>`. 1: refinery's table in the helper schema.
+pub const HISTORY_FORMAT: u32 = 1;
+const MARKER_PREFIX: &str = "tenantctl history format ";
+
+/// The history table's comment.
+const HISTORY_COMMENT: &str =
+    "SELECT pg_catalog.obj_description(pg_catalog.to_regclass($1), 'pg_class') AS comment";
+
 /// What the database's history says, per version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -71,6 +80,7 @@ async fn read_history(client: &mut Client, place: &Place) -> Result<Vec<Migratio
     let mut applied = Vec::new();
     let found = located(&tx, place).await?;
     if let Some(schema) = found.first() {
+        refuse_newer(&tx, schema).await?;
         let rows = sqlgen::history_rows(schema, HISTORY_TABLE);
         for r in tx.query_typed(&rows, &[]).await? {
             applied.push(history_row(&r)?);
@@ -94,6 +104,45 @@ fn history_row(r: &tokio_postgres::Row) -> Result<Migration> {
         on,
         checksum,
     ))
+}
+
+/// A history written by a newer tenantctl (a format this one does not know) is refused: this
+/// tenantctl could misread it, or undo what the newer one did.
+async fn refuse_newer(client: &impl GenericClient, schema: &str) -> Result<()> {
+    let name = sqlgen::history_relation(schema, HISTORY_TABLE);
+    let comment: Option<String> = client
+        .query_typed_one(HISTORY_COMMENT, crate::pg::unnamed::typed![name.as_str()])
+        .await?
+        .get("comment");
+    let format = comment
+        .as_deref()
+        .and_then(|c| c.strip_prefix(MARKER_PREFIX))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    match format {
+        Some(n) if n > HISTORY_FORMAT => bail!(
+            "this database was migrated by a newer tenantctl: its history {name} has format {n}, this tenantctl {} knows formats up to {HISTORY_FORMAT}; nothing was read or applied\n  \
+             hint: upgrade tenantctl to the version that migrated it (see the project's CI or lock file), then run the command again",
+            env!("CARGO_PKG_VERSION")
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Leave this tenantctl's marker on the history (when there is one in the helper schema).
+pub async fn mark(client: &Client, place: &Place) -> Result<()> {
+    if !relation_exists(client, &place.relation()).await? {
+        return Ok(());
+    }
+    let marker = format!("{MARKER_PREFIX}{HISTORY_FORMAT}");
+    client
+        .batch_execute(&sqlgen::mark_history(
+            &place.helper_schema,
+            HISTORY_TABLE,
+            &marker,
+        ))
+        .await
+        .map_err(crate::pg::error::pg_error)
+        .context("cannot mark the migration history")
 }
 
 /// The schemas holding a history table: the helper schema first, then the legacy one.

@@ -15,7 +15,9 @@ use tokio_postgres::Client;
 
 use crate::settings::Project;
 
-pub use history::{applied_migrations, compare, settle, Entry, Place, State, HISTORY_TABLE};
+pub use history::{
+    applied_migrations, compare, mark, settle, Entry, Place, State, HISTORY_FORMAT, HISTORY_TABLE,
+};
 pub use runner::{apply, plan, prepare, Applied, Plan, Report, MIGRATE_LOCK_KEY};
 
 /// The migration files, as refinery reads them.
@@ -83,7 +85,9 @@ pub async fn apply_pending(
     let plan = plan(client, load_migrations(project)?, None, &place).await?;
     settle(client, &place, !plan.pending.is_empty()).await?;
     bar.set_length(plan.pending.len() as u64);
-    apply(client, &project.migrations_dir(), &plan, bar, announce).await
+    let report = apply(client, &project.migrations_dir(), &plan, bar, announce).await?;
+    mark(client, &place).await?;
+    Ok(report)
 }
 
 /// Whether Postgres refused `e` for a missing privilege (SQLSTATE 42501), anywhere in its chain.

@@ -96,7 +96,22 @@ pub async fn plan(
 }
 
 /// Migrations are immutable once applied: a changed or removed one stops the run before it starts.
+/// A history ahead of every file was written from newer migration files (a newer checkout, or a
+/// newer tenantctl's generated migrations): said as such.
 fn check_history(migrations: &[Migration], applied: &[Migration]) -> Result<()> {
+    let newest_file = migrations.iter().map(|m| m.version()).max().unwrap_or(0);
+    let ahead: Vec<String> = applied
+        .iter()
+        .filter(|a| a.version() > newest_file)
+        .map(|a| a.to_string())
+        .collect();
+    if !ahead.is_empty() {
+        bail!(
+            "the database is ahead of these migration files: it has applied {} but the newest file here is V{newest_file}; it was migrated from newer files (a newer checkout, or a newer tenantctl); nothing was applied\n  \
+             hint: update this checkout (and tenantctl) to the one that migrated the database, then run the command again",
+            ahead.join(", ")
+        );
+    }
     let bad: Vec<String> = compare(migrations, applied)
         .iter()
         .filter_map(|e| match e.state {

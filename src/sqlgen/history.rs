@@ -34,3 +34,13 @@ pub fn move_history(from: &str, to: &str, table: &str, app_role: &str) -> String
         q(app_role)
     )
 }
+
+/// The marker tenantctl leaves on the history table: the format of the history it writes, so
+/// that an older tenantctl can tell a database migrated by a newer one.
+pub fn mark_history(schema: &str, table: &str, marker: &str) -> String {
+    format!(
+        "COMMENT ON TABLE {} IS {}",
+        rel(schema, table),
+        postgres_protocol::escape::escape_literal(marker)
+    )
+}

@@ -302,3 +302,66 @@ fn a_widening_policy_change_is_labelled_and_needs_allow_widening_in_ci() {
     let v3 = std::fs::read_to_string(dir.join("migrations/V3__policies.sql")).unwrap();
     assert!(v3.contains("RISK widening"), "{v3}");
 }
+
+#[test]
+fn a_database_migrated_by_a_newer_tenantctl_is_refused() {
+    let db = test_db("newer_tenantctl");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let mut pg = Pg::connect(&db.url);
+    let marker =
+        "SELECT obj_description('tenantctl.refinery_schema_history'::regclass, 'pg_class')";
+    assert_eq!(pg.one(marker), "tenantctl history format 1");
+    // A newer history format.
+    pg.batch("COMMENT ON TABLE tenantctl.refinery_schema_history IS 'tenantctl history format 99'")
+        .unwrap();
+    add_index(&dir);
+    let (code, _, err) = output(&dir, &["generate"]);
+    assert_eq!(code, 0, "{err}");
+    for args in [&["migrate"][..], &["status"][..]] {
+        let (code, _, err) = output(&dir, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("migrated by a newer tenantctl"), "{err}");
+    }
+    let applied = "SELECT max(version)::text FROM tenantctl.refinery_schema_history";
+    assert_eq!(pg.one(applied), "1", "applied despite the refusal");
+
+    // A history ahead of every file: migrated from newer migration files.
+    pg.batch("COMMENT ON TABLE tenantctl.refinery_schema_history IS 'tenantctl history format 1'; \
+              INSERT INTO tenantctl.refinery_schema_history VALUES (7, 'later', '2026-01-01T00:00:00Z', '1')")
+        .unwrap();
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the database is ahead of these migration files"),
+        "{err}"
+    );
+    let versions = "SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantctl.refinery_schema_history";
+    assert_eq!(pg.one(versions), "1,7", "applied despite the refusal");
+}
+
+#[test]
+fn status_notices_a_generator_upgrade() {
+    let db = test_db("generator_upgrade");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    // A snapshot written by a tenantctl whose helper objects were older (revision 1).
+    let path = dir.join("migrations/tenantctl.snapshot.json");
+    let mut snap: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    snap["helpers"] = serde_json::json!(1);
+    std::fs::write(&path, serde_json::to_string_pretty(&snap).unwrap()).unwrap();
+    let (code, out, err) = output(&dir, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("tenantctl's generator changed since V1"),
+        "{out}"
+    );
+    let (code, _, _) = output(&dir, &["status", "--check"]);
+    assert_eq!(code, 1);
+    let (code, _, err) = output(&dir, &["generate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = output(&dir, &["status", "--check"]);
+    assert_eq!(code, 1, "V2 pending: {out}");
+    assert!(!out.contains("generator changed"), "{out}");
+}
