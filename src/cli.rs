@@ -251,8 +251,13 @@ pub enum DevCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Stop the local cluster, delete its data, and start a fresh one.
-    Reset,
+    /// Stop the local cluster, delete its data, and start a fresh one. Asks for confirmation on
+    /// a terminal; elsewhere needs --yes.
+    Reset {
+        /// Reset without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

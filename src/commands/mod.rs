@@ -224,7 +224,7 @@ fn dev_settings(args: cli::DevArgs, format: Format) -> dev::Settings {
         C::Down => dev::Action::Down,
         C::Url { show_password } => dev::Action::Url { show_password },
         C::Psql { args } => dev::Action::Psql { args },
-        C::Reset => dev::Action::Reset,
+        C::Reset { yes } => dev::Action::Reset { yes },
     };
     dev::Settings {
         dir: args.dir,

@@ -35,3 +35,17 @@ pub fn project_path(project: &crate::settings::Project, file: &std::path::Path) 
         .display()
         .to_string()
 }
+
+/// Ask on the terminal (stderr) and read a line: true when the answer is `expected`.
+pub fn confirm(prompt: &str, expected: &str) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    use std::io::{BufRead, Write};
+    eprint!("{prompt}");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
+    Ok(answer.trim() == expected)
+}
