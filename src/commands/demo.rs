@@ -140,7 +140,7 @@ fn print_table(
     (a, b): (&Tenant, &Tenant),
 ) {
     println!("\nTenants in {DEMO_DATABASE} (counted as the platform admin):");
-    println!("{}", super::render::tenants_table(list));
+    println!("{}", super::render::fit(super::render::tenants_table(list)));
     println!("\nverify:");
     println!("{}", render::table(verified, Severity::Error));
     println!("\nThe same data, seen by each role:");
@@ -159,9 +159,9 @@ fn print_table(
             },
         ]);
     }
-    println!("{t}");
+    println!("{}", super::render::fit(t));
     if holds {
-        println!("\nIsolation holds: each gym sees only its own rows, even without WHERE; no context, no rows; the admin sees all.");
+        println!("\n{}", super::render::wrap("Isolation holds: each gym sees only its own rows, even without WHERE; no context, no rows; the admin sees all."));
     } else {
         println!("\nISOLATION IS BROKEN: see the ✗ rows above.");
     }

@@ -40,8 +40,8 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
             "summary": {"applied": counts.applied, "pending": counts.pending, "divergent": counts.divergent, "missing": counts.missing},
         })),
         Format::Table => {
-            println!("{}", table(&entries));
-            println!(
+            println!("{}", super::render::fit(table(&entries)));
+            let line = format!(
                 "{}: at V{}; {} applied, {} pending, {} divergent, {} missing",
                 url,
                 current.unwrap_or(0),
@@ -50,11 +50,18 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
                 counts.divergent,
                 counts.missing
             );
+            println!("{}", super::render::wrap(&line));
             if let Some(version) = stale {
-                println!("{}", crate::snapshot::stale_message(version));
+                println!(
+                    "{}",
+                    super::render::wrap(&crate::snapshot::stale_message(version))
+                );
             }
             if let Some(version) = upgrade {
-                println!("{}", crate::snapshot::upgrade_message(version));
+                println!(
+                    "{}",
+                    super::render::wrap(&crate::snapshot::upgrade_message(version))
+                );
             }
         }
     }
