@@ -5,7 +5,7 @@
 #
 #   scripts/bench-plan.sh [TABLES]      # TABLES defaults to 200; needs hyperfine (apt-get install hyperfine)
 #
-# `generate` runs against a fresh migrations/ each time (hyperfine --prepare), so every run
+# `generate --offline` (no test-apply: that needs a server) runs against a fresh migrations/ each time (hyperfine --prepare), so every run
 # writes the whole first migration. Target: under 20 ms each. docs/performance.md keeps a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +53,6 @@ hyperfine -N --warmup 3 --runs 30 --style none --export-json "$work/ref.json" "$
 report "$work/ref.json"
 echo "$N tables (target: under 20 ms each):"
 hyperfine -N --warmup 5 --runs 60 --style none --export-json "$work/big.json" \
-    --prepare "rm -rf migrations && mkdir migrations" "$T plan" "$T generate" >/dev/null
+    --prepare "rm -rf migrations && mkdir migrations" "$T plan" "$T generate --offline" >/dev/null
 report "$work/big.json"
 echo "load average when done: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"

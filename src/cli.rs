@@ -63,6 +63,9 @@ pub enum Command {
     /// Write the next migrations/V<n>__<name>.sql from the change in policies/ since the last
     /// generation. Writes nothing when nothing changed.
     Generate(GenerateArgs),
+    /// Add an empty hand-written migrations/V<n>__<name>.sql (a backfill, a data fix) after the
+    /// newest one. generate and plan leave hand-written migrations alone.
+    New(NewArgs),
     /// Apply pending migrations, one transaction each, under an advisory lock.
     Migrate(MigrateArgs),
     /// List applied, pending, divergent and missing migrations.
@@ -222,6 +225,20 @@ pub struct GenerateArgs {
     /// Allow DROP TABLE and DROP COLUMN (data loss) in the generated migration.
     #[arg(long)]
     pub allow_destructive: bool,
+    /// In CI ($CI set), write a change that widens what a role can see or write (a new or
+    /// changed permissive policy, a dropped restrictive one, more privileges).
+    #[arg(long)]
+    pub allow_widening: bool,
+    /// Write without test-applying the new migration in a scratch database of the embedded
+    /// cluster (`migrate --dry-run` checks it later).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Migration name: letters, digits and underscores (`backfill_phones`).
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
@@ -277,8 +294,13 @@ pub enum DevCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Stop the local cluster, delete its data, and start a fresh one.
-    Reset,
+    /// Stop the local cluster, delete its data, and start a fresh one. Asks for confirmation on
+    /// a terminal; elsewhere needs --yes.
+    Reset {
+        /// Reset without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

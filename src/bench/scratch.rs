@@ -41,17 +41,8 @@ pub async fn create_database(
         .with_context(|| format!("cannot create the scratch database {name}\n  hint: the connecting role needs CREATEDB, or run bench on an existing database without --scratch"))?;
     let url = server.with_dbname(name)?;
     let mut client = pg::connect(&url).await?;
-    migrate::prepare(&client, project).await?;
-    let plan = migrate::plan(&mut client, migrate::load_migrations(project)?, None).await?;
     let hidden = indicatif::ProgressBar::hidden();
-    migrate::apply(
-        &mut client,
-        &project.migrations_dir(),
-        &plan,
-        &hidden,
-        false,
-    )
-    .await?;
+    migrate::apply_pending(&mut client, project, &hidden, false).await?;
     Ok(url)
 }
 

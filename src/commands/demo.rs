@@ -140,7 +140,7 @@ fn print_table(
     (a, b): (&Tenant, &Tenant),
 ) {
     println!("\nTenants in {DEMO_DATABASE} (counted as the platform admin):");
-    println!("{}", super::render::tenants_table(list));
+    println!("{}", super::render::fit(super::render::tenants_table(list)));
     println!("\nverify:");
     println!("{}", render::table(verified, Severity::Error));
     println!("\nThe same data, seen by each role:");
@@ -159,9 +159,9 @@ fn print_table(
             },
         ]);
     }
-    println!("{t}");
+    println!("{}", super::render::fit(t));
     if holds {
-        println!("\nIsolation holds: each gym sees only its own rows, even without WHERE; no context, no rows; the admin sees all.");
+        println!("\n{}", super::render::wrap("Isolation holds: each gym sees only its own rows, even without WHERE; no context, no rows; the admin sees all."));
     } else {
         println!("\nISOLATION IS BROKEN: see the ✗ rows above.");
     }
@@ -197,13 +197,9 @@ async fn recreate_database(cluster: &pg::Target) -> Result<()> {
 /// Apply every migration, reported as `tenantctl migrate` reports it in table format: on stderr,
 /// leaving stdout to the demo.
 async fn apply_migrations(project: &Project, url: &pg::Target) -> Result<()> {
-    let migrations = migrate::load_migrations(project)?;
     let mut client = pg::connect(url).await?;
-    migrate::prepare(&client, project).await?;
-    let plan = migrate::plan(&mut client, migrations, None).await?;
-    let bar = output::progress(plan.pending.len() as u64, "migrating");
-    let dir = project.migrations_dir();
-    let report = migrate::apply(&mut client, &dir, &plan, &bar, true).await;
+    let bar = output::progress(0, "migrating");
+    let report = migrate::apply_pending(&mut client, project, &bar, true).await;
     bar.finish_and_clear();
     let report = report?;
     if report.applied.is_empty() {

@@ -33,7 +33,10 @@ pub enum Action {
     Psql {
         args: Vec<String>,
     },
-    Reset,
+    /// `yes`: without asking.
+    Reset {
+        yes: bool,
+    },
 }
 
 pub async fn run(project: &crate::settings::Project, settings: Settings) -> Result<Outcome> {
@@ -101,7 +104,8 @@ pub async fn run(project: &crate::settings::Project, settings: Settings) -> Resu
             .await?;
             return exec_psql(&info, bindir.as_deref(), &args);
         }
-        Action::Reset => {
+        Action::Reset { yes } => {
+            confirm_reset(&dir, yes)?;
             let info = blocking({
                 let dir = dir.clone();
                 move || embedded::reset(&dir, None)
@@ -111,6 +115,27 @@ pub async fn run(project: &crate::settings::Project, settings: Settings) -> Resu
         }
     }
     Ok(Outcome::Clean)
+}
+
+/// `dev reset` deletes the cluster's data: asked on a terminal, refused elsewhere without --yes.
+fn confirm_reset(dir: &std::path::Path, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !crate::output::interactive() {
+        anyhow::bail!(
+            "refusing to delete the local cluster's data in {} without confirmation: there is no terminal to ask on\n  hint: pass --yes",
+            dir.display()
+        );
+    }
+    let prompt = format!(
+        "Delete the local cluster's data in {} and start a fresh one?\nType 'reset' to confirm: ",
+        dir.display()
+    );
+    if !super::render::confirm(&prompt, "reset")? {
+        anyhow::bail!("not confirmed; nothing was deleted");
+    }
+    Ok(())
 }
 
 /// The embedded functions run processes and sleep: keep them off the async workers.

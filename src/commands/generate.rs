@@ -24,7 +24,26 @@ pub struct Settings {
     pub name: Option<String>,
     /// Allow DROP TABLE and DROP COLUMN in the generated migration.
     pub allow_destructive: bool,
+    /// A change that widens what a role can see or write is written in CI ($CI set) only with
+    /// --allow-widening.
+    pub allow_widening: bool,
+    /// $CI is set.
+    pub ci: bool,
+    /// Where to test-apply the new migration before writing it; None: not test-applied
+    /// (`--offline`, or no server binaries), with the reason.
+    pub test_apply: TestApply,
     pub format: Format,
+}
+
+/// Where `generate` test-applies a new migration.
+#[derive(Debug, Clone)]
+pub enum TestApply {
+    /// A scratch database on this server ($TENANTCTL_SCRATCH_URL).
+    On(Box<crate::pg::Target>),
+    /// A scratch database of the embedded cluster in this directory, started if need be.
+    Embedded(std::path::PathBuf),
+    /// Not test-applied, and why (printed).
+    Skipped(String),
 }
 
 /// What the next migration would be.
@@ -32,6 +51,8 @@ struct Pending {
     version: u32,
     statements: Vec<Statement>,
     schema: crate::model::Schema,
+    /// What changes, for the header, and what widens a role's reach.
+    summary: sqlgen::Summary,
 }
 
 fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
@@ -40,20 +61,7 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
     let files = snapshot::migration_files(&dir)?;
     let snap = snapshot::load(&dir)?;
     let last = files.last().map_or(0, |f: &MigrationFile| f.version);
-    match &snap {
-        None if last > 0 => bail!(
-            "{} holds migrations up to V{last} but no {}\n  hint: restore {} from version control; it records what the migrations already create",
-            dir.display(),
-            snapshot::FILE,
-            snapshot::FILE
-        ),
-        Some(s) if s.version != last => bail!(
-            "{} records V{} but the newest migration is V{last}\n  hint: the snapshot and the migration files come from different commits; restore both from version control",
-            snapshot::FILE,
-            s.version
-        ),
-        _ => {}
-    }
+    snapshot::check_files(&dir, &files, snap.as_ref())?;
     // Helper objects written by an older tenantctl are re-created (CREATE OR REPLACE).
     let old_helpers = snap.as_ref().is_some_and(|s| s.helpers < snapshot::HELPERS);
     let statements = sqlgen::diff(snap.as_ref().map(|s| &s.schema), &schema, old_helpers);
@@ -68,10 +76,12 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
             list.join("\n")
         );
     }
+    let summary = sqlgen::summarize(snap.as_ref().map(|s| &s.schema), &schema);
     Ok(Pending {
         version: last + 1,
         statements,
         schema,
+        summary,
     })
 }
 
@@ -84,6 +94,8 @@ pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
             "statements": p.statements.iter().map(|s| json!({
                 "object": s.provenance, "sql": s.sql, "destructive": s.destructive,
             })).collect::<Vec<_>>(),
+            "summary": p.summary.counts,
+            "widening": widening_json(&p.summary),
         })),
         Format::Table if p.statements.is_empty() => {
             eprintln!(
@@ -91,20 +103,17 @@ pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
             )
         }
         Format::Table => {
-            print!("{}", sqlgen::render(p.version, "planned", &p.statements))
+            let header = p.summary.header();
+            print!(
+                "{}",
+                sqlgen::render(p.version, "planned", &header, &p.statements)
+            )
         }
     }
     Ok(Outcome::Clean)
 }
 
-/// refinery reads the name with `\w+`; we keep it to plain ASCII so file names travel well.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
+pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
     let p = compute(project, settings.allow_destructive)?;
     let dir = project.migrations_dir();
     if p.statements.is_empty() {
@@ -120,25 +129,23 @@ pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
         return Ok(Outcome::Clean);
     }
     let name = match settings.name.as_deref() {
-        Some(n) if valid_name(n) => n.to_string(),
+        Some(n) if snapshot::valid_name(n) => n.to_string(),
         Some(n) => bail!("migration name {n:?} is not valid\n  hint: use letters, digits and underscores, e.g. --name add_sessions"),
         None if p.version == 1 => "initial".to_string(),
         None => "policies".to_string(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let file = dir.join(format!("V{}__{name}.sql", p.version));
-    let text = sqlgen::render(p.version, &name, &p.statements);
+    refuse_widening(&p.summary, settings)?;
+    let text = sqlgen::render(p.version, &name, &p.summary.header(), &p.statements);
+    check_applies(project, &settings.test_apply, &file, &text, &p.schema).await?;
     snapshot::write_atomic(&file, &text)?;
     if let Err(e) = snapshot::save(&dir, p.version, &p.schema) {
         // Never leave a migration without the snapshot that describes it.
         let _ = std::fs::remove_file(&file);
         return Err(e);
     }
-    let shown = file
-        .strip_prefix(&project.root)
-        .unwrap_or(&file)
-        .display()
-        .to_string();
+    let shown = super::render::project_path(project, &file);
     match settings.format {
         Format::Json => crate::output::print_json(&json!({
             "written": shown, "version": p.version, "statements": p.statements.len(),
@@ -148,4 +155,116 @@ pub fn generate(project: &Project, settings: &Settings) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Clean)
+}
+
+/// Test-apply the new migration on top of the existing ones in a scratch database (always
+/// dropped) before anything is written: a failure is an error naming the unwritten file's
+/// `line:column` and, where it can be told, the policy file's.
+async fn check_applies(
+    project: &Project,
+    how: &TestApply,
+    file: &std::path::Path,
+    text: &str,
+    schema: &crate::model::Schema,
+) -> Result<()> {
+    let server = match how {
+        TestApply::On(server) => (**server).clone(),
+        TestApply::Embedded(dir) => {
+            let why = "test-applying the new migration in a scratch database of";
+            super::embedded_server(dir, why)?
+        }
+        TestApply::Skipped(why) => {
+            eprintln!("note: not test-applied ({why}); `tenantctl migrate --dry-run` checks it");
+            return Ok(());
+        }
+    };
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let new = refinery::Migration::unapplied(stem, text)
+        .map_err(|e| anyhow::anyhow!("cannot read the new migration: {e}"))?;
+    let dir = project.migrations_dir();
+    let mut all = if snapshot::migration_files(&dir)?.is_empty() {
+        Vec::new()
+    } else {
+        crate::migrate::load_migrations(project)?
+    };
+    all.push(new);
+    let replay: Vec<&refinery::Migration> = all.iter().collect();
+    let path = postgres_protocol::escape::escape_identifier(&schema.tenancy.table_schema);
+    let after = "; nothing was written";
+    let failure = crate::migrate::scratch::in_scratch(&server, "generate", async |c| {
+        crate::migrate::scratch::test_apply(c, &dir, &path, &replay, after).await
+    })
+    .await?;
+    let Some(f) = failure else {
+        return Ok(());
+    };
+    let pointer =
+        f.at.and_then(|(line, _)| policy_pointer(project, text, line, &f.message))
+            .map_or(String::new(), |p| format!("\n  policy: {p}"));
+    bail!(
+        "the new migration does not apply on top of the existing ones: {}{pointer}\n  \
+         hint: fix the policy file and run `tenantctl generate` again",
+        f.text
+    )
+}
+
+/// Where in the policy files the statement at `line` of the generated `text` comes from: the
+/// provenance comment above it names the file and object; a name Postgres quotes in its message
+/// (`type "txet" does not exist`) found in that file gives the line and column.
+fn policy_pointer(project: &Project, text: &str, line: usize, message: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    let prov = lines
+        .windows(2)
+        .rev()
+        .find(|w| w[0].is_empty() && w[1].starts_with("-- "))
+        .map(|w| &w[1][3..])?;
+    let (rel, object) = prov.split_once(": ")?;
+    let source = std::fs::read_to_string(project.root.join(rel)).ok()?;
+    let quoted = message.split('"').skip(1).step_by(2);
+    let found = quoted.filter(|q| !q.is_empty()).find_map(|q| {
+        source.lines().enumerate().find_map(|(i, l)| {
+            l.find(&format!("\"{q}\""))
+                .map(|c| (i + 1, l[..c].chars().count() + 2))
+        })
+    });
+    Some(match found {
+        Some((l, c)) => format!("{rel}:{l}:{c} ({object})"),
+        None => format!("{rel} ({object})"),
+    })
+}
+
+fn widening_json(summary: &sqlgen::Summary) -> serde_json::Value {
+    summary
+        .widened
+        .iter()
+        .map(|(role, objects)| {
+            let names: Vec<&str> = objects.iter().map(|(_, o)| o.as_str()).collect();
+            (role.clone(), json!(names))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// In CI, a change that widens what a role can see or write needs --allow-widening: a reviewer
+/// saw the risk line, and the pipeline says so.
+fn refuse_widening(summary: &sqlgen::Summary, settings: &Settings) -> Result<()> {
+    if !settings.ci || settings.allow_widening || summary.widened.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = summary
+        .widened
+        .iter()
+        .map(|(role, objects)| {
+            let names: Vec<&str> = objects.iter().map(|(_, o)| o.as_str()).collect();
+            format!("  {role}: {}", names.join(", "))
+        })
+        .collect();
+    bail!(
+        "the change widens what a role can see or write, and $CI is set; nothing was written:\n{}\n  \
+         hint: review it with `tenantctl plan`; if it is intended, run again with --allow-widening",
+        lines.join("\n")
+    )
 }

@@ -53,21 +53,25 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     } else {
         migrate::prepare(&client, project).await?;
     }
-    let plan = migrate::plan(&mut client, migrations, settings.target).await?;
+    let place = migrate::history_place(project)?;
     let dir = project.migrations_dir();
     let snapshot = crate::snapshot::load(&dir)?;
     let tenancy = snapshot.map(|s| s.schema.tenancy);
-    let schema = tenancy
-        .as_ref()
-        .map_or("public", |t| t.table_schema.as_str());
-    migrate::preflight::check(&client, &plan.pending, schema).await?;
+    let plan = read_plan(&mut client, migrations, settings, &place, tenancy.as_ref()).await?;
+    migrate::preflight::check(&client, &plan.pending, &place.helper_schema).await?;
     if settings.dry_run {
-        render_dry_run(&plan, settings.format);
-        return Ok(Outcome::Clean);
+        return dry_run(project, url, &client, &plan, settings.format).await;
     }
     if let Some(tenancy) = &tenancy {
         let pending = !plan.pending.is_empty();
         migrate::preflight::grant_needs(&mut client, tenancy, pending).await?;
+    }
+    // The last step before refinery, after every refusal: nothing changes on a refused run.
+    if migrate::settle(&mut client, &place, !plan.pending.is_empty()).await? {
+        eprintln!(
+            "Moved the migration history to {} (out of the tables' schema).",
+            place.relation()
+        );
     }
     let bar = output::progress(plan.pending.len() as u64, "migrating");
     let report = migrate::apply(
@@ -79,8 +83,30 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     )
     .await;
     bar.finish_and_clear();
-    render(&report?, settings.format);
+    let report = report?;
+    migrate::mark(&client, &place).await?;
+    render(&report, settings.format);
     Ok(Outcome::Clean)
+}
+
+/// The plan, from the history in the helper schema. A role that may not read it there (the
+/// history a superuser applied and handed over, in a schema the owner role owns) is first given
+/// the memberships it needs to migrate, which it would be given before applying anyway.
+async fn read_plan(
+    client: &mut tokio_postgres::Client,
+    migrations: Vec<refinery::Migration>,
+    settings: &Settings,
+    place: &migrate::Place,
+    tenancy: Option<&crate::model::Tenancy>,
+) -> Result<Plan> {
+    let first = migrate::plan(client, migrations.clone(), settings.target, place).await;
+    match (first, tenancy) {
+        (Err(e), Some(tenancy)) if migrate::permission_denied(&e) => {
+            migrate::preflight::grant_needs(client, tenancy, true).await?;
+            migrate::plan(client, migrations, settings.target, place).await
+        }
+        (first, _) => first,
+    }
 }
 
 /// Refuse (exit 2, before connecting) when the policies changed since the last `generate`: the
@@ -128,23 +154,80 @@ async fn refuse_pooler(
     )
 }
 
-fn render_dry_run(plan: &Plan, format: Format) {
+/// Print the SQL of the pending migrations, then test-apply them on top of the migrations the
+/// database has applied, in a scratch database (of the same server when the migrating role may
+/// create one, else of the embedded cluster) that is always dropped: never in the database itself,
+/// where they would take locks. The first failure is an error naming `file:line:column`.
+async fn dry_run(
+    project: &Project,
+    url: &pg::Target,
+    client: &tokio_postgres::Client,
+    plan: &Plan,
+    format: Format,
+) -> Result<Outcome> {
+    let Some(last) = plan.pending.last().map(|m| m.version()) else {
+        render_dry_run(plan, format, "");
+        return Ok(Outcome::Clean);
+    };
+    if format == Format::Table {
+        for m in &plan.pending {
+            println!("-- {m}.sql\n{}", m.sql().unwrap_or_default().trim_end());
+        }
+    }
+    let (server, place) = if migrate::scratch::can_create_database(client).await? {
+        (url.clone(), "the same server")
+    } else {
+        let dir = project.dev_dir();
+        let why = "the migrating role cannot create a database; test-applying in";
+        (super::embedded_server(&dir, why)?, "the embedded cluster")
+    };
+    let replay: Vec<&refinery::Migration> = plan
+        .migrations
+        .iter()
+        .filter(|m| m.version() <= last)
+        .collect();
+    let dir = project.migrations_dir();
+    let path = migrate::search_path(project)?;
+    let scratch = migrate::scratch::name("dry_run");
+    let after = format!(
+        "; in scratch database {scratch} of {place} (dropped): nothing was applied to {url}"
+    );
+    let failure = migrate::scratch::in_scratch(&server, "dry_run", async |c| {
+        migrate::scratch::test_apply(c, &dir, &path, &replay, &after).await
+    })
+    .await?;
+    if let Some(f) = failure {
+        bail!("{}", f.text);
+    }
+    render_dry_run(plan, format, &format!("{scratch} of {place}"));
+    Ok(Outcome::Clean)
+}
+
+/// What a dry run would apply; `tested_on` names where it was test-applied (empty: nothing to).
+fn render_dry_run(plan: &Plan, format: Format, tested_on: &str) {
     let pending = &plan.pending;
     match format {
         Format::Json => output::print_json(&json!({
             "dry_run": true,
             "current": plan.current,
             "pending": pending.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+            "sql": pending.iter().map(|m| json!({"migration": m.to_string(), "sql": m.sql()})).collect::<Vec<_>>(),
+            "test_applied_on": (!tested_on.is_empty()).then_some(tested_on),
         })),
         Format::Table if pending.is_empty() => {
             eprintln!("Nothing to apply: the database is up to date.")
         }
-        Format::Table => {
-            println!("Would apply {} migration(s):", pending.len());
-            for m in pending {
-                println!("  {m}");
-            }
-        }
+        Format::Table => eprintln!(
+            "Would apply {} migration(s): {}.\nTest-applied on top of V{} in scratch database \
+             {tested_on} (dropped): they apply. Nothing was applied.",
+            pending.len(),
+            pending
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            plan.current.unwrap_or(0)
+        ),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod generate;
 pub mod init;
 pub mod migrate;
+pub mod new;
 mod render;
 pub mod status;
 pub mod tenant;
@@ -74,9 +75,20 @@ async fn dispatch(
             let settings = generate::Settings {
                 name: args.name,
                 allow_destructive: args.allow_destructive,
+                allow_widening: args.allow_widening,
+                ci: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
+                test_apply: test_apply_server(project, args.offline)?,
                 format,
             };
-            generate::generate(project, &settings)
+            generate::generate(project, &settings).await
+        }
+        Command::New(args) => {
+            project.require()?;
+            let settings = new::Settings {
+                name: args.name,
+                format,
+            };
+            new::run(project, &settings)
         }
         Command::Migrate(args) => {
             project.require()?;
@@ -128,18 +140,44 @@ async fn dispatch(
 fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
     match project.database(global.database_url.as_deref())? {
         Database::Target(target) => Ok(*target),
-        Database::Embedded(dir) => {
-            let info = embedded::up(&dir, None)?;
-            // Once per cluster start, not on every command run against a running cluster.
-            if !info.was_running {
-                eprintln!(
-                    "note: no database URL given; using the embedded local database in {}",
-                    dir.display()
-                );
-            }
-            Target::parse(&info.url)
-        }
+        Database::Embedded(dir) => embedded_server(&dir, "no database URL given; using"),
     }
+}
+
+/// Where `generate` test-applies: $TENANTCTL_SCRATCH_URL's server, else the embedded cluster
+/// (started by `generate` when it has something to test); nowhere with --offline or when no server binaries can be found.
+fn test_apply_server(project: &Project, offline: bool) -> Result<generate::TestApply> {
+    use generate::TestApply;
+    if offline {
+        return Ok(TestApply::Skipped("--offline".to_string()));
+    }
+    if let Some(url) = std::env::var("TENANTCTL_SCRATCH_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return Ok(TestApply::On(Box::new(Target::parse(&url)?)));
+    }
+    let dir = project.dev_dir();
+    if embedded::recorded_bindir(&dir)?.is_none() && embedded::find_bindir().is_err() {
+        return Ok(TestApply::Skipped(
+            "no PostgreSQL server binaries found".to_string(),
+        ));
+    }
+    Ok(TestApply::Embedded(dir))
+}
+
+/// The embedded local cluster in `dir`, started if need be (then announced: `why` says what it
+/// is used for).
+pub(crate) fn embedded_server(dir: &std::path::Path, why: &str) -> Result<Target> {
+    let info = embedded::up(dir, None)?;
+    // Once per cluster start, not on every command run against a running cluster.
+    if !info.was_running {
+        eprintln!(
+            "note: {why} the embedded local database in {}",
+            dir.display()
+        );
+    }
+    Target::parse(&info.url)
 }
 
 // From the command line to the commands' settings: clap's types go no further than this file.
@@ -198,7 +236,7 @@ fn dev_settings(args: cli::DevArgs, format: Format) -> dev::Settings {
         C::Down => dev::Action::Down,
         C::Url { show_password } => dev::Action::Url { show_password },
         C::Psql { args } => dev::Action::Psql { args },
-        C::Reset => dev::Action::Reset,
+        C::Reset { yes } => dev::Action::Reset { yes },
     };
     dev::Settings {
         dir: args.dir,

@@ -21,10 +21,10 @@ pub struct Settings {
 pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Result<Outcome> {
     let local = migrate::load_migrations(project)?;
     let stale = crate::snapshot::stale_since(&project.migrations_dir(), &project.schema()?)?;
+    let upgrade = crate::snapshot::generator_upgrade_since(&project.migrations_dir())?;
     let mut client = pg::connect(url).await?;
-    // The search_path for this read only: status works through a transaction pooler.
-    let path = migrate::search_path(project)?;
-    let applied = migrate::applied_migrations(&mut client, Some(&path)).await?;
+    let place = migrate::history_place(project)?;
+    let applied = migrate::applied_migrations(&mut client, &place).await?;
     let entries = migrate::compare(&local, &applied);
     let current = applied.iter().map(|m| m.version()).max();
     let counts = Counts::of(&entries);
@@ -33,14 +33,15 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
             "database": url.to_string(),
             "current": current,
             "policies_changed_since": stale,
+            "generator_changed_since": upgrade,
             "migrations": entries.iter().map(|e| json!({
                 "version": e.version, "name": e.name, "state": e.state.as_str(), "applied_on": e.applied_on,
             })).collect::<Vec<_>>(),
             "summary": {"applied": counts.applied, "pending": counts.pending, "divergent": counts.divergent, "missing": counts.missing},
         })),
         Format::Table => {
-            println!("{}", table(&entries));
-            println!(
+            println!("{}", super::render::fit(table(&entries)));
+            let line = format!(
                 "{}: at V{}; {} applied, {} pending, {} divergent, {} missing",
                 url,
                 current.unwrap_or(0),
@@ -49,14 +50,24 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
                 counts.divergent,
                 counts.missing
             );
+            println!("{}", super::render::wrap(&line));
             if let Some(version) = stale {
-                println!("{}", crate::snapshot::stale_message(version));
+                println!(
+                    "{}",
+                    super::render::wrap(&crate::snapshot::stale_message(version))
+                );
+            }
+            if let Some(version) = upgrade {
+                println!(
+                    "{}",
+                    super::render::wrap(&crate::snapshot::upgrade_message(version))
+                );
             }
         }
     }
-    // Divergent or missing migrations are drift, always a finding; pending migrations and stale
-    // policies (work not yet done) only under --check.
-    let pending = counts.pending > 0 || stale.is_some();
+    // Divergent or missing migrations are drift, always a finding; pending migrations, stale
+    // policies and a generator upgrade not yet written (work not yet done) only under --check.
+    let pending = counts.pending > 0 || stale.is_some() || upgrade.is_some();
     let problem = counts.divergent + counts.missing > 0 || (settings.check && pending);
     Ok(if problem {
         Outcome::Findings

@@ -1,7 +1,5 @@
 //! `tenantctl tenant create|list|show|delete`: the edge over `crate::tenants`.
 
-use std::io::{BufRead, Write};
-
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
@@ -251,20 +249,14 @@ async fn delete(
             .iter()
             .map(|(t, n)| format!("{n} {t}"))
             .collect();
-        eprint!(
+        let prompt = format!(
             "Delete tenant {} ({}, id {}) and all its rows ({})?\nType the slug to confirm: ",
             tenant.slug,
             tenant.name,
             tenant.id,
             rows.join(", ")
         );
-        std::io::stderr().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("cannot read the confirmation")?;
-        if answer.trim() != tenant.slug {
+        if !super::render::confirm(&prompt, &tenant.slug)? {
             bail!("not confirmed; nothing was deleted");
         }
     }

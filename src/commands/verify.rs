@@ -126,8 +126,8 @@ async fn never_migrated(
     }
     // A role that may not read the history (verify needs no such privilege) gets verify's own
     // report of what is missing, as before.
-    let path = crate::migrate::search_path(project)?;
-    let Ok(applied) = crate::migrate::applied_migrations(&mut client, Some(&path)).await else {
+    let place = crate::migrate::history_place(project)?;
+    let Ok(applied) = crate::migrate::applied_migrations(&mut client, &place).await else {
         return Ok(None);
     };
     if !applied.is_empty() {

@@ -5,15 +5,19 @@ mod history;
 pub mod pooler;
 pub mod preflight;
 mod runner;
+pub mod scratch;
 mod statements;
 
 use anyhow::{anyhow, bail, Context, Result};
+use indicatif::ProgressBar;
 use refinery::Migration;
 use tokio_postgres::Client;
 
 use crate::settings::Project;
 
-pub use history::{applied_migrations, compare, Entry, State, HISTORY_TABLE};
+pub use history::{
+    applied_migrations, compare, mark, settle, Entry, Place, State, HISTORY_FORMAT, HISTORY_TABLE,
+};
 pub use runner::{apply, plan, prepare, Applied, Plan, Report, MIGRATE_LOCK_KEY};
 
 /// The migration files, as refinery reads them.
@@ -51,4 +55,46 @@ pub async fn pin_search_path(client: &Client, project: &Project) -> Result<()> {
         .await
         .context("cannot set search_path")?;
     Ok(())
+}
+
+/// Where the migration history lives for this project: the helper schema and roles of the last
+/// generated snapshot (of the policy files before the first `generate`).
+pub fn history_place(project: &Project) -> Result<history::Place> {
+    let tenancy = match crate::snapshot::load(&project.migrations_dir())? {
+        Some(s) => s.schema.tenancy,
+        None => project.schema()?.tenancy,
+    };
+    Ok(history::Place {
+        helper_schema: tenancy.helper_schema,
+        legacy_schema: tenancy.table_schema,
+        app_role: tenancy.app_role,
+    })
+}
+
+/// Apply every pending migration on a database that only this run migrates (the demo's, a
+/// scratch one): the session readied, the history settled in the helper schema, then each
+/// migration in its own transaction; `bar` gets the count.
+pub async fn apply_pending(
+    client: &mut Client,
+    project: &Project,
+    bar: &ProgressBar,
+    announce: bool,
+) -> Result<Report> {
+    prepare(client, project).await?;
+    let place = history_place(project)?;
+    let plan = plan(client, load_migrations(project)?, None, &place).await?;
+    settle(client, &place, !plan.pending.is_empty()).await?;
+    bar.set_length(plan.pending.len() as u64);
+    let report = apply(client, &project.migrations_dir(), &plan, bar, announce).await?;
+    mark(client, &place).await?;
+    Ok(report)
+}
+
+/// Whether Postgres refused `e` for a missing privilege (SQLSTATE 42501), anywhere in its chain.
+pub fn permission_denied(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<tokio_postgres::Error>()
+            .and_then(|pg| pg.code())
+            == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    })
 }

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use refinery::{Migration, Runner, Target};
 use tokio_postgres::Client;
 
-use super::{applied_migrations, compare, pin_search_path, State};
+use super::{applied_migrations, compare, pin_search_path, Place, State};
 use crate::settings::Project;
 
 /// Advisory lock key shared by every `tenantctl migrate` on a database ("tenantctl" in ASCII).
@@ -50,6 +50,8 @@ pub struct Plan {
     pub current: Option<i32>,
     /// The files to apply, in order.
     pub pending: Vec<Migration>,
+    /// refinery's history table, qualified (in the helper schema).
+    pub history: String,
 }
 
 /// Check the files against the history and list what to apply, up to `target` if given. Refuses
@@ -59,8 +61,9 @@ pub async fn plan(
     client: &mut Client,
     migrations: Vec<Migration>,
     target: Option<i32>,
+    place: &Place,
 ) -> Result<Plan> {
-    let applied = applied_migrations(client, None).await?;
+    let applied = applied_migrations(client, place).await?;
     check_history(&migrations, &applied)?;
     let current = applied.iter().map(|m| m.version()).max();
     if let (Some(t), Some(c)) = (target, current) {
@@ -88,11 +91,27 @@ pub async fn plan(
         migrations,
         current,
         pending,
+        history: place.relation(),
     })
 }
 
 /// Migrations are immutable once applied: a changed or removed one stops the run before it starts.
+/// A history ahead of every file was written from newer migration files (a newer checkout, or a
+/// newer tenantctl's generated migrations): said as such.
 fn check_history(migrations: &[Migration], applied: &[Migration]) -> Result<()> {
+    let newest_file = migrations.iter().map(|m| m.version()).max().unwrap_or(0);
+    let ahead: Vec<String> = applied
+        .iter()
+        .filter(|a| a.version() > newest_file)
+        .map(|a| a.to_string())
+        .collect();
+    if !ahead.is_empty() {
+        bail!(
+            "the database is ahead of these migration files: it has applied {} but the newest file here is V{newest_file}; it was migrated from newer files (a newer checkout, or a newer tenantctl); nothing was applied\n  \
+             hint: update this checkout (and tenantctl) to the one that migrated the database, then run the command again",
+            ahead.join(", ")
+        );
+    }
     let bad: Vec<String> = compare(migrations, applied)
         .iter()
         .filter_map(|e| match e.state {
@@ -145,11 +164,12 @@ pub async fn apply(
     for m in &plan.pending {
         bar.set_message(m.to_string());
         let started = Instant::now();
-        let runner = Runner::new(&plan.migrations)
+        let mut runner = Runner::new(&plan.migrations)
             .set_grouped(false)
             .set_abort_divergent(true)
             .set_abort_missing(true)
             .set_target(Target::Version(m.version()));
+        runner.set_migration_table_name(&plan.history);
         if let Err(e) = runner.run_async(client).await {
             let previous = plan.current.or(done.last().map(|a| a.version));
             return Err(migration_error(client, dir, m, &e, previous).await);
@@ -171,8 +191,8 @@ pub async fn apply(
     })
 }
 
-/// Name the file, Postgres's message and where in the file it points (or, when Postgres gives no
-/// position in the file, where the statement that fails starts); say where the database stands.
+/// Name the file, Postgres's message and where in the file it points; say where the database
+/// stands.
 async fn migration_error(
     client: &mut Client,
     dir: &Path,
@@ -185,22 +205,56 @@ async fn migration_error(
         Some(v) => format!("the database stays at V{v}"),
         None => "the database has no migration applied".to_string(),
     };
-    let db_error = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-        .and_then(|pg| pg.as_db_error());
-    let Some(dbe) = db_error else {
-        return anyhow!("migration {} failed: {e}; {stays}", file.display());
-    };
-    let sql = m.sql().unwrap_or_default();
-    let at = match dbe.position() {
+    let pg = std::error::Error::source(e).and_then(|s| s.downcast_ref::<tokio_postgres::Error>());
+    match pg {
+        Some(pg) if pg.as_db_error().is_some() => {
+            let sql = m.sql().unwrap_or_default();
+            anyhow!(describe_failure(client, &file, sql, pg, &format!("; {stays}")).await)
+        }
+        _ => anyhow!("migration {} failed: {e}; {stays}", file.display()),
+    }
+}
+
+/// `migration FILE:LINE:COLUMN failed: MESSAGE (SQLSTATE)` + `after`, then Postgres's detail and
+/// hint.
+pub(super) async fn describe_failure(
+    client: &mut impl tokio_postgres::GenericClient,
+    file: &Path,
+    sql: &str,
+    e: &tokio_postgres::Error,
+    after: &str,
+) -> String {
+    let at = locate(client, sql, e).await;
+    failure_text(file, at, e, after)
+}
+
+/// Where in `sql` Postgres points, or, when it gives no position in the file, where the statement
+/// that fails starts (found by re-running the statements in a rolled-back transaction).
+pub(super) async fn locate(
+    client: &mut impl tokio_postgres::GenericClient,
+    sql: &str,
+    e: &tokio_postgres::Error,
+) -> Option<(usize, usize)> {
+    match e.as_db_error()?.position() {
         Some(tokio_postgres::error::ErrorPosition::Original(pos)) => {
             Some(char_position(sql, *pos as usize))
         }
         _ => super::statements::locate_failure(client, sql).await,
+    }
+}
+
+pub(super) fn failure_text(
+    file: &Path,
+    at: Option<(usize, usize)>,
+    e: &tokio_postgres::Error,
+    after: &str,
+) -> String {
+    let Some(dbe) = e.as_db_error() else {
+        return format!("migration {} failed: {e}{after}", file.display());
     };
     let location = at.map_or(String::new(), |(line, col)| format!(":{line}:{col}"));
     let mut msg = format!(
-        "migration {}{location} failed: {} (SQLSTATE {}); {stays}",
+        "migration {}{location} failed: {} (SQLSTATE {}){after}",
         file.display(),
         dbe.message(),
         dbe.code().code()
@@ -211,7 +265,7 @@ async fn migration_error(
     if let Some(h) = dbe.hint() {
         msg.push_str(&format!("\n  hint: {h}"));
     }
-    anyhow!(msg)
+    msg
 }
 
 /// Line and column of Postgres's 1-based character position.

@@ -2,13 +2,13 @@
 //! except inside quotes ('...', E'...', "..."), dollar quotes, comments (nested `/* */`), brackets,
 //! and the `BEGIN ... END` body of a SQL-standard function (`BEGIN ATOMIC`).
 
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 /// Where the statement of `sql` that fails starts (line, column), found by running the file's
 /// statements one by one in a transaction that is then rolled back: Postgres gives no position
 /// for errors raised while a statement runs (a permission denied, a failed ALTER inside a DO
 /// block), and refinery runs the file as one batch. None when every statement runs.
-pub async fn locate_failure(client: &mut Client, sql: &str) -> Option<(usize, usize)> {
+pub async fn locate_failure(client: &mut impl GenericClient, sql: &str) -> Option<(usize, usize)> {
     let tx = client.transaction().await.ok()?;
     let mut failed = None;
     for st in split(sql) {

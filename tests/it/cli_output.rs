@@ -137,3 +137,28 @@ fn migrate_json_output() {
         &run(dir, Some(&db), &["--format", "json", "migrate"]),
     );
 }
+
+/// Piped, every line `status` prints keeps within 100 columns (prose wraps), however long the
+/// migration names.
+#[test]
+fn status_lines_stay_within_100_columns_when_piped() {
+    let db = crate::harness::test_db("status_width");
+    let dir = crate::support::write_project(&db, false);
+    crate::support::generate_and_migrate(&dir);
+    let long =
+        "a_hand_written_migration_with_a_name_long_enough_to_push_a_table_row_past_the_limit";
+    std::fs::write(dir.join(format!("migrations/V2__{long}.sql")), "SELECT 1;").unwrap();
+    let out = crate::harness::tenantctl(&dir)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("pending"), "{text}");
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+}

@@ -147,7 +147,17 @@ fn reset_gives_an_empty_cluster_at_the_same_url() {
     let (url, port) = url_of(&dir);
     crate::harness::psql_exec(&url, "CREATE TABLE doomed (x int)");
 
-    let reset = dev(&dir, &["reset"]).success();
+    // Piped, without --yes: refused, the data kept.
+    let refused = dev(&dir, &["reset"]).code(2);
+    assert!(
+        stderr(&refused).contains("hint: pass --yes"),
+        "{}",
+        stderr(&refused)
+    );
+    let kept = "SELECT count(*)::text FROM pg_tables WHERE tablename = 'doomed'";
+    assert_eq!(query_strings(&url, kept), vec![vec![Some("1".to_string())]]);
+
+    let reset = dev(&dir, &["reset", "--yes"]).success();
     assert!(stderr(&reset).contains("initialised"), "{}", stderr(&reset));
     assert_eq!(url_of(&dir), (url.clone(), port));
     let tables = query_strings(

@@ -30,9 +30,10 @@ impl Cluster {
 /// The cluster shared by every test of this run, started on first use. It is stopped and its
 /// directory removed by a watchdog when the test process exits (`TENANTCTL_TEST_KEEP=1` keeps it).
 pub fn cluster() -> &'static Cluster {
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(start_cluster)
 }
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
 /// Start another, separate cluster (for tests that reconfigure a server, e.g. TLS).
 pub fn start_cluster() -> Cluster {
@@ -180,7 +181,13 @@ pub fn tenantctl(dir: &Path) -> assert_cmd::Command {
     cmd.current_dir(dir)
         .env_remove("CI")
         .env_remove("DATABASE_URL")
-        .env_remove("TENANTCTL_CONFIG");
+        .env_remove("TENANTCTL_CONFIG")
+        .env_remove("TENANTCTL_SCRATCH_URL");
+    // `generate` test-applies in a scratch database of the harness's cluster (once it runs), not
+    // in a cluster of its own per project.
+    if let Some(c) = CLUSTER.get() {
+        cmd.env("TENANTCTL_SCRATCH_URL", &c.url);
+    }
     // libpq's variables fill what a URL leaves unset: a developer's exported PGOPTIONS or
     // PGSSLMODE must not change what the tests see.
     for (key, _) in std::env::vars_os() {

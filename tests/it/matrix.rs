@@ -117,7 +117,7 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 fn migrated(n: &Neon) -> bool {
     query_strings(
         &n.db.url,
-        "SELECT (to_regclass('refinery_schema_history') IS NOT NULL)::text",
+        "SELECT (to_regclass('tenantctl.refinery_schema_history') IS NOT NULL)::text",
     )[0][0]
         .as_deref()
         == Some("true")
@@ -306,7 +306,7 @@ fn migrations_of_an_older_tenantctl_apply_as_the_owner_role() {
             &["migrate", "--target", "1", "--database-url", &n.db.url],
         );
         let hand_over = format!(
-            "ALTER TABLE \"public\".\"refinery_schema_history\" OWNER TO \"{}\";",
+            "ALTER TABLE \"tenantctl\".\"refinery_schema_history\" OWNER TO \"{}\";",
             n.login
         );
         assert!(err.contains(&hand_over), "{err}");

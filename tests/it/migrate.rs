@@ -90,7 +90,7 @@ fn four_concurrent_migrates_apply_each_migration_once() {
         );
     }
     let mut pg = Pg::connect(&db.url);
-    let history = pg.rows("SELECT version::text, count(*)::text FROM refinery_schema_history GROUP BY version ORDER BY version").unwrap();
+    let history = pg.rows("SELECT version::text, count(*)::text FROM tenantctl.refinery_schema_history GROUP BY version ORDER BY version").unwrap();
     assert_eq!(
         history,
         (1..=4)
@@ -121,11 +121,11 @@ fn a_failing_third_migration_leaves_version_two() {
     assert!(err.contains("stays at V2"), "{err}");
     let mut pg = Pg::connect(&db.url);
     assert_eq!(
-        pg.one("SELECT count(*)::text FROM refinery_schema_history"),
+        pg.one("SELECT count(*)::text FROM tenantctl.refinery_schema_history"),
         "2"
     );
     assert_eq!(
-        pg.one("SELECT max(version)::text FROM refinery_schema_history"),
+        pg.one("SELECT max(version)::text FROM tenantctl.refinery_schema_history"),
         "2"
     );
     assert_eq!(
@@ -214,7 +214,7 @@ fn target_stops_at_a_version() {
     assert_eq!(code, 0, "{err}");
     let mut pg = Pg::connect(&db.url);
     assert_eq!(
-        pg.one("SELECT max(version)::text FROM refinery_schema_history"),
+        pg.one("SELECT max(version)::text FROM tenantctl.refinery_schema_history"),
         "2"
     );
     let (code, out, _) = output(&dir, &["migrate", "--dry-run"]);
@@ -351,7 +351,7 @@ fn stale_policies_are_reported_and_refused_until_generate() {
         "{err}"
     );
     assert_eq!(
-        pg.one("SELECT max(version)::text FROM refinery_schema_history"),
+        pg.one("SELECT max(version)::text FROM tenantctl.refinery_schema_history"),
         "1",
         "a refused migrate applied V2"
     );
@@ -390,7 +390,7 @@ fn target_below_the_current_version_is_refused() {
     let mut pg = Pg::connect(&db.url);
     assert_eq!(
         pg.one(
-            "SELECT string_agg(version::text, ',' ORDER BY version) FROM refinery_schema_history"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantctl.refinery_schema_history"
         ),
         "1,2",
         "a refused migrate changed the history"
