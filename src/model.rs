@@ -12,6 +12,27 @@ pub struct Schema {
     pub roles: BTreeMap<String, Role>,
     /// Table name → table.
     pub tables: BTreeMap<String, Table>,
+    /// The database the SQL is for (`[target] kind` in tenantctl.toml, not the policy files);
+    /// absent from a plain-Postgres snapshot, so those stay byte-identical.
+    #[serde(default, skip_serializing_if = "Backend::is_postgres")]
+    pub target: Backend,
+}
+
+/// The back end the policies compile to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One PostgreSQL server.
+    #[default]
+    Postgres,
+    /// A Citus cluster: tenant tables distributed by the tenant column (docs/citus.md).
+    Citus,
+}
+
+impl Backend {
+    pub fn is_postgres(&self) -> bool {
+        *self == Backend::Postgres
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

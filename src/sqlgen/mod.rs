@@ -5,6 +5,7 @@
 use postgres_protocol::escape::escape_identifier;
 
 pub mod bench;
+pub mod citus;
 mod diff;
 mod fixes;
 mod helpers;

@@ -66,6 +66,7 @@ pub(crate) fn compile(
         tenancy,
         roles,
         tables,
+        target: Default::default(),
     })
 }
 

@@ -1,0 +1,206 @@
+//! The Citus back end (`[target] kind = "citus"`, docs/citus.md): the same model, adapted to what
+//! Citus 13 accepts, and the statements that distribute the tables.
+//!
+//! - the tenant table becomes a reference table (a copy on every node, so its global unique keys
+//!   stay), with the immutability trigger (Citus allows triggers there under
+//!   `citus.enable_unsafe_triggers`);
+//! - every other table is distributed by the tenant column, all co-located with the first one, and
+//!   every primary key and unique constraint is led by the tenant column; Citus itself refuses a
+//!   change of the distribution column, so those tables get no trigger;
+//! - foreign keys are added after distribution (the diff's constraint phase comes later);
+//! - policies call the context function directly: Citus refuses subqueries in policies, and the
+//!   inlined function needs no `(SELECT ...)` wrapper;
+//! - the app and admin roles can log in: a worker refuses a connection as a NOLOGIN role, and the
+//!   coordinator opens them as the current role.
+
+use super::diff::immutability_trigger;
+use super::*;
+use crate::ident::literal;
+use crate::model::{Constraint, Schema, Table};
+
+/// The model as Citus needs it (see the module comment).
+pub(super) fn adapt(schema: &Schema) -> Schema {
+    let mut s = schema.clone();
+    let t = &schema.tenancy;
+    for name in [&t.app_role, &t.admin_role] {
+        if let Some(role) = s.roles.get_mut(name) {
+            role.login = true;
+        }
+    }
+    let wrapped = wrapped_context_calls(t);
+    let direct = context_function(t) + "()";
+    for (name, table) in &mut s.tables {
+        if *name != t.tenant_table {
+            lead_keys_with(table, &t.tenant_column);
+        }
+        for p in table.policies.values_mut() {
+            for expr in [&mut p.using, &mut p.with_check].into_iter().flatten() {
+                for w in &wrapped {
+                    *expr = expr.replace(w.as_str(), &direct);
+                }
+            }
+        }
+    }
+    s
+}
+
+/// The ways a policy wraps the context function in a subquery: as the compiler writes it (quoted)
+/// and as the shipped policy files do (bare).
+fn wrapped_context_calls(t: &crate::model::Tenancy) -> Vec<String> {
+    let bare = format!("{}.{}()", t.helper_schema, t.context_function);
+    [context_function(t) + "()", bare]
+        .iter()
+        .flat_map(|f| [format!("(SELECT {f})"), format!("(select {f})")])
+        .collect()
+}
+
+/// Primary keys, unique constraints and unique indexes led by `column` (Citus enforces them per
+/// shard, so they must contain the distribution column).
+fn lead_keys_with(table: &mut Table, column: &str) {
+    let lead = |cols: &mut Vec<String>| {
+        if cols.first().map(String::as_str) != Some(column) {
+            cols.retain(|c| c != column);
+            cols.insert(0, column.to_string());
+        }
+    };
+    for c in table.constraints.values_mut() {
+        if let Constraint::PrimaryKey { columns } | Constraint::Unique { columns } = c {
+            lead(columns);
+        }
+    }
+    for ix in table.indexes.values_mut().filter(|ix| ix.unique) {
+        lead(&mut ix.columns);
+    }
+}
+
+/// The statements that distribute the tables `new` has and `old` had not: run after they are
+/// created and before their foreign keys, policies and grants (Citus propagates those to the
+/// shards). One migration is one transaction: sequential mode lets it create foreign keys to
+/// the reference table after distributing in the same transaction.
+pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
+    let t = &new.tenancy;
+    let added: Vec<(&String, &Table)> = new
+        .tables
+        .iter()
+        .filter(|(n, _)| !old.tables.contains_key(*n))
+        .collect();
+    if added.is_empty() {
+        return Vec::new();
+    }
+    let stmt = |source: &str, name: &str, sql: String| Statement {
+        provenance: format!("{source}: table {name} (Citus)"),
+        sql,
+        destructive: false,
+    };
+    let prov = format!("{}: tenancy (Citus)", t.source);
+    let mut out = vec![Statement {
+        provenance: prov,
+        sql: "SET LOCAL citus.multi_shard_modify_mode TO 'sequential';".into(),
+        destructive: false,
+    }];
+    // Co-located with the first distributed table that already exists, else the first new one.
+    let mut anchor = old
+        .tables
+        .keys()
+        .find(|n| **n != t.tenant_table)
+        .map(|n| rel(&t.table_schema, n));
+    for (name, table) in added {
+        let r = rel(&t.table_schema, name);
+        if *name == t.tenant_table {
+            let sql = format!("SELECT create_reference_table({});", literal(&r));
+            out.push(stmt(&table.source, name, sql));
+            let sql = "SET LOCAL citus.enable_unsafe_triggers TO on;".to_string();
+            out.push(stmt(&table.source, name, sql));
+            out.push(stmt(
+                &table.source,
+                name,
+                immutability_trigger(t, name, table),
+            ));
+            continue;
+        }
+        let colocate = anchor.clone().unwrap_or_else(|| "default".into());
+        let sql = format!(
+            "SELECT create_distributed_table({}, {}, colocate_with => {});",
+            literal(&r),
+            literal(&table.tenant_column),
+            literal(&colocate)
+        );
+        out.push(stmt(&table.source, name, sql));
+        anchor.get_or_insert(r);
+    }
+    out
+}
+
+/// Every DDL statement in a DO block of its own. A migration runs as one multi-statement query,
+/// and Citus sends some commands to the workers as the text of the whole query (a foreign key, a
+/// trigger), which the worker refuses ("cannot insert multiple commands into a prepared
+/// statement"); inside a DO block the text of a command is that command alone. `SELECT` (the
+/// distribution calls), `SET` and DO blocks run as they are.
+pub(super) fn one_command_per_query(stmts: Vec<Statement>) -> Vec<Statement> {
+    stmts
+        .into_iter()
+        .map(|mut st| {
+            let bare = ["SELECT ", "SET ", "DO ", "--"]
+                .iter()
+                .any(|p| st.sql.starts_with(p));
+            if !bare {
+                let body = st.sql.replace('\n', "\n    ");
+                st.sql = do_block(&format!("    {body}\n"));
+            }
+            st
+        })
+        .collect()
+}
+
+/// The seeder's INSERT on Citus: `rows` rows of VALUES, each taking its element of the arrays
+/// ($2, ...; the tenant id is $1). Citus runs an `INSERT ... SELECT FROM unnest(...)` through
+/// COPY, which row-level security refuses; a multi-row VALUES goes to the tenant's shard as an
+/// INSERT.
+pub fn seed_insert_rows(
+    schema: &Schema,
+    table: &str,
+    cols: &[&tenants::SeedColumn],
+    rows: usize,
+) -> String {
+    let mut names = vec![q(&schema.tenancy.tenant_column)];
+    names.extend(cols.iter().map(|c| q(c.name)));
+    let values: Vec<String> = (1..=rows)
+        .map(|row| {
+            let mut exprs = vec!["$1::uuid".to_string()];
+            for (i, c) in cols.iter().enumerate() {
+                let element = format!("(${}::{})[{row}]", i + 2, c.array_type);
+                exprs.push(tenants::seed_value(c.value, &element));
+            }
+            format!("({})", exprs.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        rel(&schema.tenancy.table_schema, table),
+        names.join(", "),
+        values.join(", ")
+    )
+}
+
+/// `SET LOCAL setting TO 'value'` for Citus, which propagates SET LOCAL (and not `set_config`)
+/// to the workers' transactions when `citus.propagate_set_commands` is `local`. SET takes no bind
+/// parameters: the value is a quoted literal.
+pub fn set_local(setting: &str, value: &str) -> String {
+    format!("SET LOCAL {} TO {}", q(setting), literal(value))
+}
+
+/// The statement that makes the transaction's later `SET LOCAL`s reach the workers.
+pub const PROPAGATE_SET_LOCAL: &str = "SET LOCAL citus.propagate_set_commands TO 'local'";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_local_quotes_the_name_and_the_value() {
+        assert_eq!(
+            set_local("tenantctl.gym'id", "a'b"),
+            "SET LOCAL \"tenantctl.gym'id\" TO 'a''b'"
+        );
+    }
+}
