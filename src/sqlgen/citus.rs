@@ -182,6 +182,37 @@ pub fn seed_insert_rows(
     )
 }
 
+/// verify's read probe on Citus: of the rows of `table` visible now, those of tenant `$1` and
+/// those of any other (`own`, `foreign`).
+pub fn probe_counts(schema: &Schema, table: &str, column: &str) -> String {
+    format!(
+        "SELECT count(*) FILTER (WHERE t.{c} = $1::uuid) AS own, \
+         count(*) FILTER (WHERE t.{c} IS DISTINCT FROM $1::uuid) AS foreign \
+         FROM {} t",
+        rel(&schema.tenancy.table_schema, table),
+        c = q(column)
+    )
+}
+
+/// verify's write probe on Citus: a row for tenant `$1` (another tenant than the context's).
+pub fn probe_insert(schema: &Schema, table: &str, column: &str) -> String {
+    format!(
+        "INSERT INTO {} ({}) VALUES ($1::uuid)",
+        rel(&schema.tenancy.table_schema, table),
+        q(column)
+    )
+}
+
+/// Every tenant's id.
+pub fn tenant_ids(schema: &Schema) -> String {
+    let t = &schema.tenancy;
+    format!(
+        "SELECT {k} FROM {} ORDER BY {k}",
+        rel(&t.table_schema, &t.tenant_table),
+        k = q(&t.tenant_key)
+    )
+}
+
 /// `SET LOCAL setting TO 'value'` for Citus, which propagates SET LOCAL (and not `set_config`)
 /// to the workers' transactions when `citus.propagate_set_commands` is `local`. SET takes no bind
 /// parameters: the value is a quoted literal.

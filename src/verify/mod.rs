@@ -4,6 +4,7 @@
 #[macro_use]
 mod row;
 mod catalog;
+mod citus;
 mod pooled;
 mod preflight;
 mod probe;
@@ -136,6 +137,15 @@ pub const CHECKS: &[CheckDef] = &[
     check("probe.function", E, "a function the app role can call returned another tenant's rows", "make the function SECURITY INVOKER, or revoke EXECUTE"),
     check("probe.pooler-leak", E, "through the pooler, as the application's login, a transaction in one tenant's context saw another tenant's rows, or a transaction without a context saw rows or found a context set", "set the context with set_config(<setting>, $1, true) inside each transaction, never with SET or ALTER ROLE/DATABASE ... SET; the application's login must be granted the app role only (no BYPASSRLS, no admin role)"),
     check("probe.admin-sees-all", E, "the platform admin does not see the sum of every tenant's rows", "restore the admin bypass (BYPASSRLS or the USING (true) policy)"),
+    // Citus (`[target] kind = "citus"`, src/verify/citus.rs).
+    check("citus.local-table", E, "a declared table is a local table on the Citus coordinator (not distributed, not a reference table)", "run `tenantctl migrate` with [target] kind = \"citus\", or SELECT create_distributed_table('<table>', '<tenant column>', colocate_with => '<another tenant table>')"),
+    check("citus.distribution-column", E, "a tenant table is distributed by another column than the tenant column (the tenant table: not a reference table nor distributed by its key)", "SELECT undistribute_table('<table>') and distribute it again by the tenant column"),
+    check("citus.colocation", E, "the distributed tenant tables are not all in one co-location group", "SELECT update_distributed_table_colocation('<table>', colocate_with => '<another tenant table>')"),
+    check("citus.shard-policy", E, "a shard placement on a worker lacks forced row-level security or the coordinator's policies", "re-create the policy on the coordinator (Citus propagates it to every shard), or ALTER TABLE ... FORCE ROW LEVEL SECURITY there"),
+    check("citus.probe-foreign-rows", E, "on Citus, the app role in one tenant's context reads rows of other tenants", "check the table's policies and that the app connects as its LOGIN role with SET LOCAL context (docs/citus.md)"),
+    check("citus.probe-own-rows", E, "on Citus, the app role in a tenant's context does not read all of that tenant's rows (the context does not reach the workers)", "set the context with SET LOCAL after SET LOCAL citus.propagate_set_commands = 'local' (set_config is not propagated); docs/citus.md"),
+    check("citus.probe-foreign-insert", E, "on Citus, the app role in one tenant's context can insert a row for another tenant", "give the table's policy WITH CHECK (the tenant condition)"),
+    check("citus.probe-no-context", E, "on Citus, the app role without a tenant context reads rows", "policies must compare the tenant column with the fail-closed context function"),
 ];
 
 pub fn check_def(id: &str) -> &'static CheckDef {
@@ -337,6 +347,9 @@ async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Re
 /// Run the whole gate against `url`. Any error (no connection, a connection lost mid-run, a
 /// role it cannot switch to) is an `Err`: never a pass.
 pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Result<Report> {
+    if schema.target == crate::model::Backend::Citus {
+        return citus::run(url, schema).await;
+    }
     let started = Instant::now();
     let mut client = pg::connect(url).await?;
     preflight::check_set_role(&client, schema).await?;
