@@ -203,6 +203,47 @@ pub fn probe_insert(schema: &Schema, table: &str, column: &str) -> String {
     )
 }
 
+/// `tenant list`/`show` on Citus: the tenants (the one with key $1, with `by_key`), without
+/// counts: joining a reference table to per-tenant counts makes the coordinator connect to itself
+/// as the querying role, and the plain query's correlated subqueries are not planned at all.
+pub fn tenants(schema: &Schema, by_key: bool) -> String {
+    let t = &schema.tenancy;
+    let key = q(&t.tenant_key);
+    let filter = if by_key {
+        format!(" WHERE {key} = $1")
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT {key} AS id, {} AS slug, {} AS name FROM {}{filter} ORDER BY {}",
+        q(tenants::SLUG_COLUMN),
+        q(tenants::NAME_COLUMN),
+        rel(&t.table_schema, &t.tenant_table),
+        q(tenants::SLUG_COLUMN)
+    )
+}
+
+/// Rows of `table` per tenant (`tenant`, `n`): pushed down to every shard.
+pub fn counts_by_tenant(schema: &Schema, table: &str, column: &str) -> String {
+    format!(
+        "SELECT {c} AS tenant, count(*) AS n FROM {} GROUP BY {c}",
+        rel(&schema.tenancy.table_schema, table),
+        c = q(column)
+    )
+}
+
+/// The node (`host:port`) that holds tenant $2's shard of distributed table $1.
+pub const TENANT_NODE_SQL: &str = "SELECT n.nodename || ':' || n.nodeport \
+     FROM pg_catalog.pg_dist_placement p JOIN pg_catalog.pg_dist_node n USING (groupid) \
+     WHERE p.shardid = pg_catalog.get_shard_id_for_distribution_column($1::text::regclass, $2::uuid) \
+     ORDER BY 1 LIMIT 1";
+
+/// Tenant $2's rows of distributed table $1, and of every table co-located with it, moved to
+/// shards of their own (blocking writes to them meanwhile: no logical replication needed); the
+/// new shard's id.
+pub const ISOLATE_TENANT_SQL: &str = "SELECT pg_catalog.isolate_tenant_to_new_shard(\
+     $1::text::regclass, $2::uuid, 'CASCADE', shard_transfer_mode => 'block_writes')";
+
 /// Every tenant's id.
 pub fn tenant_ids(schema: &Schema) -> String {
     let t = &schema.tenancy;

@@ -8,6 +8,7 @@
 //! Imports run one way: `gym` (the tenant table, acting as a tenant) and `seed` (fake data) are
 //! leaves; `create`, `manage`, `exec` and `scenarios` build on them; this file only re-exports.
 
+pub mod citus;
 mod create;
 mod exec;
 mod gym;

@@ -105,6 +105,10 @@ fn citus_db(label: &str) -> CitusDb {
     let pid = std::process::id();
     let name = format!("c_{label}_{pid}_{n}");
     let c = citus();
+    // One database set up at a time: adding the workers to two databases at once has failed
+    // ("failure on connection marked as essential").
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SETUP.lock().unwrap_or_else(|e| e.into_inner());
     for node in [&c.coordinator, &c.workers[0], &c.workers[1]] {
         psql_exec(&node.url, &format!("CREATE DATABASE \"{name}\""));
         psql_exec(&node.url_for(&name), "CREATE EXTENSION citus");
@@ -118,11 +122,11 @@ fn citus_db(label: &str) -> CitusDb {
     for w in &c.workers {
         setup.push_str(&format!("SELECT citus_add_node('127.0.0.1', {});", w.port));
     }
-    // The coordinator's connections to itself (a reference table's placement there) log in
-    // with the superuser's password.
+    // The coordinator's connections to itself (a reference table's placement there, shard
+    // splits over `localhost`) log in with the superuser's password (nodeid 0: every node).
     setup.push_str(&format!(
         "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) \
-         SELECT nodeid, current_user, 'password={password}' FROM pg_dist_node WHERE groupid = 0;"
+         VALUES (0, current_user, 'password={password}');"
     ));
     psql_exec(&url, &setup);
     let db = crate::harness::TestDb {
@@ -350,4 +354,54 @@ fn citus_verify_finds_a_shard_without_its_policy_on_a_worker() {
     // The leak it opens: another gym's context (or none) reads that gym's rows.
     assert!(text.contains("citus.probe-foreign-rows"), "{text}");
     assert!(text.contains("citus.probe-no-context"), "{text}");
+}
+
+#[test]
+fn citus_tenant_list_shows_nodes_and_isolate_gives_a_tenant_its_own_shard() {
+    let db = citus_db("isolate");
+    let [a, _] = db.with_two_gyms();
+    let nodes: Vec<String> = citus()
+        .workers
+        .iter()
+        .map(|w| format!("127.0.0.1:{}", w.port))
+        .collect();
+    let list: serde_json::Value =
+        serde_json::from_str(&db.ok(&["--format", "json", "tenant", "list"])).unwrap();
+    for t in list["tenants"].as_array().unwrap() {
+        assert_eq!(t["rows"]["members"], 40, "{t}");
+        let node = t["node"].as_str().unwrap();
+        assert!(
+            nodes.iter().any(|n| n == node),
+            "{node} is not a worker: {nodes:?}"
+        );
+    }
+    let shard_of = |table: &str| {
+        query_strings(
+            &db.url,
+            &format!(
+                "SELECT get_shard_id_for_distribution_column('{table}', id)::text FROM gyms WHERE slug = 'iron-a'"
+            ),
+        )[0][0]
+            .clone()
+            .unwrap()
+    };
+    let before = shard_of("members");
+    let out: serde_json::Value =
+        serde_json::from_str(&db.ok(&["--format", "json", "tenant", "isolate", "iron-a"])).unwrap();
+    assert_eq!(out["id"].as_str(), Some(a.as_str()), "{out}");
+    let after = shard_of("members");
+    assert_ne!(
+        before, after,
+        "a new shard of members (co-located: CASCADE)"
+    );
+    // The shard printed is that of the first distributed table.
+    assert_eq!(out["shard"].to_string(), shard_of("coaches"), "{out}");
+    // The new shard holds iron-a's rows only, and isolation still holds.
+    let rows = query_strings(
+        &db.url,
+        &format!("SELECT count(*)::text FROM members WHERE get_shard_id_for_distribution_column('members', gym_id) = {after}"),
+    );
+    assert_eq!(rows[0][0].as_deref(), Some("40"));
+    let (code, text) = db.verify();
+    assert_eq!(code, 0, "{text}");
 }
