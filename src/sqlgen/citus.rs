@@ -268,6 +268,51 @@ pub const PROPAGATE_SET_LOCAL: &str = "SET LOCAL citus.propagate_set_commands TO
 mod tests {
     use super::*;
 
+    use crate::model::Backend;
+    use crate::policy::testing::{base, model};
+
+    fn citus_sql() -> Vec<String> {
+        let mut schema = model(&base());
+        schema.target = Backend::Citus;
+        super::super::diff(None, &schema, false)
+            .into_iter()
+            .map(|s| s.sql)
+            .collect()
+    }
+
+    #[test]
+    fn the_citus_schema_distributes_before_foreign_keys_and_keeps_policies_plain() {
+        let sql = citus_sql();
+        let pos = |needle: &str| {
+            sql.iter()
+                .position(|s| s.contains(needle))
+                .unwrap_or_else(|| panic!("no statement with {needle}:\n{}", sql.join("\n")))
+        };
+        let distributed = pos("create_distributed_table('\"public\".\"members\"', 'gym_id'");
+        assert!(pos("CREATE TABLE \"public\".\"members\"") < distributed);
+        assert!(pos("create_reference_table('\"public\".\"gyms\"')") < pos("FOREIGN KEY"));
+        assert!(distributed < pos("FOREIGN KEY"));
+        assert!(pos("PRIMARY KEY (\"gym_id\", \"id\")") < distributed);
+        // The trigger only on the reference table; no subquery in any policy.
+        assert_eq!(
+            sql.iter().filter(|s| s.contains("CREATE TRIGGER")).count(),
+            1
+        );
+        assert!(pos("CREATE TRIGGER") > pos("enable_unsafe_triggers"));
+        for p in sql.iter().filter(|s| s.contains("CREATE POLICY")) {
+            assert!(!p.to_uppercase().contains("(SELECT"), "{p}");
+        }
+        // The app and admin roles can log in (the workers refuse NOLOGIN roles).
+        assert!(sql
+            .iter()
+            .any(|s| s.contains("ALTER ROLE \"gym_app\" LOGIN")));
+        // Every DDL statement is a query of its own for Citus (a DO block).
+        for s in &sql {
+            let bare = ["SELECT ", "SET ", "DO "].iter().any(|p| s.starts_with(p));
+            assert!(bare, "{s}");
+        }
+    }
+
     #[test]
     fn set_local_quotes_the_name_and_the_value() {
         assert_eq!(
