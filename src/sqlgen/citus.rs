@@ -95,7 +95,7 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
     let prov = format!("{}: tenancy (Citus)", t.source);
     let mut out = vec![Statement {
         provenance: prov,
-        sql: "SET LOCAL citus.multi_shard_modify_mode TO 'sequential';".into(),
+        sql: format!("{SEQUENTIAL};"),
         destructive: false,
     }];
     // Co-located with the first distributed table that already exists, else the first new one.
@@ -260,6 +260,11 @@ pub fn tenant_ids(schema: &Schema) -> String {
 pub fn set_local(setting: &str, value: &str) -> String {
     format!("SET LOCAL {} TO {}", q(setting), literal(value))
 }
+
+/// One connection per node for the rest of the transaction: Citus requires it to write, after a
+/// reference table, the distributed tables whose foreign keys point at it (a migration; a tenant
+/// deleted with ON DELETE CASCADE).
+pub const SEQUENTIAL: &str = "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'";
 
 /// The statement that makes the transaction's later `SET LOCAL`s reach the workers.
 pub const PROPAGATE_SET_LOCAL: &str = "SET LOCAL citus.propagate_set_commands TO 'local'";

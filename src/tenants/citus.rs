@@ -87,6 +87,15 @@ pub async fn tenants(
     Ok(list)
 }
 
+/// Before deleting a gym on Citus (its rows go by ON DELETE CASCADE from the reference table):
+/// the transaction's writes over one connection per node, as Citus requires.
+pub async fn before_delete(tx: &impl GenericClient, schema: &Schema) -> Result<()> {
+    if schema.target == Backend::Citus {
+        tx.batch_execute(sql::SEQUENTIAL).await.map_err(pg_error)?;
+    }
+    Ok(())
+}
+
 /// What `tenant isolate` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Isolated {

@@ -114,6 +114,7 @@ async fn citus_seed(
         Ok(report) => report,
         Err(e) => {
             let tx = client.transaction().await.map_err(pg_error)?;
+            super::citus::before_delete(&tx, schema).await?;
             as_admin(&tx, schema).await?;
             tx.execute_typed(&sql::delete_tenant(schema), typed![id])
                 .await

@@ -130,6 +130,7 @@ pub async fn delete(url: &pg::Target, schema: &Schema, confirmed: &Tenant) -> Re
     check_schema(schema)?;
     let mut client = pg::connect(url).await?;
     let tx = client.transaction().await.map_err(pg_error)?;
+    super::citus::before_delete(&tx, schema).await?;
     as_admin(&tx, schema).await?;
     let gym = Gym {
         id: confirmed.id,

@@ -404,4 +404,8 @@ fn citus_tenant_list_shows_nodes_and_isolate_gives_a_tenant_its_own_shard() {
     assert_eq!(rows[0][0].as_deref(), Some("40"));
     let (code, text) = db.verify();
     assert_eq!(code, 0, "{text}");
+    // Deleting a tenant cascades from the reference table to the shards.
+    db.ok(&["tenant", "delete", "iron-b", "--yes"]);
+    let left = query_strings(&db.url, "SELECT count(*)::text FROM members");
+    assert_eq!(left[0][0].as_deref(), Some("40"));
 }
