@@ -19,7 +19,7 @@ use crate::ident::literal;
 use crate::model::{Constraint, Schema, Table};
 
 /// The model as Citus needs it (see the module comment).
-pub(super) fn adapt(schema: &Schema) -> Schema {
+pub fn adapt(schema: &Schema) -> Schema {
     let mut s = schema.clone();
     let t = &schema.tenancy;
     for name in [&t.app_role, &t.admin_role] {
@@ -57,20 +57,30 @@ fn wrapped_context_calls(t: &crate::model::Tenancy) -> Vec<String> {
 /// Primary keys, unique constraints and unique indexes led by `column` (Citus enforces them per
 /// shard, so they must contain the distribution column).
 fn lead_keys_with(table: &mut Table, column: &str) {
-    let lead = |cols: &mut Vec<String>| {
-        if cols.first().map(String::as_str) != Some(column) {
-            cols.retain(|c| c != column);
-            cols.insert(0, column.to_string());
-        }
-    };
+    // A unique constraint that the led primary key now repeats goes: Postgres would not create it.
+    let pk = table.constraints.values().find_map(|c| match c {
+        Constraint::PrimaryKey { columns } => Some(led(columns, column)),
+        _ => None,
+    });
+    table.constraints.retain(|_, c| match c {
+        Constraint::Unique { columns } => Some(led(columns, column)) != pk,
+        _ => true,
+    });
     for c in table.constraints.values_mut() {
         if let Constraint::PrimaryKey { columns } | Constraint::Unique { columns } = c {
-            lead(columns);
+            *columns = led(columns, column);
         }
     }
     for ix in table.indexes.values_mut().filter(|ix| ix.unique) {
-        lead(&mut ix.columns);
+        ix.columns = led(&ix.columns, column);
     }
+}
+
+/// `cols` led by `column` (moved to the front, or added there).
+fn led(cols: &[String], column: &str) -> Vec<String> {
+    let mut out = vec![column.to_string()];
+    out.extend(cols.iter().filter(|c| *c != column).cloned());
+    out
 }
 
 /// The statements that distribute the tables `new` has and `old` had not: run after they are
@@ -144,8 +154,8 @@ pub(super) fn one_command_per_query(stmts: Vec<Statement>) -> Vec<Statement> {
                 .iter()
                 .any(|p| st.sql.starts_with(p));
             if !bare {
-                let body = st.sql.replace('\n', "\n    ");
-                st.sql = do_block(&format!("    {body}\n"));
+                // The statement's text unchanged: a line break may be inside a literal.
+                st.sql = do_block(&format!("{};\n", st.sql.trim_end_matches(';')));
             }
             st
         })

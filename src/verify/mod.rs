@@ -348,7 +348,7 @@ async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Re
 /// role it cannot switch to) is an `Err`: never a pass.
 pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Result<Report> {
     if schema.target == crate::model::Backend::Citus {
-        return citus::run(url, schema).await;
+        return citus::run(url, schema, settings).await;
     }
     let started = Instant::now();
     let mut client = pg::connect(url).await?;
