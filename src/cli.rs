@@ -50,6 +50,8 @@ pub enum Format {
     Json,
     /// JUnit XML on stdout, for CI systems (`verify` only).
     Junit,
+    /// SARIF 2.1.0 on stdout, for GitHub code scanning (`verify` only).
+    Sarif,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +151,47 @@ pub struct VerifyArgs {
     /// Overrides `[verify] pooled_url` in tenantctl.toml.
     #[arg(long, value_name = "URL")]
     pub pooled_url: Option<String>,
+    /// The application's own login (postgres://app_login@host/db): the probes log in as it (no
+    /// SET ROLE), so its role-level settings, memberships and privileges are what is probed.
+    /// Else env TENANTCTL_APP_URL, else `[verify] app_url` (no password on a command line).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TENANTCTL_APP_URL",
+        hide_env_values = true
+    )]
+    pub app_url: Option<String>,
+    /// No write probes (UPDATE, DELETE, INSERT, tenant-id change: they take row locks and fire
+    /// triggers on live rows); the report says what is then unproven.
+    #[arg(long)]
+    pub read_only: bool,
+    /// The statement timeout of every probe (e.g. 30s, 500ms, 2min); a probe that times out is a
+    /// finding (probe.timeout). Default 30s, or `[verify] probe_timeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub probe_timeout: Option<std::time::Duration>,
+    /// Print what check ID looks for, how to fix it and how to allow-list it; no database needed.
+    #[arg(long, value_name = "ID")]
+    pub explain: Option<String>,
+}
+
+/// A duration: a number with the unit ms, s or min (`30s`, `500ms`, `2min`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms or 2min"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "min" => n * 60_000,
+        other => return Err(format!("unknown unit {other:?}: use ms, s or min")),
+    };
+    if ms == 0 {
+        return Err("the probe timeout must be more than 0".into());
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,10 +12,59 @@ pub struct Schema {
     pub roles: BTreeMap<String, Role>,
     /// Table name → table.
     pub tables: BTreeMap<String, Table>,
+    /// Global reference tables (no tenant column; the app may only read them), by name. Kept
+    /// apart from `tables` so that everything that acts per tenant never meets them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub globals: BTreeMap<String, Table>,
+    /// View name → view (security_invoker, security_barrier; PostgreSQL 15+).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub views: BTreeMap<String, View>,
+    /// Extension name → where it lives.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extensions: BTreeMap<String, Extension>,
+    /// `[[verify.allow]]`: verify findings accepted on purpose. Not part of the snapshot (it
+    /// generates no SQL).
+    #[serde(skip)]
+    pub allow: Vec<Allow>,
     /// The database the SQL is for (`[target] kind` in tenantctl.toml, not the policy files);
     /// absent from a plain-Postgres snapshot, so those stay byte-identical.
     #[serde(default, skip_serializing_if = "Backend::is_postgres")]
     pub target: Backend,
+}
+
+impl Schema {
+    /// A model with only tenancy: what `diff` compares the first migration with.
+    pub fn empty(tenancy: Tenancy) -> Schema {
+        Schema {
+            tenancy,
+            roles: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            globals: BTreeMap::new(),
+            views: BTreeMap::new(),
+            extensions: BTreeMap::new(),
+            allow: Vec::new(),
+            target: Backend::Postgres,
+        }
+    }
+
+    /// The partitioned table that declares partition `name`, with the table's name.
+    pub fn partition_of(&self, name: &str) -> Option<(&String, &Table)> {
+        self.tables.iter().find(|(_, t)| {
+            t.partitioning
+                .as_ref()
+                .is_some_and(|p| p.partitions.contains_key(name))
+        })
+    }
+}
+
+/// One `[[verify.allow]]` entry: a finding on `object` (of check `check`, or any) is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub object: String,
+    pub check: Option<String>,
+    pub reason: String,
+    /// Where it is written: `policies/x.toml:12:1`.
+    pub at: String,
 }
 
 /// The back end the policies compile to.
@@ -85,6 +134,70 @@ pub struct Table {
     pub policies: BTreeMap<String, Policy>,
     /// Role → privileges on this table.
     pub grants: BTreeMap<String, Grant>,
+    /// How a partitioned tenant table is split; each partition gets the table's RLS, policies
+    /// and grants (a partition queried directly uses its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitioning: Option<Partitioning>,
+    /// A global reference table: no tenant column, no RLS; the app role may only read it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub global: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partitioning {
+    pub method: PartitionMethod,
+    /// The partition key column (the tenant column, or a column every key includes).
+    pub column: String,
+    /// Partition name → its bound.
+    pub partitions: BTreeMap<String, PartitionBound>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionMethod {
+    List,
+    Hash,
+    Range,
+}
+
+impl PartitionMethod {
+    pub fn sql(self) -> &'static str {
+        match self {
+            PartitionMethod::List => "LIST",
+            PartitionMethod::Hash => "HASH",
+            PartitionMethod::Range => "RANGE",
+        }
+    }
+}
+
+/// `FOR VALUES ...` of one partition; values are SQL expressions checked like any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PartitionBound {
+    Hash { modulus: u32, remainder: u32 },
+    List { values: Vec<String> },
+    Range { from: Vec<String>, to: Vec<String> },
+    Default,
+}
+
+/// A view over tenant tables: created `WITH (security_invoker, security_barrier)`, so the
+/// reader's own rights and row-level security apply beneath it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    pub source: String,
+    /// The SELECT, as declared.
+    pub query: String,
+    /// Role → privileges (SELECT only).
+    pub grants: BTreeMap<String, Grant>,
+}
+
+/// An extension and the schema it is created in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    pub source: String,
+    pub schema: String,
+    /// Declared roles that get USAGE on the schema (to call the extension's functions).
+    pub usage: Vec<String>,
 }
 
 impl Table {

@@ -12,12 +12,14 @@ pub enum Format {
     Json,
 }
 
-/// How `verify` prints its report: the two formats every command has, or JUnit XML for CI.
+/// How `verify` prints its report: the two formats every command has, JUnit XML for CI, or
+/// SARIF for GitHub code scanning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportFormat {
     Table,
     Json,
     Junit,
+    Sarif,
 }
 
 /// A table with a header row, laid out for the terminal width.

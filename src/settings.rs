@@ -42,6 +42,11 @@ pub struct VerifyConfig {
     /// The application's login through the transaction pooler, for the pooler leak probe
     /// (`--pooled-url` overrides it).
     pub pooled_url: Option<String>,
+    /// The application's own login, for the probes (`--app-url` and `TENANTCTL_APP_URL`
+    /// override it).
+    pub app_url: Option<String>,
+    /// The statement timeout of every probe, e.g. "30s" (`--probe-timeout` overrides it).
+    pub probe_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

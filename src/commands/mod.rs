@@ -31,6 +31,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::Verify(args) => {
+            // Describes a check id: needs neither a project nor a database.
+            if let Some(id) = &args.explain {
+                return verify::explain(id);
+            }
             let settings = verify_settings(args, global.format);
             let project = Project::find(global.config.as_deref())?;
             project.require()?;
@@ -146,8 +150,9 @@ fn plain(format: cli::Format) -> Result<Format> {
     match format {
         cli::Format::Table => Ok(Format::Table),
         cli::Format::Json => Ok(Format::Json),
-        cli::Format::Junit => bail!(
-            "--format junit is only for `tenantctl verify`\n  hint: use --format table or --format json"
+        cli::Format::Junit | cli::Format::Sarif => bail!(
+            "--format {} is only for `tenantctl verify`\n  hint: use --format table or --format json",
+            if format == cli::Format::Junit { "junit" } else { "sarif" }
         ),
     }
 }
@@ -165,8 +170,13 @@ fn verify_settings(args: cli::VerifyArgs, format: cli::Format) -> verify::Settin
             static_only: args.static_only,
             progress: false,
             pooled: None,
+            app: None,
+            read_only: args.read_only,
+            probe_timeout: crate::verify::DEFAULT_PROBE_TIMEOUT,
         },
         pooled_url: args.pooled_url,
+        app_url: args.app_url,
+        probe_timeout: args.probe_timeout,
         fail_on: match args.fail_on {
             cli::FailOn::Error => Severity::Error,
             cli::FailOn::Warning => Severity::Warning,
@@ -175,6 +185,7 @@ fn verify_settings(args: cli::VerifyArgs, format: cli::Format) -> verify::Settin
             cli::Format::Table => ReportFormat::Table,
             cli::Format::Json => ReportFormat::Json,
             cli::Format::Junit => ReportFormat::Junit,
+            cli::Format::Sarif => ReportFormat::Sarif,
         },
     }
 }

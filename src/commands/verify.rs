@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tokio_postgres::Client;
 
 use crate::model::Schema;
@@ -25,6 +25,21 @@ pub struct Settings {
     pub format: ReportFormat,
     /// `--pooled-url`: the application's login through the pooler (else `[verify] pooled_url`).
     pub pooled_url: Option<String>,
+    /// `--app-url` or `TENANTCTL_APP_URL`: the application's own login (else `[verify] app_url`).
+    pub app_url: Option<String>,
+    /// `--probe-timeout` (else `[verify] probe_timeout`, else the default).
+    pub probe_timeout: Option<std::time::Duration>,
+}
+
+/// `verify --explain ID`: what the check looks for, how to fix it, how to allow-list it.
+pub fn explain(id: &str) -> Result<Outcome> {
+    let Some(def) = verify::CHECKS.iter().find(|c| c.id == id) else {
+        bail!(
+            "no check {id:?}\n  hint: the ids are listed in docs/verify.md (e.g. `tenantctl verify --explain rls.disabled`)"
+        );
+    };
+    println!("{}", render::explain(def));
+    Ok(Outcome::Clean)
 }
 
 pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Result<Outcome> {
@@ -35,9 +50,26 @@ pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Res
         .or(project.config.verify.pooled_url.as_ref())
         .map(|u| Target::parse(u).context("invalid --pooled-url / [verify] pooled_url"))
         .transpose()?;
+    let verify_config = &project.config.verify;
+    let app = settings
+        .app_url
+        .as_ref()
+        .or(verify_config.app_url.as_ref())
+        .map(|u| {
+            Target::parse(u).context("invalid --app-url / TENANTCTL_APP_URL / [verify] app_url")
+        })
+        .transpose()?;
+    let probe_timeout = match (settings.probe_timeout, &verify_config.probe_timeout) {
+        (Some(t), _) => t,
+        (None, Some(t)) => crate::cli::parse_duration(t)
+            .map_err(|e| anyhow!("invalid [verify] probe_timeout: {e}"))?,
+        (None, None) => verify::DEFAULT_PROBE_TIMEOUT,
+    };
     let gate = verify::Settings {
         progress: settings.format == ReportFormat::Table && std::io::stderr().is_terminal(),
         pooled,
+        app,
+        probe_timeout,
         ..settings.gate.clone()
     };
     let fail_on = settings.fail_on;
@@ -48,7 +80,21 @@ pub async fn run(project: &Project, target: &Target, settings: &Settings) -> Res
     match settings.format {
         ReportFormat::Json => output::print_json(&render::json(&report, fail_on)),
         ReportFormat::Junit => print!("{}", render::junit(&report, fail_on)),
+        ReportFormat::Sarif => {
+            let config = project
+                .config_path
+                .strip_prefix(&project.root)
+                .unwrap_or(&project.config_path)
+                .display()
+                .to_string();
+            let sources = verify::sarif::Sources::read(&project.root, &config, &schema);
+            output::print_json(&verify::sarif::sarif(&report, fail_on, &schema, &sources))
+        }
         ReportFormat::Table => println!("{}", render::table(&report, fail_on)),
+    }
+    // The static findings are printed above; the probes not running is still "could not run".
+    if let Some(e) = &report.probes.error {
+        bail!("{e}\n  hint: the static findings above were reported; fix the connection or role the error names and run verify again");
     }
     Ok(if report.passed(fail_on) {
         Outcome::Clean
@@ -103,6 +149,7 @@ async fn never_migrated(
         tenants_probed: 0,
         synthetic_tenants: false,
         elapsed: started.elapsed(),
+        probes: Default::default(),
     }))
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::model::Schema;
 
+mod allow;
 mod compile;
 pub mod diagnostics;
 mod raw;

@@ -19,6 +19,12 @@ pub(crate) struct RawFile {
     pub(crate) tables: BTreeMap<Spanned<String>, Spanned<RawTable>>,
     #[serde(default)]
     pub(crate) policies: Vec<Spanned<RawPolicy>>,
+    #[serde(default)]
+    pub(crate) views: BTreeMap<Spanned<String>, Spanned<RawView>>,
+    #[serde(default)]
+    pub(crate) extensions: BTreeMap<Spanned<String>, Spanned<RawExtension>>,
+    /// `[verify]`: only `[[verify.allow]]` (src/policy/allow.rs).
+    pub(crate) verify: Option<super::allow::RawVerify>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,9 +67,57 @@ pub(crate) struct RawTable {
     #[serde(default)]
     pub(crate) isolation: Option<Spanned<String>>,
     #[serde(default)]
-    pub(crate) grants: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>,
+    pub(crate) grants: RawGrants,
+    /// A global reference table: no tenant column, read-only for the app.
+    #[serde(default)]
+    pub(crate) global: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(crate) partition_by: Option<Spanned<RawPartitionBy>>,
+    #[serde(default)]
+    pub(crate) partitions: Vec<Spanned<RawPartition>>,
     #[allow(dead_code)]
     pub(crate) comment: Option<String>,
+}
+
+/// `grants.<role> = ["select", ...]`.
+pub(crate) type RawGrants = BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPartitionBy {
+    pub(crate) method: Spanned<String>,
+    pub(crate) column: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPartition {
+    pub(crate) name: Spanned<String>,
+    pub(crate) modulus: Option<u32>,
+    pub(crate) remainder: Option<u32>,
+    pub(crate) values: Option<Vec<Spanned<String>>>,
+    pub(crate) from: Option<Vec<Spanned<String>>>,
+    pub(crate) to: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(crate) default: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawView {
+    pub(crate) query: Spanned<String>,
+    #[serde(default)]
+    pub(crate) grants: RawGrants,
+    #[allow(dead_code)]
+    pub(crate) comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExtension {
+    pub(crate) schema: Spanned<String>,
+    #[serde(default)]
+    pub(crate) usage: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

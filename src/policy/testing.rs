@@ -51,6 +51,42 @@ indexes = [{ columns = ["email"] }]
 grants.gym_app = ["select"]
 "#;
 
+/// A global table, a list-partitioned tenant table that references it, a view, an extension.
+pub(crate) const MODEL: &str = r#"
+[extensions]
+pgcrypto = { schema = "extensions", usage = ["gym_app"] }
+
+[tables.plans]
+global = true
+columns = [
+  { name = "id", type = "text" },
+  { name = "title", type = "text" },
+]
+grants.gym_app = ["select"]
+grants.platform_admin = ["select", "insert", "update", "delete"]
+
+[tables.visits]
+columns = [
+  { name = "id", type = "uuid" },
+  { name = "gym_id", type = "uuid" },
+  { name = "plan_id", type = "text" },
+]
+references = [{ column = "plan_id", table = "plans" }]
+partition_by = { method = "list", column = "gym_id" }
+partitions = [{ name = "visits_rest", default = true }]
+grants.gym_app = ["select", "insert"]
+
+[views.visit_plans]
+query = "SELECT v.gym_id, p.title FROM public.visits v JOIN public.plans p ON p.id = v.plan_id"
+grants.gym_app = ["select"]
+"#;
+
+/// The base project with [`MODEL`] edited (`from` → `to`), as model.toml.
+pub(crate) fn with_model(from: &str, to: &str) -> Vec<(&'static str, String)> {
+    assert!(MODEL.contains(from), "MODEL has no {from:?}");
+    with("model.toml", &MODEL.replace(from, to))
+}
+
 pub(crate) const AUDITOR: &str = r#"
 [roles.auditor]
 login = true

@@ -1,7 +1,7 @@
 //! The Citus back end (`[target] kind = "citus"`, docs/citus.md): the same model, adapted to what
 //! Citus 13 accepts, and the statements that distribute the tables.
 //!
-//! - the tenant table becomes a reference table (a copy on every node, so its global unique keys
+//! - the tenant table (and every global table) becomes a reference table (a copy on every node, so its global unique keys
 //!   stay), with the immutability trigger (Citus allows triggers there under
 //!   `citus.enable_unsafe_triggers`);
 //! - every other table is distributed by the tenant column, all co-located with the first one, and
@@ -111,11 +111,17 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
     // Co-located with the first distributed table that already exists, else the first new one.
     let mut anchor = old
         .tables
-        .keys()
-        .find(|n| **n != t.tenant_table)
-        .map(|n| rel(&t.table_schema, n));
+        .iter()
+        .find(|(n, table)| **n != t.tenant_table && !table.global)
+        .map(|(n, _)| rel(&t.table_schema, n));
     for (name, table) in added {
         let r = rel(&t.table_schema, name);
+        if table.global {
+            // A global table (no tenant column): a copy on every node too.
+            let sql = format!("SELECT create_reference_table({});", literal(&r));
+            out.push(stmt(&table.source, name, sql));
+            continue;
+        }
         if *name == t.tenant_table {
             let sql = format!("SELECT create_reference_table({});", literal(&r));
             out.push(stmt(&table.source, name, sql));

@@ -43,20 +43,19 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
     } else {
         (old, new)
     };
-    let empty = Schema {
-        tenancy: new.tenancy.clone(),
-        roles: BTreeMap::new(),
-        tables: BTreeMap::new(),
-        target: new.target,
-    };
+    let empty = Schema::empty(new.tenancy.clone());
     let old_tenancy = old.map(|o| &o.tenancy);
     let tn = &new.tenancy;
+    // Global tables go through the same phases as tenant tables (create_table knows them apart).
+    let (old, new) = (with_globals(old.unwrap_or(&empty)), with_globals(new));
     let mut d = Diff {
-        old: old.unwrap_or(&empty),
-        new,
+        old: &old,
+        new: &new,
         s: &tn.table_schema,
         out: Out::default(),
     };
+    d.require_security_invoker();
+    d.refuse_repartitioning();
     // The phases run in this order so that each finds what it needs: roles before anything is
     // granted to them, drops before the changes they make room for, tables before their
     // columns, keys before the foreign keys that use them.
@@ -64,6 +63,8 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
     if refresh_helpers || old_tenancy.is_none_or(|t| !same_tenancy(t, tn)) {
         helper_objects(&mut d.out, tn, new.roles.keys());
     }
+    objects::extensions(&mut d.out, tn, &d.old.extensions, &d.new.extensions);
+    d.drop_views();
     let recreate_policies = d.drops();
     d.drop_tables();
     d.create_tables();
@@ -76,6 +77,8 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
     d.indexes();
     d.policies(&recreate_policies);
     d.grants();
+    d.new_partitions();
+    d.views();
     if let Some(ot) = old_tenancy {
         d.drop_old_helpers(ot);
     }
@@ -83,6 +86,21 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
         return super::citus::one_command_per_query(d.out.stmts);
     }
     d.out.stmts
+}
+
+/// The model with its global tables among the tables.
+fn with_globals(s: &Schema) -> Schema {
+    let mut s = s.clone();
+    let globals = std::mem::take(&mut s.globals);
+    s.tables.extend(globals);
+    s
+}
+
+/// The table and its partitions that both models have: what a policy or grant change applies to.
+fn targets<'t>(tname: &'t String, ot: Option<&Table>, nt: &'t Table) -> Vec<&'t String> {
+    std::iter::once(tname)
+        .chain(objects::kept_partitions(ot, nt))
+        .collect()
 }
 
 /// One diff in progress: the two models, the tables' schema and the statements so far.
@@ -148,9 +166,11 @@ impl<'a> Diff<'a> {
             self.drop_policies(tname, ot, nt, &mut recreate);
             self.drop_constraints(tname, ot, nt);
             self.drop_indexes(ot, nt);
-            for (role, og) in &ot.grants {
-                let ng = nt.grants.get(role).cloned().unwrap_or_default();
-                self.revoke(tname, nt, role, og, &ng);
+            for target in targets(tname, Some(ot), nt) {
+                for (role, og) in &ot.grants {
+                    let ng = nt.grants.get(role).cloned().unwrap_or_default();
+                    self.revoke(target, nt, role, og, &ng);
+                }
             }
         }
         recreate
@@ -162,10 +182,12 @@ impl<'a> Diff<'a> {
             if np.is_some_and(|np| !needs_recreate(op, np)) {
                 continue;
             }
-            self.out.push(
-                format!("{}: policy {pname} on {tname}", nt.source),
-                format!("DROP POLICY {} ON {};", q(pname), rel(self.s, tname)),
-            );
+            for target in targets(&tname.to_string(), Some(ot), nt) {
+                self.out.push(
+                    format!("{}: policy {pname} on {target}", nt.source),
+                    format!("DROP POLICY {} ON {};", q(pname), rel(self.s, target)),
+                );
+            }
             if np.is_some() {
                 recreate.insert((tname.to_string(), pname.clone()));
             }
@@ -235,6 +257,7 @@ impl<'a> Diff<'a> {
             .iter()
             .filter(|(n, _)| !self.new.tables.contains_key(*n))
             .collect();
+        self.drop_partitions();
         if dropped.is_empty() {
             return;
         }
@@ -250,8 +273,12 @@ impl<'a> Diff<'a> {
     /// 4. New tables, each with RLS enabled and forced in the same migration as its creation.
     fn create_tables(&mut self) {
         for (tname, nt) in &self.new.tables {
-            if !self.old.tables.contains_key(tname) {
+            let ot = self.old.tables.get(tname);
+            if ot.is_none() {
                 create_table(&mut self.out, self.new, tname, nt);
+            }
+            for (part, bound) in objects::new_partitions(ot, nt) {
+                objects::create_partition(&mut self.out, &self.new.tenancy, tname, nt, part, bound);
             }
         }
     }
@@ -356,15 +383,17 @@ impl<'a> Diff<'a> {
     /// 8. Policies: ALTER POLICY where Postgres allows it, else the drop above and a create here.
     fn policies(&mut self, recreate: &Recreate) {
         for (tname, ot, nt) in self.tables() {
-            let table = rel(self.s, tname);
-            for (pname, np) in &nt.policies {
-                let prov = format!("{}: policy {pname} on {tname}", np.source);
-                match ot.and_then(|t| t.policies.get(pname)) {
-                    Some(op) if same_policy(op, np) => {}
-                    Some(op) if !recreate.contains(&(tname.clone(), pname.clone())) => {
-                        self.out.push(prov, alter_policy(&table, pname, op, np));
+            for target in targets(tname, ot, nt) {
+                let table = rel(self.s, target);
+                for (pname, np) in &nt.policies {
+                    let prov = format!("{}: policy {pname} on {target}", np.source);
+                    match ot.and_then(|t| t.policies.get(pname)) {
+                        Some(op) if same_policy(op, np) => {}
+                        Some(op) if !recreate.contains(&(tname.clone(), pname.clone())) => {
+                            self.out.push(prov, alter_policy(&table, pname, op, np));
+                        }
+                        _ => self.out.push(prov, create_policy(&table, pname, np)),
                     }
-                    _ => self.out.push(prov, create_policy(&table, pname, np)),
                 }
             }
         }
@@ -373,15 +402,86 @@ impl<'a> Diff<'a> {
     /// 9. Privileges.
     fn grants(&mut self) {
         for (tname, ot, nt) in self.tables() {
-            let prov = format!("{}: grants on {tname}", nt.source);
-            let table = rel(self.s, tname);
-            for (role, ng) in &nt.grants {
-                let og = ot
-                    .and_then(|t| t.grants.get(role))
-                    .cloned()
-                    .unwrap_or_default();
-                grant(&mut self.out, &prov, &table, role, &og, ng);
+            for target in targets(tname, ot, nt) {
+                let prov = format!("{}: grants on {target}", nt.source);
+                let table = rel(self.s, target);
+                for (role, ng) in &nt.grants {
+                    let og = ot
+                        .and_then(|t| t.grants.get(role))
+                        .cloned()
+                        .unwrap_or_default();
+                    grant(&mut self.out, &prov, &table, role, &og, ng);
+                }
             }
+        }
+    }
+
+    /// 9b. New partitions get the table's policies and grants, all of them.
+    fn new_partitions(&mut self) {
+        for (_, ot, nt) in self.tables() {
+            for (part, _) in objects::new_partitions(ot, nt) {
+                objects::secure_partition(&mut self.out, &self.new.tenancy, nt, part);
+            }
+        }
+    }
+
+    /// Partitions gone from a kept table, or whose bound changed (they are created again).
+    fn drop_partitions(&mut self) {
+        for (tname, ot, nt) in self.kept() {
+            for part in objects::gone_partitions(ot, nt) {
+                self.out.destructive(
+                    format!("{}: partition {part} of {tname}", nt.source),
+                    format!("DROP TABLE {};", rel(self.s, part)),
+                );
+            }
+        }
+    }
+
+    /// 0. Views need PostgreSQL 15+: the migration that creates one fails first on PG 14.
+    fn require_security_invoker(&mut self) {
+        let created = self
+            .new
+            .views
+            .iter()
+            .find(|(n, v)| self.old.views.get(*n).is_none_or(|o| o.query != v.query));
+        if let Some((_, v)) = created {
+            objects::require_security_invoker(&mut self.out, &v.source);
+        }
+    }
+
+    /// 0. A kept table whose partitioning changed: Postgres cannot alter that, so the migration
+    ///    fails first, with what to do.
+    fn refuse_repartitioning(&mut self) {
+        for (tname, ot, nt) in self.kept() {
+            if objects::repartitioned(ot, nt) {
+                let prov = format!("{}: table {tname}", nt.source);
+                self.out
+                    .push(prov, objects::refuse_repartition(self.s, tname));
+            }
+        }
+    }
+
+    /// 2b. Views removed or whose query changed, before the tables they read change.
+    fn drop_views(&mut self) {
+        for (name, ov) in &self.old.views {
+            if objects::view_changed(Some(ov), self.new.views.get(name)) {
+                let source = self.new.views.get(name).unwrap_or(ov).source.clone();
+                objects::drop_view(&mut self.out, self.s, name, &source);
+            }
+        }
+    }
+
+    /// 9c. Views new or re-created, and their grants.
+    fn views(&mut self) {
+        let none = BTreeMap::new();
+        for (name, v) in &self.new.views {
+            let ov = self.old.views.get(name);
+            let recreated = ov.is_none() || objects::view_changed(ov, Some(v));
+            if recreated {
+                objects::create_view(&mut self.out, &self.new.tenancy, name, v);
+            }
+            let old = ov.filter(|_| !recreated).map_or(&none, |o| &o.grants);
+            objects::view_grants(&mut self.out, &self.new.tenancy, name, old, v);
         }
     }
 
@@ -540,9 +640,10 @@ fn create_table(out: &mut Out, schema: &Schema, name: &str, table: &Table) {
     out.push(
         &prov,
         format!(
-            "CREATE TABLE {} (\n    {}\n);",
+            "CREATE TABLE {} (\n    {}\n){};",
             rel(&t.table_schema, name),
-            lines.join(",\n    ")
+            lines.join(",\n    "),
+            objects::partition_clause(table.partitioning.as_ref())
         ),
     );
     out.push(
@@ -552,27 +653,16 @@ fn create_table(out: &mut Out, schema: &Schema, name: &str, table: &Table) {
             alter_table_owner(&t.table_schema, name, &t.owner_role)
         ),
     );
-    out.push(
-        &prov,
-        format!(
+    if table.global {
+        // Shared by every tenant: no RLS; the app role's grants are read-only (compile checks).
+        let sql = format!(
             "REVOKE ALL ON TABLE {} FROM PUBLIC;",
             rel(&t.table_schema, name)
-        ),
-    );
-    out.push(
-        &prov,
-        format!(
-            "ALTER TABLE {} ENABLE ROW LEVEL SECURITY;",
-            rel(&t.table_schema, name)
-        ),
-    );
-    out.push(
-        &prov,
-        format!(
-            "ALTER TABLE {} FORCE ROW LEVEL SECURITY;",
-            rel(&t.table_schema, name)
-        ),
-    );
+        );
+        out.push(&prov, sql);
+        return;
+    }
+    objects::secure_table(out, &prov, &rel(&t.table_schema, name));
     // On Citus the trigger comes after distribution (sqlgen/citus.rs).
     if schema.target == Backend::Postgres {
         out.push(&prov, immutability_trigger(t, name, table));
@@ -663,6 +753,9 @@ fn grant(out: &mut Out, prov: &str, table: &str, role: &str, old: &Grant, new: &
         out.push(prov, sql);
     }
 }
+
+#[path = "objects.rs"]
+mod objects;
 
 #[cfg(test)]
 #[path = "diff_tests.rs"]

@@ -2,7 +2,7 @@
 //! takes a database from the first to the second (snapshots in `snapshots/`).
 
 use super::*;
-use crate::policy::testing::{base, edited, model, with, AUDITOR, COACHES};
+use crate::policy::testing::{base, edited, model, with, with_model, AUDITOR, COACHES, MODEL};
 
 /// Statements as reviewed: provenance, destructive flag, SQL.
 fn text(stmts: &[Statement]) -> String {
@@ -123,6 +123,62 @@ fn cases() -> Vec<Case> {
             base(),
             edited("tenancy.toml", "tenant_table = \"gyms\"", "tenant_table = \"gyms\"\ncontext_function = \"current_tenant\""),
         ),
+    ]
+    .into_iter()
+    .chain(model_cases())
+    .collect()
+}
+
+/// The objects beyond tenant tables: global tables, partitions, views, extensions.
+fn model_cases() -> Vec<Case> {
+    vec![
+        case("model_objects_added", base(), with("model.toml", MODEL)),
+        case(
+            "partition_added",
+            with("model.toml", MODEL),
+            with_model("[{ name = \"visits_rest\"", "[{ name = \"visits_a\", values = [\"'00000000-0000-4000-8000-00000000000a'\"] }, { name = \"visits_rest\""),
+        ),
+        Case {
+            destructive: true,
+            ..case(
+                "partition_dropped",
+                with_model("[{ name = \"visits_rest\"", "[{ name = \"visits_a\", values = [\"'00000000-0000-4000-8000-00000000000a'\"] }, { name = \"visits_rest\""),
+                with("model.toml", MODEL),
+            )
+        },
+        case(
+            "partitioned_table_policy_and_grants_changed",
+            with("model.toml", MODEL),
+            {
+                let mut files = with_model("grants.gym_app = [\"select\", \"insert\"]", "grants.gym_app = [\"select\", \"insert\", \"delete\"]\nisolation = \"manual\"");
+                files[3].1.push_str("\n[[policies]]\nname = \"visits_own\"\ntable = \"visits\"\nroles = [\"gym_app\"]\nusing = \"gym_id = (SELECT tenantctl.current_gym_id())\"\n");
+                files
+            },
+        ),
+        case(
+            "table_partitioned_later",
+            with_model("partition_by = { method = \"list\", column = \"gym_id\" }\npartitions = [{ name = \"visits_rest\", default = true }]\n", ""),
+            with("model.toml", MODEL),
+        ),
+        case(
+            "view_query_and_grants_changed",
+            with("model.toml", MODEL),
+            with_model("p.title FROM", "p.title, p.id AS plan_id FROM"),
+        ),
+        case(
+            "view_grant_added_extension_moved",
+            with("model.toml", MODEL),
+            with(
+                "model.toml",
+                &MODEL
+                    .replace("ON p.id = v.plan_id\"\ngrants.gym_app = [\"select\"]", "ON p.id = v.plan_id\"\ngrants.gym_app = [\"select\"]\ngrants.platform_admin = [\"select\"]")
+                    .replace("schema = \"extensions\", usage = [\"gym_app\"]", "schema = \"crypto\", usage = [\"gym_app\", \"platform_admin\"]"),
+            ),
+        ),
+        Case {
+            destructive: true,
+            ..case("model_objects_removed", with("model.toml", MODEL), base())
+        },
     ]
 }
 

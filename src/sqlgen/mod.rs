@@ -6,6 +6,7 @@ use postgres_protocol::escape::escape_identifier;
 
 pub mod bench;
 pub mod citus;
+mod declared;
 mod diff;
 mod fixes;
 mod helpers;
@@ -14,6 +15,7 @@ mod probe;
 mod probe_statements;
 pub mod tenants;
 
+pub use declared::*;
 pub use diff::diff;
 pub use fixes::*;
 pub use helpers::*;

@@ -163,6 +163,15 @@ pub fn synthetic_insert(schema: &str, table: &str, columns: &[(String, String)])
     )
 }
 
+/// One key of a global reference table, as text: what a synthetic row's foreign key to it takes.
+pub fn any_key(schema: &str, table: &str, key: &str) -> String {
+    format!(
+        "SELECT {}::text FROM {} LIMIT 1",
+        q(key),
+        rel(schema, table)
+    )
+}
+
 /// The call of the probe function (see [`super::probe_function`]).
 pub fn probe_function_call() -> String {
     format!("SELECT * FROM {PROBE_FUNCTION}($1, $2, $3, $4)")
@@ -173,3 +182,12 @@ pub fn probe_function_call() -> String {
 pub fn begin_in_snapshot(begin: &str, id: &str) -> String {
     format!("{begin}; SET TRANSACTION SNAPSHOT {}", escape_literal(id))
 }
+
+/// As the application's own login (`verify --app-url`) the probes switch no role: the same
+/// parameters as `pg::tx::SET_ROLE_SQL`, the role (`$1`) unused.
+pub const STAY_AS_LOGIN: &str = "SELECT $1::text IS NULL AS unused";
+/// The same parameters as `pg::tx::SET_TENANT_SQL`: the context (`$2`, `$3`) set, no role switch.
+pub const STAY_AS_LOGIN_IN_CONTEXT: &str =
+    "SELECT $1::text IS NULL AS unused, pg_catalog.set_config($2, $3, true)";
+/// Every probe transaction's statement timeout (`$1`, e.g. `30000ms`), transaction-local.
+pub const PROBE_TIMEOUT: &str = "SELECT pg_catalog.set_config('statement_timeout', $1, true)";

@@ -9,6 +9,7 @@ mod pooled;
 mod preflight;
 mod probe;
 pub mod render;
+pub mod sarif;
 mod tx;
 
 use std::collections::BTreeMap;
@@ -91,7 +92,6 @@ pub const CHECKS: &[CheckDef] = &[
     check("drift.owner", E, "a declared table, the helper schema or a helper function is not owned by the owner role", "ALTER TABLE/SCHEMA/FUNCTION ... OWNER TO <owner>"),
     check("drift.rule", E, "a tenant table carries a rule (its actions run with the table owner's rights, outside the policies)", "DROP RULE <rule> ON <table>"),
     check("drift.trigger-late", E, "an undeclared enabled BEFORE INSERT/UPDATE row trigger on a tenant table fires after the immutability trigger (it can change the tenant id after the check)", "DROP TRIGGER <trigger> ON <table>"),
-    check("drift.trigger-undeclared", W, "a tenant table carries a trigger that tenantctl does not generate", "DROP TRIGGER <trigger> ON <table>, or review what it writes"),
     check("rls.disabled", E, "row-level security is not enabled on a tenant table", "ALTER TABLE ... ENABLE ROW LEVEL SECURITY"),
     check("rls.not-forced", E, "row-level security is not forced on a tenant table (its owner bypasses it)", "ALTER TABLE ... FORCE ROW LEVEL SECURITY"),
     check("exposure.table", E, "a table the app role can reach carries the tenant column but row-level security is off", "declare the table in policies/ (it gets RLS), or enable and force RLS with a tenant policy, or revoke the app role's access"),
@@ -101,7 +101,22 @@ pub const CHECKS: &[CheckDef] = &[
     check("exposure.function", E, "a SECURITY DEFINER function the app role (or PUBLIC) can execute reads tenant tables, or runs as a superuser, a BYPASSRLS role, a tenant-table owner, the owner or the admin role (whatever its body: dynamic SQL hides what it reads)", "make it SECURITY INVOKER, or REVOKE EXECUTE ... FROM PUBLIC and from the app role"),
     check("exposure.function-search-path", E, "a SECURITY DEFINER function the app role can execute has no pinned search_path", "ALTER FUNCTION ... SET search_path = pg_catalog, pg_temp (and qualify names), or revoke EXECUTE"),
     check("exposure.undeclared", E, "a table, view, materialized view or foreign table the app role can reach is not declared in policies/ and carries the tenant column or is derived from tenant tables (security_invoker views over security_invoker views only are exempt)", "declare the table in policies/, or revoke the app role's access (and PUBLIC's)"),
-    check("exposure.undeclared-other", W, "a table, view, materialized view or foreign table the app role can reach is not declared in policies/ (no tenant column or tenant dependency seen)", "declare it, or revoke the app role's access (and PUBLIC's); a renamed copy of tenant data looks like this"),
+    // world: everything attached to a tenant table, or reachable by the app, is declared (or allow-listed).
+    check("world.relation", E, "a table, view, materialized view or foreign table the app role can reach is not declared in policies/ (no tenant column or tenant dependency seen: a renamed copy of tenant data looks like this; unknown means unsafe)", "declare it, or `REVOKE ALL ON <relation> FROM <app>, PUBLIC`, or allow-list it: [[verify.allow]] object = \"table <schema>.<name>\" reason = \"...\""),
+    check("world.column", E, "an undeclared column on a declared table computes its value with a function outside pg_catalog (a generated column, or a default): the function can read other tenants' rows into this tenant's row", "drop the column (ALTER TABLE ... DROP COLUMN), or declare it in policies/"),
+    check("world.column-extra", W, "an undeclared column on a declared table (plain: no function outside pg_catalog computes it)", "declare it in policies/, or drop it"),
+    check("world.unique", E, "a UNIQUE or EXCLUDE constraint, or a unique index, on a tenant table does not include the tenant column: a unique violation tells a tenant that another tenant holds the value (a cross-tenant side channel)", "include the tenant column: UNIQUE (<tenant column>, ...); declare it as unique = [[...]] in policies/"),
+    check("world.constraint", E, "an undeclared CHECK, foreign key or unique constraint (with the tenant column) on a declared table", "declare it in policies/, or `ALTER TABLE ... DROP CONSTRAINT <name>`"),
+    check("world.index", E, "an undeclared index on a tenant table evaluates a function outside pg_catalog (an expression or predicate): it runs on every write, with the writer's data", "drop the index, or declare an index on plain columns"),
+    check("world.index-extra", W, "an undeclared, non-unique (or unique with the tenant column) index on a declared table: it cannot break isolation", "declare it in policies/ (indexes = [...]), or drop it"),
+    check("world.trigger", E, "a tenant table carries a trigger that tenantctl does not generate: it fires whatever EXECUTE grants say, and a SECURITY DEFINER trigger function runs as its owner (it can copy or change other tenants' rows)", "`DROP TRIGGER <trigger> ON <table>`, or allow-list it after review: [[verify.allow]] object = \"trigger <schema>.<table>.<name>\""),
+    check("world.rule", E, "a rule on a relation that is not a tenant table (those are `drift.rule`): its actions run with the relation owner's rights, outside the app role's policies", "`DROP RULE <rule> ON <relation>`"),
+    check("world.inheritance", E, "a tenant table inherits from, or is inherited by, an undeclared table: a SELECT on the parent shows the children's rows under the parent's policies only", "`ALTER TABLE <child> NO INHERIT <parent>` (or DETACH PARTITION), or declare both"),
+    check("world.sequence", E, "a sequence backs a tenant table (owned by its column, an identity, or its default): one counter shared by every tenant tells each how many rows the others write", "use uuid keys (gen_random_uuid()), or allow-list the sequence with the reason its values are not secret"),
+    check("world.publication", E, "a publication ships a tenant table (FOR ALL TABLES, a schema, or the table): every tenant's rows go to the subscriber, whatever RLS says", "`ALTER PUBLICATION <pub> DROP TABLE <table>` / `DROP PUBLICATION <pub>`, or allow-list it (a replica of the whole database)"),
+    check("world.subscription", E, "a subscription writes into this database: its apply worker inserts what the publisher sends into the tables as its owner, outside row-level security, whichever tenant the rows name", "`DROP SUBSCRIPTION <sub>`, or allow-list it (a replica fed from a trusted primary)"),
+    check("world.foreign-key", E, "an undeclared table the app role can write has a foreign key into a tenant table: the key check ignores RLS, so an insert tells whether another tenant's row exists", "drop the foreign key, or reference the tenant table by (<tenant column>, id) from a declared tenant table"),
+    check("verify.allow-unused", W, "a [[verify.allow]] entry matches no finding (the object was fixed or renamed: the entry is stale)", "remove the entry from the policy file"),
     check("role.app-superuser", E, "the app role is a superuser (RLS never applies)", "ALTER ROLE <app> NOSUPERUSER"),
     check("role.app-bypassrls", E, "the app role has BYPASSRLS", "ALTER ROLE <app> NOBYPASSRLS"),
     check("role.app-owns", E, "the app role owns a database object (owners can disable RLS, drop policies)", "ALTER ... OWNER TO the owner role"),
@@ -137,6 +152,15 @@ pub const CHECKS: &[CheckDef] = &[
     check("probe.function", E, "a function the app role can call returned another tenant's rows", "make the function SECURITY INVOKER, or revoke EXECUTE"),
     check("probe.pooler-leak", E, "through the pooler, as the application's login, a transaction in one tenant's context saw another tenant's rows, or a transaction without a context saw rows or found a context set", "set the context with set_config(<setting>, $1, true) inside each transaction, never with SET or ALTER ROLE/DATABASE ... SET; the application's login must be granted the app role only (no BYPASSRLS, no admin role)"),
     check("probe.admin-sees-all", E, "the platform admin does not see the sum of every tenant's rows", "restore the admin bypass (BYPASSRLS or the USING (true) policy)"),
+    // The declared objects beyond tenant tables (global tables, views, partitions, extensions).
+    check("grant.global-write", E, "the app role (directly, through a role it is a member of, or PUBLIC) may write a declared global table (INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES or TRIGGER): a write there changes what every tenant sees, and a cascading foreign key carries it into other tenants' rows", "REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON <table> FROM <app>, PUBLIC; only the owner or admin role writes a global table"),
+    check("drift.view", E, "a declared view is missing, or its definition differs from the declared query (as Postgres renders both)", files_or_db!("re-create the view as declared")),
+    check("drift.view-invoker", E, "a declared view is not both security_invoker and security_barrier: it reads with its owner's rights, outside the reader's row-level security", "ALTER VIEW <view> SET (security_invoker = true, security_barrier = true)"),
+    check("drift.partition", E, "a declared partition is missing, or is not attached to its declared table", files_or_db!("re-create or re-attach the partition as declared")),
+    check("drift.extension", E, "a declared extension is not installed, or is in another schema than declared", files_or_db!("CREATE EXTENSION <name> WITH SCHEMA <schema>, or ALTER EXTENSION <name> SET SCHEMA <schema>")),
+    check("probe.error", E, "a probe failed because of the database's own objects (a policy, function or trigger raising an error, infinite recursion in a policy, a missing object): what it was to prove is unproven", "fix the object the error names (the message carries the server's error and SQLSTATE); run the failing statement as the app role in a tenant's context to see it"),
+    check("probe.timeout", E, "a probe was cancelled by the probes' statement timeout (--probe-timeout, [verify] probe_timeout): what it was to prove is unproven", "find what makes the statement slow (a policy or function doing per-row work, a lock held by another session), or raise --probe-timeout"),
+    check("probe.real-login-skipped", W, "--app-url was given but there are fewer than two tenants: the probes as the application's login were skipped (synthetic tenants never leave verify's own transaction)", "run verify against a database with at least two tenants (a CI branch with seeded tenants) to probe as the real login"),
     // Citus (`[target] kind = "citus"`, src/verify/citus.rs).
     check("citus.local-table", E, "a declared table is a local table on the Citus coordinator (not distributed, not a reference table)", "run `tenantctl migrate` with [target] kind = \"citus\", or SELECT create_distributed_table('<table>', '<tenant column>', colocate_with => '<another tenant table>')"),
     check("citus.distribution-column", E, "a tenant table is distributed by another column than the tenant column (the tenant table: not a reference table nor distributed by its key)", "SELECT undistribute_table('<table>') and distribute it again by the tenant column"),
@@ -166,6 +190,8 @@ pub struct Finding {
     pub tenant: Option<String>,
     pub message: String,
     pub hint: String,
+    /// The reason of the `[[verify.allow]]` entry that accepts it (then it never fails the gate).
+    pub allowed: Option<String>,
 }
 
 impl Finding {
@@ -178,6 +204,7 @@ impl Finding {
             tenant: None,
             message: message.into(),
             hint: def.hint.to_string(),
+            allowed: None,
         }
     }
 
@@ -240,6 +267,35 @@ impl Tally {
     pub fn checks(&self) -> usize {
         self.runs.values().sum()
     }
+
+    /// Apply the allow-list: a finding whose object (and id, when the entry names one) an entry
+    /// names is kept, marked allowed with the entry's reason; an entry that matches nothing is a
+    /// `verify.allow-unused` warning, except an entry for a probe check when no probe ran.
+    pub fn allow(&mut self, entries: &[crate::model::Allow], probed: bool) {
+        for a in entries {
+            let mut used = false;
+            for f in self
+                .findings
+                .iter_mut()
+                .filter(|f| f.object == a.object && a.check.as_deref().is_none_or(|c| c == f.id))
+            {
+                f.allowed = Some(format!("{} ({})", a.reason, a.at));
+                used = true;
+            }
+            let check = a
+                .check
+                .as_deref()
+                .map(|c| format!(" check = {c:?}"))
+                .unwrap_or_default();
+            let unprobed = !probed && a.check.as_deref().is_some_and(|c| c.starts_with("probe."));
+            self.fail_if("verify.allow-unused", !used && !unprobed, &a.object, || {
+                format!(
+                    "[[verify.allow]] at {} (object = {:?}{check}) matches no finding",
+                    a.at, a.object
+                )
+            });
+        }
+    }
 }
 
 /// Which tenants to probe.
@@ -265,7 +321,16 @@ pub struct Settings {
     pub progress: bool,
     /// The application's login through a transaction pooler: run the pooler leak probe there.
     pub pooled: Option<pg::Target>,
+    /// The application's own login (`--app-url`): the probes log in as it, no SET ROLE.
+    pub app: Option<pg::Target>,
+    /// No write probes (they take row locks and fire triggers on live rows).
+    pub read_only: bool,
+    /// The statement timeout of every probe transaction.
+    pub probe_timeout: Duration,
 }
+
+/// The default of `--probe-timeout`.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -275,8 +340,32 @@ impl Default for Settings {
             static_only: false,
             progress: false,
             pooled: None,
+            app: None,
+            read_only: false,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
         }
     }
+}
+
+/// How the probes ran: as whom, with which limits, what they could not prove, and why they
+/// could not run (when they could not: the static findings are reported all the same).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProbeInfo {
+    /// The role the probes acted as: the application's login, or the app role.
+    pub acted_as: Option<String>,
+    /// Whether they logged in as the application's login (`--app-url`).
+    pub real_login: bool,
+    /// Without `--app-url`: the login roles granted the app role (not probed as).
+    pub logins: Vec<String>,
+    pub read_only: bool,
+    pub statement_timeout_ms: u64,
+    pub notes: Vec<String>,
+    /// Why the probes could not run (verify then exits 2).
+    pub error: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -286,6 +375,9 @@ pub struct Stats {
     pub checks: usize,
     pub errors: usize,
     pub warnings: usize,
+    /// Findings accepted by `[[verify.allow]]` (counted in neither errors nor warnings).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub allowed: usize,
     pub seconds: f64,
 }
 
@@ -297,6 +389,7 @@ pub struct Report {
     pub tenants_probed: u64,
     pub synthetic_tenants: bool,
     pub elapsed: Duration,
+    pub probes: ProbeInfo,
 }
 
 impl Report {
@@ -307,6 +400,12 @@ impl Report {
             checks: self.tally.checks(),
             errors: self.count(Severity::Error),
             warnings: self.count(Severity::Warning),
+            allowed: self
+                .tally
+                .findings
+                .iter()
+                .filter(|f| f.allowed.is_some())
+                .count(),
             seconds: (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         }
     }
@@ -315,23 +414,41 @@ impl Report {
         self.tally
             .findings
             .iter()
-            .filter(|f| f.severity == severity)
+            .filter(|f| f.severity == severity && f.allowed.is_none())
             .count()
     }
 
-    /// The gate: no finding at or above `fail_on`.
+    /// The gate: no finding at or above `fail_on`, allow-listed findings aside.
     pub fn passed(&self, fail_on: Severity) -> bool {
-        self.tally.findings.iter().all(|f| f.severity < fail_on)
+        self.tally
+            .findings
+            .iter()
+            .all(|f| f.severity < fail_on || f.allowed.is_some())
     }
 }
 
 /// The `perf.*` plan checks of every tenant table (shared with `bench`): warnings, since a plan
 /// that cannot use the tenant index is slow, not leaky.
 async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Result<Tally> {
-    let checks = crate::bench::plans::check_tables(client, schema, &schema.tenancy.table_schema)
-        .await
-        .context("the plan checks failed to run")?;
     let mut tally = Tally::default();
+    let checks =
+        match crate::bench::plans::check_tables(client, schema, &schema.tenancy.table_schema).await
+        {
+            Ok(checks) => checks,
+            // The connection lives: the database's own objects refused the app role's statement
+            // (a policy raising, or recursing), a finding as for every probe. A lost connection
+            // stops the run.
+            Err(e) if !client.is_closed() => {
+                let what = format!("the plan checks as {}", schema.tenancy.app_role);
+                tally.fail(Finding::new(
+                    "probe.error",
+                    format!("role {}", schema.tenancy.app_role),
+                    format!("{what} failed: {e:#}"),
+                ));
+                return Ok(tally);
+            }
+            Err(e) => return Err(e).context("the plan checks failed to run"),
+        };
     for c in checks {
         // bench calls it perf.tenant-index; here that id is the catalog check (no such index).
         let id = match c.name {
@@ -344,8 +461,9 @@ async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Re
     Ok(tally)
 }
 
-/// Run the whole gate against `url`. Any error (no connection, a connection lost mid-run, a
-/// role it cannot switch to) is an `Err`: never a pass.
+/// Run the whole gate against `url`. Connecting, reading the catalog or switching roles
+/// failing is an `Err` (never a pass); the probes failing to run is the report's
+/// `probes.error` (the static findings are reported with it, and the command exits 2).
 pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Result<Report> {
     if schema.target == crate::model::Backend::Citus {
         return citus::run(url, schema, settings).await;
@@ -353,6 +471,7 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
     let started = Instant::now();
     let mut client = pg::connect(url).await?;
     preflight::check_set_role(&client, schema).await?;
+    let mut info = ProbeInfo::default();
 
     // The static checks (a connection of their own) and the probes run at the same time: the
     // checks are many small catalog queries, mostly waiting on round trips.
@@ -360,23 +479,32 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         (catalog::check(&client, schema).await, None)
     } else {
         let statics = async { catalog::check(&pg::connect(url).await?, schema).await };
-        let (s, p) = tokio::join!(statics, probe::run(url, &client, schema, settings));
+        let probes = probe::run(url, &client, schema, settings, &mut info);
+        let (s, p) = tokio::join!(statics, probes);
         (s, Some(p))
     };
     let mut tally = statics.context("static checks failed to run")?;
+    let mut probe_error = None;
     if let (Some(pooled), false) = (&settings.pooled, settings.static_only) {
-        let leaks = pooled::run(pooled, &client, schema).await;
-        tally.merge(leaks.context("the pooler leak probe failed to run")?);
+        match pooled::run(pooled, &client, schema).await {
+            Ok(leaks) => tally.merge(leaks),
+            Err(e) => probe_error = Some(format!("the pooler leak probe failed to run: {e:#}")),
+        }
     }
     tally.merge(plan_checks(&mut client, schema).await?);
     let (tenants_probed, synthetic_tenants) = match probes {
         None => (0, false),
-        Some(outcome) => {
-            let outcome = outcome.context("probes failed to run")?;
+        Some(Ok(outcome)) => {
             tally.merge(outcome.tally);
             (outcome.tenants_probed, outcome.synthetic)
         }
+        Some(Err(e)) => {
+            probe_error = Some(format!("probes failed to run: {e:#}"));
+            (0, false)
+        }
     };
+    info.error = probe_error;
+    tally.allow(&schema.allow, !settings.static_only);
     // Sorted so that runs over the same database give the same report.
     tally.findings.sort_by(|a, b| {
         let order = |id: &str| CHECKS.iter().position(|c| c.id == id);
@@ -393,12 +521,58 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         tenants_probed,
         synthetic_tenants,
         elapsed: started.elapsed(),
+        probes: info,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::CHECKS;
+    use super::{Finding, Tally, CHECKS};
+    use crate::model::Allow;
+
+    fn entry(object: &str, check: Option<&str>) -> Allow {
+        Allow {
+            object: object.into(),
+            check: check.map(Into::into),
+            reason: "reviewed".into(),
+            at: "policies/a.toml:3:1".into(),
+        }
+    }
+
+    #[test]
+    fn the_allow_list_marks_exact_matches_and_reports_stale_entries() {
+        let mut tally = Tally::default();
+        tally.fail(Finding::new(
+            "world.trigger",
+            "trigger public.members.audit",
+            "m",
+        ));
+        tally.fail(Finding::new("world.sequence", "sequence public.s", "m"));
+        tally.allow(
+            &[
+                entry("trigger public.members.audit", None),
+                // Another check's id, and a prefix of the object: neither matches.
+                entry("sequence public.s", Some("world.trigger")),
+                entry("trigger public.members", None),
+                // A probe check when no probe ran: not stale.
+                entry("table public.members", Some("probe.count")),
+            ],
+            false,
+        );
+        let allowed: Vec<_> = tally.findings.iter().map(|f| f.allowed.is_some()).collect();
+        assert_eq!(allowed[..2], [true, false]);
+        assert_eq!(
+            tally.findings[0].allowed.as_deref(),
+            Some("reviewed (policies/a.toml:3:1)")
+        );
+        let unused: Vec<&str> = tally
+            .findings
+            .iter()
+            .filter(|f| f.id == "verify.allow-unused")
+            .map(|f| f.object.as_str())
+            .collect();
+        assert_eq!(unused, ["sequence public.s", "trigger public.members"]);
+    }
 
     #[test]
     fn every_check_id_is_unique_and_documented() {

@@ -1,12 +1,20 @@
-//! A verify report as a terminal table, as stable JSON, or as JUnit XML for CI systems.
+//! A verify report as a terminal table, as stable JSON, or as JUnit XML for CI systems (SARIF:
+//! `sarif.rs`); and one check described (`verify --explain`).
 
 use serde_json::{json, Value};
 
-use super::{Finding, Report, Severity, CHECKS};
+use super::{CheckDef, Finding, Report, Severity, CHECKS};
 
-/// `pass`, `fail` (fails the gate) or `warn` (a warning that does not).
-fn status(f: &Finding, fail_on: Severity) -> &'static str {
-    if f.severity >= fail_on {
+/// The version of the JSON and SARIF output's shape: raised when a field changes meaning or
+/// goes away (added fields keep it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `pass`, `fail` (fails the gate), `warn` (a warning that does not) or `allowed` (accepted by
+/// `[[verify.allow]]`).
+pub(super) fn status(f: &Finding, fail_on: Severity) -> &'static str {
+    if f.allowed.is_some() {
+        "allowed"
+    } else if f.severity >= fail_on {
         "fail"
     } else {
         "warn"
@@ -45,7 +53,7 @@ fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
             continue;
         }
         for f in findings {
-            out.push(json!({
+            let mut entry = json!({
                 "id": f.id,
                 "severity": f.severity,
                 "status": status(f, fail_on),
@@ -53,7 +61,11 @@ fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
                 "tenant": f.tenant,
                 "message": f.message,
                 "hint": f.hint,
-            }));
+            });
+            if let Some(reason) = &f.allowed {
+                entry["allowed"] = json!(reason);
+            }
+            out.push(entry);
         }
     }
     out
@@ -61,12 +73,34 @@ fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
 
 pub fn json(report: &Report, fail_on: Severity) -> Value {
     json!({
+        "schema_version": SCHEMA_VERSION,
         "passed": report.passed(fail_on),
         "database": report.database,
         "fail_on": fail_on,
         "checks": entries(report, fail_on),
         "stats": report.stats(),
+        "probes": report.probes,
     })
+}
+
+/// `verify --explain ID`: what the check looks for, how to fix it, how to allow-list it.
+pub fn explain(def: &CheckDef) -> String {
+    format!(
+        "{id} ({severity}{gate})\n\nWhat it looks for:\n  {what}\n\nHow to fix it:\n  {hint}\n\n\
+         How to allow-list it (only when the object is intended and cannot break isolation), in a\n\
+         policy file, with the object exactly as verify reports it:\n  \
+         [[verify.allow]]\n  object = \"<the finding's object, e.g. table public.members>\"\n  \
+         check = \"{id}\"\n  reason = \"<why it is safe>\"\n\n\
+         More: docs/verify.md, the row of `{id}`.",
+        id = def.id,
+        severity = def.severity.as_str(),
+        gate = match def.severity {
+            Severity::Error => ": fails the gate",
+            Severity::Warning => ": fails the gate with --fail-on warning",
+        },
+        what = def.what,
+        hint = def.hint,
+    )
 }
 
 /// The one line that ends the human output.
@@ -102,11 +136,17 @@ pub fn table(report: &Report, fail_on: Severity) -> String {
                 f.id.to_string(),
                 f.object.clone(),
                 f.tenant.clone().unwrap_or_default(),
-                format!("{}\nfix: {}", f.message, f.hint),
+                match &f.allowed {
+                    Some(reason) => format!("{}\nallowed: {reason}", f.message),
+                    None => format!("{}\nfix: {}", f.message, f.hint),
+                },
             ]);
         }
         out.push_str(&t.to_string());
         out.push('\n');
+    }
+    for note in &report.probes.notes {
+        out.push_str(&format!("note: {note}\n"));
     }
     out.push_str(&summary(report, fail_on));
     out
@@ -159,6 +199,10 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
                     None => format!("{} {}", f.id, f.object),
                 };
                 let body = format!("{}\nfix: {}", f.message, f.hint);
+                let note = match &f.allowed {
+                    Some(reason) => format!("allowed: {}\nreason: {reason}", f.message),
+                    None => format!("warning: {body}"),
+                };
                 if status(f, fail_on) == "fail" {
                     failures += 1;
                     cases.push(format!(
@@ -170,9 +214,9 @@ pub fn junit(report: &Report, fail_on: Severity) -> String {
                     ));
                 } else {
                     cases.push(format!(
-                        "    <testcase classname=\"tenantctl.verify.{suite}\" name=\"{}\">\n      <system-out>warning: {}</system-out>\n    </testcase>\n",
+                        "    <testcase classname=\"tenantctl.verify.{suite}\" name=\"{}\">\n      <system-out>{}</system-out>\n    </testcase>\n",
                         xml(&name),
-                        xml(&body)
+                        xml(&note)
                     ));
                 }
             }

@@ -463,3 +463,53 @@ fn a_table_or_policy_declared_twice_names_both_places() {
     );
     assert!(err.contains("zz_extra.toml:"), "{err}");
 }
+
+/// A project with the shipped policies and tests/fixtures/model_growth: a global table, a
+/// partitioned tenant table, a view and an extension.
+fn model_project() -> tempfile::TempDir {
+    let dir = project(false);
+    std::fs::copy(
+        repo().join("tests/fixtures/model_growth/model.toml"),
+        dir.path().join("policies/model.toml"),
+    )
+    .unwrap();
+    dir
+}
+
+/// The golden SQL of the grown model: the same bytes twice (deterministic), and generate then
+/// plan again gives nothing more to do.
+#[test]
+fn golden_sql_of_global_tables_partitions_views_and_extensions() {
+    let dir = model_project();
+    let (code, sql, err) = run(dir.path(), &["plan"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, again, _) = run(dir.path(), &["plan"]);
+    assert_eq!(sql, again);
+    insta::assert_snapshot!("model_growth_sql", sql);
+    assert_eq!(run(dir.path(), &["generate"]).0, 0);
+    let (code, planned, err) = run(dir.path(), &["plan"]);
+    assert_eq!((code, planned.as_str()), (0, ""), "{err}");
+}
+
+/// The application can never be granted a write on a global table: a policy-file error at the
+/// privilege, exit 2, nothing written.
+#[test]
+fn a_write_grant_on_a_global_table_to_the_app_is_refused_where_it_is_written() {
+    let dir = model_project();
+    let path = dir.path().join("policies/model.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen(
+        "grants.gym_app = [\"select\"]",
+        "grants.gym_app = [\"select\", \"update\"]",
+        1,
+    );
+    assert_ne!(text, edited);
+    std::fs::write(&path, edited).unwrap();
+    let (code, _, err) = run(dir.path(), &["generate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("policies/model.toml:12:29: UPDATE cannot be granted to gym_app: a global table is shared by every tenant"),
+        "{err}"
+    );
+    assert!(migration_files(dir.path()).is_empty());
+}

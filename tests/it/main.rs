@@ -11,6 +11,7 @@ mod harness;
 mod isolation;
 mod matrix;
 mod migrate;
+mod model_growth;
 mod pooler;
 mod support;
 mod tenants;

@@ -471,3 +471,335 @@ fn a_column_named_like_the_probe_variables_still_gets_probed() {
         "{json:#}"
     );
 }
+
+/// The URL of `user` (password `pw`) on the database at `url`.
+fn as_user(url: &str, user: &str, pw: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_username(user).unwrap();
+    u.set_password(Some(pw)).unwrap();
+    u.to_string()
+}
+
+/// A probe that errors because of the database's own objects (a policy raising, infinite
+/// recursion in a policy) is a finding (exit 1) reported beside every static finding.
+#[test]
+fn probe_errors_caused_by_the_database_are_findings_beside_the_static_ones() {
+    for (label, policy) in [
+        (
+            "probe_raises",
+            "CREATE FUNCTION public.refuse() RETURNS boolean LANGUAGE plpgsql
+               AS $$BEGIN RAISE EXCEPTION 'refused by a hotfix'; END$$;
+             CREATE POLICY refuse ON public.members AS RESTRICTIVE TO {app} USING (public.refuse())",
+        ),
+        (
+            "probe_recursion",
+            "CREATE POLICY recurse ON public.members AS RESTRICTIVE TO {app}
+               USING (EXISTS (SELECT FROM public.members m WHERE m.id = members.id))",
+        ),
+    ] {
+        let (url, name) = clone(label);
+        let sql = format!("{policy}; ALTER TABLE public.coaches NO FORCE ROW LEVEL SECURITY");
+        psql_exec(&url, &fill(&sql, &name));
+        let (code, json, stderr) = verify(&url, &[]);
+        assert_eq!(code, 1, "{label}: {json:#}\n{stderr}");
+        let ids = failing_ids(&json);
+        for id in ["probe.error", "rls.not-forced", "drift.policy-undeclared"] {
+            assert!(ids.iter().any(|i| i == id), "{label}: {id} missing: {ids:?}");
+        }
+        assert!(json["probes"]["error"].is_null(), "{label}: {json:#}");
+    }
+}
+
+/// Probes that cannot run (here: the application's login cannot authenticate) exit 2, and the
+/// static findings are reported all the same.
+#[test]
+fn probes_that_cannot_run_exit_2_with_the_static_findings() {
+    let (url, _) = clone("probe_cannot_run");
+    psql_exec(
+        &url,
+        "ALTER TABLE public.coaches NO FORCE ROW LEVEL SECURITY",
+    );
+    let wrong = as_user(&url, "no_such_login_x", "wrong");
+    let (code, json, stderr) = verify(&url, &["--app-url", &wrong]);
+    assert_eq!(code, 2, "{json:#}\n{stderr}");
+    assert!(
+        failing_ids(&json).iter().any(|i| i == "rls.not-forced"),
+        "{json:#}"
+    );
+    let error = json["probes"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot connect as the application's login"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("wrong") && !stderr.contains(":wrong@"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error: probes failed to run"), "{stderr}");
+}
+
+/// A probe that runs longer than --probe-timeout is cancelled and reported, not waited for.
+#[test]
+fn a_probe_that_times_out_is_a_finding() {
+    let (url, name) = clone("probe_timeout");
+    psql_exec(
+        &url,
+        &fill(
+            "CREATE POLICY slow ON public.members AS RESTRICTIVE TO {app}
+               USING (pg_sleep(0.5) IS NOT NULL)",
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify(&url, &["--probe-timeout", "100ms"]);
+    assert_eq!(code, 1, "{json:#}\n{stderr}");
+    let timeouts: Vec<&Value> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "probe.timeout" && c["status"] == "fail")
+        .collect();
+    assert!(!timeouts.is_empty(), "{json:#}");
+    assert!(timeouts
+        .iter()
+        .all(|c| c["object"] == "table public.members"));
+    assert_eq!(json["probes"]["statement_timeout_ms"], 100);
+}
+
+/// --read-only runs no write probe: a trigger that counts every write (a sequence is not
+/// transactional: the rollback does not undo it) sees none, and the report says what is unproven.
+#[test]
+fn read_only_runs_no_write_probe_and_says_what_it_cannot_prove() {
+    let (url, name) = clone("read_only");
+    psql_exec(
+        &url,
+        &fill(
+            "CREATE SEQUENCE public.writes_seen;
+             GRANT USAGE ON SEQUENCE public.writes_seen TO PUBLIC;
+             CREATE FUNCTION public.count_write() RETURNS trigger LANGUAGE plpgsql
+               AS $$BEGIN PERFORM nextval('public.writes_seen'); RETURN COALESCE(NEW, OLD); END$$;
+             CREATE TRIGGER count_write BEFORE INSERT OR UPDATE OR DELETE ON public.members
+               FOR EACH ROW EXECUTE FUNCTION public.count_write()",
+            &name,
+        ),
+    );
+    let seen = || {
+        query_strings(
+            &url,
+            "SELECT last_value::text || is_called FROM public.writes_seen",
+        )
+    };
+    let (code, json, stderr) = verify(&url, &["--read-only"]);
+    // The counting trigger is itself undeclared (world.trigger): the only finding.
+    assert_eq!(code, 1, "{json:#}\n{stderr}");
+    assert_eq!(failing_ids(&json), ["world.trigger"], "{json:#}");
+    assert_eq!(seen()[0][0].as_deref(), Some("1false"), "a write probe ran");
+    assert_eq!(json["probes"]["read_only"], true);
+    let notes = json["probes"]["notes"].to_string();
+    assert!(
+        notes.contains("probe.cross-update") && notes.contains("not proven"),
+        "{notes}"
+    );
+    let ran = |json: &Value, id: &str| {
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == id)
+    };
+    assert!(!ran(&json, "probe.cross-insert") && ran(&json, "probe.foreign-rows"));
+    // Without it, the same trigger sees the write probes.
+    let (code, json, _) = verify(&url, &[]);
+    assert_eq!(code, 1);
+    assert_ne!(seen()[0][0].as_deref(), Some("1false"));
+    assert!(ran(&json, "probe.cross-insert"));
+}
+
+/// --app-url: the probes log in as the application's login (also from TENANTCTL_APP_URL);
+/// verify refuses an operator role or a login not granted the app role (exit 2); without it,
+/// the report names the logins it did not probe as.
+#[test]
+fn app_url_probes_as_the_login_and_refuses_operator_roles() {
+    let (url, name) = clone("app_url");
+    let t = template();
+    let login = format!("{}app_url_login", t.db.role_prefix);
+    let stray = format!("{}app_url_stray", t.db.role_prefix);
+    psql_exec(
+        &url,
+        &fill(
+            &format!(
+                "CREATE ROLE \"{login}\" LOGIN PASSWORD 'pw' IN ROLE {{app}};
+                 CREATE ROLE \"{stray}\" LOGIN PASSWORD 'pw'"
+            ),
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify(&url, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json["probes"]["real_login"], false);
+    assert!(json["probes"]["logins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == login.as_str()));
+    assert!(
+        json["probes"]["notes"].to_string().contains("SET ROLE"),
+        "{json:#}"
+    );
+
+    let out = tenantctl(&t.dir)
+        .env("TENANTCTL_APP_URL", as_user(&url, &login, "pw"))
+        .args(["--database-url", &url, "--format", "json", "verify"])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{json:#}");
+    assert_eq!(json["probes"]["real_login"], true);
+    assert_eq!(json["probes"]["acted_as"], login.as_str());
+
+    for (target, says) in [
+        (url.clone(), "operator role"),
+        (as_user(&url, &stray, "pw"), "not granted"),
+    ] {
+        let (code, json, stderr) = verify(&url, &["--app-url", &target]);
+        assert_eq!(code, 2, "{json:#}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    psql_exec(
+        &url,
+        &format!("DROP ROLE \"{login}\"; DROP ROLE \"{stray}\""),
+    );
+}
+
+/// SARIF 2.1.0 as GitHub code scanning requires it: version, $schema, rules with ids, results
+/// with ruleId, level, message and a physical location at the declaring policy file's line.
+#[test]
+fn sarif_output_has_the_shape_github_requires() {
+    let (url, _) = clone("sarif");
+    psql_exec(
+        &url,
+        "ALTER TABLE public.members NO FORCE ROW LEVEL SECURITY",
+    );
+    let t = template();
+    let out = tenantctl(&t.dir)
+        .args(["--database-url", &url, "--format", "sarif", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let log: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(log["version"], "2.1.0");
+    assert!(log["$schema"].as_str().unwrap().contains("sarif-2.1.0"));
+    let run = &log["runs"][0];
+    assert_eq!(run["properties"]["schema_version"], 1);
+    let rules: Vec<&str> = run["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&"rls.not-forced") && rules.contains(&"probe.error"));
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{results:#?}");
+    for r in results {
+        assert!(rules.contains(&r["ruleId"].as_str().unwrap()));
+        assert!(["error", "warning", "note"].contains(&r["level"].as_str().unwrap()));
+        assert!(!r["message"]["text"].as_str().unwrap().is_empty());
+        let loc = &r["locations"][0]["physicalLocation"];
+        let uri = loc["artifactLocation"]["uri"].as_str().unwrap();
+        let line = loc["region"]["startLine"].as_u64().unwrap() as usize;
+        let text = std::fs::read_to_string(t.dir.join(uri)).unwrap();
+        assert_eq!(r["ruleId"], "rls.not-forced");
+        assert_eq!(
+            text.lines().nth(line - 1),
+            Some("[tables.members]"),
+            "{uri}:{line}"
+        );
+    }
+}
+
+/// `verify --explain ID` needs no project and no database.
+#[test]
+fn explain_describes_a_check_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tenantctl(dir.path())
+        .args(["verify", "--explain", "rls.not-forced"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "FORCE ROW LEVEL SECURITY",
+        "[[verify.allow]]",
+        "check = \"rls.not-forced\"",
+    ] {
+        assert!(text.contains(part), "{part} missing:\n{text}");
+    }
+    let out = tenantctl(dir.path())
+        .args(["verify", "--explain", "no.such-check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The documented least-privilege role (docs/verify.md) runs verify clean: LOGIN, no
+/// superuser or other attribute, granted the app and admin roles, CONNECT on the database.
+#[test]
+fn verify_runs_clean_as_the_least_privilege_role() {
+    let t = crate::corpus::least_privilege_template();
+    let (url, name) = clone_of(t, "leastpriv");
+    let user = format!("{}least_verifier", t.db.role_prefix);
+    psql_exec(
+        &url,
+        &fill_for(
+            t,
+            &format!(
+                "CREATE ROLE \"{user}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD 'pw';
+                 GRANT {{app}}, {{admin}} TO \"{user}\";
+                 REVOKE ALL ON DATABASE {{db}} FROM PUBLIC;
+                 GRANT CONNECT, TEMP ON DATABASE {{db}} TO \"{user}\", {{app}}"
+            ),
+            &name,
+        ),
+    );
+    let (code, json, stderr) = verify_in(t, &as_user(&url, &user, "pw"), &["--fail-on", "warning"]);
+    assert_eq!(code, 0, "{json:#}\n{stderr}");
+    assert_eq!(json["stats"]["tenants_probed"], 2);
+}
+
+/// With fewer than two tenants the probes as the application's login are skipped with a
+/// warning (synthetic tenants live only in verify's own transaction).
+#[test]
+fn app_url_with_fewer_than_two_tenants_warns_that_the_login_was_not_probed() {
+    let db = test_db("verify_login_skip");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let login = format!("{}skip_login", db.role_prefix);
+    let app = format!("{}gym_app", db.role_prefix);
+    psql_exec(
+        &db.url,
+        &format!("CREATE ROLE \"{login}\" LOGIN PASSWORD 'pw' IN ROLE \"{app}\""),
+    );
+    let app_url = as_user(&db.url, &login, "pw");
+    let run = |extra: &[&str]| {
+        let out = tenantctl(&dir)
+            .args(["--database-url", &db.url, "--format", "json", "verify"])
+            .args(["--app-url", &app_url])
+            .args(extra)
+            .output()
+            .unwrap();
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), json)
+    };
+    let (code, json) = run(&[]);
+    psql_exec(&db.url, &format!("DROP ROLE \"{login}\""));
+    assert_eq!(code, Some(0), "{json:#}");
+    assert_eq!(json["probes"]["real_login"], false);
+    let skipped: Vec<&Value> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "probe.real-login-skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{json:#}");
+    assert_eq!(skipped[0]["status"], "warn");
+    assert_eq!(json["stats"]["synthetic_tenants"], true);
+}

@@ -43,6 +43,30 @@ impl Sink<'_> {
     }
 }
 
+impl Sink<'_> {
+    /// Check a view's query: one SELECT (or WITH ... SELECT), scanned like an expression.
+    pub(crate) fn query(&mut self, query: &Spanned<String>) -> Option<String> {
+        let text = query.get_ref().trim();
+        let first = text.split_whitespace().next().unwrap_or("");
+        let why = if !first.eq_ignore_ascii_case("select") && !first.eq_ignore_ascii_case("with") {
+            Err("it does not start with SELECT or WITH".to_string())
+        } else {
+            check_expression(text)
+        };
+        match why {
+            Ok(()) => Some(text.to_string()),
+            Err(why) => {
+                self.err(
+                    query.span(),
+                    format!("invalid view query: {why}"),
+                    "write one SELECT statement, without `;` or comments",
+                );
+                None
+            }
+        }
+    }
+}
+
 /// A policy expression is one SQL expression: no statement separator and no comment outside
 /// string literals or quoted identifiers, balanced quotes and parentheses.
 fn check_expression(expr: &str) -> Result<(), String> {

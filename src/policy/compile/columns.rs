@@ -21,14 +21,17 @@ struct Shape<'a> {
     tenancy: &'a Tenancy,
     /// The tenant table itself: its key is the tenant id, it has no tenant column.
     is_root: bool,
-    /// `tenant_key` on the tenant table, `tenant_column` on the others.
+    /// `tenant_key` on the tenant table, `tenant_column` on the others, empty on global tables.
     tenant_column: String,
+    /// A global reference table: no tenant column, no tenant key or policies.
+    global: bool,
 }
 
 pub(super) fn compile(d: &Declared<'_>, tenancy: &Tenancy, sink: &mut Sink<'_>) -> Option<Table> {
     let r = d.raw.get_ref();
     let before = sink.count();
     let is_root = d.name == tenancy.tenant_table;
+    let global = super::globals::is_global(r);
     let shape = Shape {
         name: &d.name,
         key: d.key,
@@ -37,9 +40,12 @@ pub(super) fn compile(d: &Declared<'_>, tenancy: &Tenancy, sink: &mut Sink<'_>) 
         is_root,
         tenant_column: if is_root {
             tenancy.tenant_key.clone()
+        } else if global {
+            String::new()
         } else {
             tenancy.tenant_column.clone()
         },
+        global,
     };
     let mut columns: Vec<Column> = Vec::new();
     let mut constraints = BTreeMap::new();
@@ -48,16 +54,24 @@ pub(super) fn compile(d: &Declared<'_>, tenancy: &Tenancy, sink: &mut Sink<'_>) 
             columns.push(col);
         }
     }
-    require_tenant_column(&shape, &columns, sink);
+    if global {
+        super::globals::rules(d, tenancy, &columns, sink);
+    } else {
+        require_tenant_column(&shape, &columns, sink);
+    }
     if let Some(pk) = primary_key(&shape, r, &columns, sink) {
         if let Some(c) = columns.iter_mut().find(|c| c.name == pk) {
             c.nullable = false;
         }
         key_constraints(&shape, &pk, &mut constraints, sink);
     }
-    tenant_foreign_key(&shape, &mut constraints, sink);
     check_isolation(r, sink);
-    let policies = generated_policies(&shape, r, sink);
+    let policies = if global {
+        BTreeMap::new()
+    } else {
+        tenant_foreign_key(&shape, &mut constraints, sink);
+        generated_policies(&shape, r, sink)
+    };
     if sink.count() > before {
         return None;
     }
@@ -69,6 +83,8 @@ pub(super) fn compile(d: &Declared<'_>, tenancy: &Tenancy, sink: &mut Sink<'_>) 
         indexes: BTreeMap::new(),
         policies,
         grants: BTreeMap::new(),
+        partitioning: None,
+        global,
     })
 }
 
@@ -235,7 +251,7 @@ fn key_constraints(
             columns: vec![pk.to_string()],
         },
     );
-    if !shape.is_root && pk != shape.tenant_column {
+    if !shape.is_root && !shape.global && pk != shape.tenant_column {
         let cname = format!("{name}_tenant_key");
         if generated_name_ok(sink, &cname, shape.key.span()) {
             constraints.insert(

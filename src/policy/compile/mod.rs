@@ -12,12 +12,16 @@ use crate::model::Schema;
 
 mod checks;
 mod columns;
+mod extensions;
+mod globals;
 mod grants;
+mod partitions;
 mod policies;
 mod relations;
 mod roles;
 mod tables;
 mod tenancy;
+mod views;
 
 /// The `[role_names]` of tenantctl.toml: the physical name of each role the policies declare.
 pub(crate) struct RoleNames<'a>(pub(crate) &'a BTreeMap<String, String>);
@@ -59,13 +63,26 @@ pub(crate) fn compile(
     let mut tables = tables::compile(&declared, &tenancy, &roles, role_names, errors);
     policies::compile(files, &mut tables, &declared, &roles, role_names, errors);
     tables::check_manual_isolation(&declared, &tables, &tenancy, errors);
+    let grant_ctx = grants::Ctx {
+        tenancy: &tenancy,
+        roles: &roles,
+        role_names,
+    };
+    let views = views::compile(files, &declared, &tables, &grant_ctx, errors);
+    let extensions = extensions::compile(files, &roles, role_names, errors);
+    let allow = super::allow::compile(files, errors);
     if !errors.is_empty() {
         return None;
     }
+    let (globals, tables) = tables.into_iter().partition(|(_, t)| t.global);
     Some(Schema {
         tenancy,
         roles,
         tables,
+        globals,
+        views,
+        extensions,
+        allow,
         target: Default::default(),
     })
 }

@@ -62,6 +62,15 @@ fn place<'t>(
         }
         return None;
     };
+    if table.global {
+        let hint = "a global table has no row-level security: grant the application only select";
+        sink.err(
+            r.table.span(),
+            format!("policy {name} is on global table {table_name}"),
+            hint,
+        );
+        return None;
+    }
     let what = format!("policy {name} on {table_name}");
     let key = (table_name.clone(), name.clone());
     let hint = "policy names are unique per table";

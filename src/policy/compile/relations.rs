@@ -1,7 +1,7 @@
 //! A table's uniques, references and indexes, each scoped by the tenant column so that no key
 //! or reference crosses tenants.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use toml::Spanned;
@@ -19,6 +19,8 @@ pub(super) struct RelationCtx<'a> {
     pub(super) pk_of: &'a BTreeMap<String, (String, String)>,
     /// Every declared table, compiled or not (a broken parent is reported once, at the parent).
     pub(super) declared: &'a BTreeMap<String, Seen>,
+    /// The global tables among them: referenced by a plain foreign key.
+    pub(super) globals: &'a BTreeSet<String>,
 }
 
 pub(super) fn compile(
@@ -28,7 +30,8 @@ pub(super) fn compile(
     ctx: &RelationCtx<'_>,
     sink: &mut Sink<'_>,
 ) {
-    let is_root = name == ctx.tenancy.tenant_table;
+    // Global tables are shared: their keys are not scoped by a tenant.
+    let is_root = name == ctx.tenancy.tenant_table || table.global;
     for u in &r.unique {
         if u.get_ref().is_empty() {
             sink.err(u.span(), "unique needs at least one column", "");
@@ -130,6 +133,17 @@ fn reference(
         );
         return None;
     }
+    if ctx.globals.contains(&parent) {
+        return global_reference(name, table, &col, &parent, ctx, rr, sink);
+    }
+    if table.global {
+        sink.err(
+            rr.table.span(),
+            format!("global table {name} cannot reference tenant table {parent}"),
+            "a row shared by every tenant cannot point at one tenant's row",
+        );
+        return None;
+    }
     if parent == tenancy.tenant_table {
         sink.err(
             rr.table.span(),
@@ -152,16 +166,9 @@ fn reference(
         );
         return None;
     }
-    let (ppk, pty) = parent_key(name, &col, &parent, rr, ctx, sink)?;
-    let cty = table.column(&col).map(|c| c.ty.clone()).unwrap_or_default();
-    if &cty != pty {
-        sink.err(
-            rr.column.span(),
-            format!("{name}.{col} is {cty} but {parent}.{ppk} is {pty}"),
-            "give both columns the same type",
-        );
-        return None;
-    }
+    let key = parent_key(name, &col, &parent, rr, ctx, sink)?;
+    same_type(name, table, &col, &parent, key, rr, sink)?;
+    let ppk = &key.0;
     let on_delete = on_delete(rr, sink)?;
     let fk = Constraint::ForeignKey {
         columns: vec![table.tenant_column.clone(), col.clone()],
@@ -170,6 +177,51 @@ fn reference(
         on_delete,
     };
     Some((format!("{name}_{col}_fkey"), fk))
+}
+
+/// A reference to a global table: a plain foreign key on the column alone (a global row is
+/// every tenant's), to the parent's primary key.
+fn global_reference(
+    name: &str,
+    table: &Table,
+    col: &str,
+    parent: &str,
+    ctx: &RelationCtx<'_>,
+    rr: &RawReference,
+    sink: &mut Sink<'_>,
+) -> Option<(String, Constraint)> {
+    let key = parent_key(name, col, parent, rr, ctx, sink)?;
+    same_type(name, table, col, parent, key, rr, sink)?;
+    let ppk = &key.0;
+    let fk = Constraint::ForeignKey {
+        columns: vec![col.to_string()],
+        table: parent.to_string(),
+        ref_columns: vec![ppk.clone()],
+        on_delete: on_delete(rr, sink)?,
+    };
+    Some((format!("{name}_{col}_fkey"), fk))
+}
+
+/// The referencing column has the type of the referenced key (else recorded).
+fn same_type(
+    name: &str,
+    table: &Table,
+    col: &str,
+    parent: &str,
+    (ppk, pty): &(String, String),
+    rr: &RawReference,
+    sink: &mut Sink<'_>,
+) -> Option<()> {
+    let cty = table.column(col).map(|c| c.ty.clone()).unwrap_or_default();
+    if &cty != pty {
+        sink.err(
+            rr.column.span(),
+            format!("{name}.{col} is {cty} but {parent}.{ppk} is {pty}"),
+            "give both columns the same type",
+        );
+        return None;
+    }
+    Some(())
 }
 
 /// The referenced table's primary key and its type; None when the parent is unknown (recorded)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{columns, grants, relations, Declared, DeclaredTables, RoleNames};
+use super::{columns, grants, partitions, relations, Declared, DeclaredTables, RoleNames};
 use crate::model::{Constraint, Role, Table, Tenancy};
 use crate::policy::diagnostics::PolicyError;
 use crate::policy::raw::{Parsed, RawTable};
@@ -79,17 +79,27 @@ pub(super) fn compile(
             continue;
         };
         let pk = match t.constraints.get(&format!("{}_pkey", d.name)) {
-            Some(Constraint::PrimaryKey { columns }) => columns[0].clone(),
+            Some(Constraint::PrimaryKey { columns }) => columns[columns.len() - 1].clone(),
             _ => continue,
         };
         let ty = t.column(&pk).map(|c| c.ty.clone()).unwrap_or_default();
         pk_of.insert(d.name.clone(), (pk, ty));
         tables.insert(d.name.clone(), t);
     }
+    let globals = tables
+        .iter()
+        .filter(|(_, t)| t.global)
+        .map(|(n, _)| n.clone())
+        .collect();
     let ctx = relations::RelationCtx {
         tenancy,
         pk_of: &pk_of,
         declared: &declared.seen,
+        globals: &globals,
+    };
+    let mut names = partitions::Names {
+        tables: &declared.seen,
+        partitions: BTreeMap::new(),
     };
     let grant_ctx = grants::Ctx {
         tenancy,
@@ -100,6 +110,7 @@ pub(super) fn compile(
         let mut sink = d.file.sink(errors);
         if let Some(table) = tables.get_mut(&d.name) {
             relations::compile(&d.name, d.raw.get_ref(), table, &ctx, &mut sink);
+            partitions::compile(d, table, tenancy, &mut names, &mut sink);
             grants::compile(d.raw.get_ref(), table, &grant_ctx, &mut sink);
         }
     }

@@ -1,7 +1,7 @@
 //! The compiler's problems, case by case: each case edits the small test project into one kind
 //! of mistake; the snapshot holds every message with its file:line:column and hint.
 
-use crate::policy::testing::{base, edited, load, with, AUDITOR};
+use crate::policy::testing::{base, edited, load, with, with_model, AUDITOR};
 
 type Files = Vec<(&'static str, String)>;
 
@@ -57,6 +57,26 @@ fn cases() -> Vec<(&'static str, Files)> {
         ("insert_policy_with_using", with_policy(&format!("command = \"insert\"\nroles = [\"gym_app\"]\n{using}"))),
         ("select_policy_with_check", with_policy("command = \"select\"\nroles = [\"gym_app\"]\nwith_check = \"true\"")),
         ("policy_expression_with_a_comment", with_policy("roles = [\"gym_app\"]\nusing = \"true -- all\"")),
+        ("model_compiles", with_model("", "")),
+        ("global_table_written_by_the_app", with_model("grants.gym_app = [\"select\"]\ngrants.platform_admin", "grants.gym_app = [\"select\", \"insert\", \"update\"]\ngrants.platform_admin")),
+        ("global_table_with_tenant_column_isolation_and_partitions", with_model("global = true\n", "global = true\nisolation = \"manual\"\npartition_by = { method = \"hash\", column = \"id\" }\n").into_iter().map(|(n, t)| (n, t.replace("{ name = \"title\", type = \"text\" },", "{ name = \"title\", type = \"text\" },\n  { name = \"gym_id\", type = \"uuid\" },"))).collect()),
+        ("global_table_references_a_tenant_table_and_has_a_policy", {
+            let mut files = with_model("  { name = \"title\", type = \"text\" },\n]", "  { name = \"title\", type = \"text\" },\n  { name = \"member_id\", type = \"uuid\" },\n]\nreferences = [{ column = \"member_id\", table = \"members\" }]");
+            files[3].1.push_str("\n[[policies]]\nname = \"all\"\ntable = \"plans\"\nroles = [\"gym_app\"]\nusing = \"true\"\n");
+            files
+        }),
+        ("partitioned_by_another_column", with_model("{ method = \"list\", column = \"gym_id\" }", "{ method = \"range\", column = \"plan_id\" }")),
+        ("partitioned_by_an_unknown_method", with_model("{ method = \"list\", column = \"gym_id\" }", "{ method = \"interval\", column = \"gym_id\" }")),
+        ("partition_bounds_that_do_not_fit", with_model("{ name = \"visits_rest\", default = true }", "{ name = \"visits_a\", modulus = 2, remainder = 0 }, { name = \"visits_b\", values = [] }, { name = \"members\", default = true }, { name = \"visits_c\", values = [\"'x'; DROP TABLE gyms\"] }")),
+        ("partitions_without_partition_by_and_without_partitions", {
+            let mut files = with_model("partitions = [{ name = \"visits_rest\", default = true }]", "");
+            files[2].1 = files[2].1.replace("unique = [", "partitions = [{ name = \"members_a\", default = true }]\nunique = [");
+            files
+        }),
+        ("partitioned_by_its_key_with_a_unique_per_tenant", edited("members.toml", "unique = [", "partition_by = { method = \"hash\", column = \"id\" }\npartitions = [{ name = \"members_p0\", modulus = 1, remainder = 0 }]\nunique = [")),
+        ("view_written_by_the_app_and_named_like_a_table", with_model("[views.visit_plans]\nquery = \"SELECT", "[views.members]\nquery = \"SELECT 1\"\n\n[views.visit_plans]\ngrants.platform_admin = [\"select\", \"delete\"]\nquery = \"SELECT")),
+        ("view_queries_that_are_not_one_select", with_model("query = \"SELECT v.gym_id", "query = \"DELETE FROM gyms\"\n\n[views.two]\nquery = \"SELECT 1; SELECT v.gym_id")),
+        ("extension_with_a_bad_name_and_an_undeclared_role", with_model("pgcrypto = { schema = \"extensions\", usage = [\"gym_app\"] }", "\"pg crypto\" = { schema = \"extensions\" }\npgcrypto = { schema = \"ext-ensions\", usage = [\"auditor\"] }")),
     ]
 }
 

@@ -200,7 +200,7 @@ pub(super) async fn constraints(cx: &Declared<'_>, tally: &mut Tally) -> Result<
             problem.map(|p| {
                 Finding::new(
                     "drift.constraint",
-                    format!("constraint {cname} on {disp}"),
+                    format!("constraint {disp}.{cname}"),
                     format!("constraint {cname} on {disp} {p}"),
                 )
             }),
@@ -273,7 +273,7 @@ pub(super) async fn indexes(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> 
             problem.map(|p| {
                 Finding::new(
                     "drift.index",
-                    format!("index {iname} on {disp}"),
+                    format!("index {}.{iname}", rel.schema),
                     format!("index {iname} on {disp} {p}"),
                 )
             }),

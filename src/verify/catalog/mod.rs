@@ -4,6 +4,7 @@
 
 mod columns;
 mod config;
+mod declared;
 mod functions;
 mod grants;
 mod normalise;
@@ -12,6 +13,7 @@ mod relations;
 mod roles;
 mod tables;
 mod triggers;
+mod world;
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -33,7 +35,9 @@ pub async fn check(client: &Client, schema: &Schema) -> Result<Tally> {
     triggers::rules(client, &rels, &tenant, &mut tally).await?;
     let norm = normalise::normalise(client, schema).await?;
     tables::check_declared(client, schema, &rels, &norm, &mut tally).await?;
+    declared::check(client, schema, &rels, &norm, &mut tally).await?;
     relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
+    world::check(client, schema, (&rels, &tenant), &mut tally).await?;
     Ok(tally)
 }
 

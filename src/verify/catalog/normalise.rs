@@ -22,6 +22,9 @@ const SCRATCH_POLICY: &str = "
 SELECT pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual, pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
 FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 AND p.polname = $2";
 
+const SCRATCH_VIEW_DEF: &str =
+    "SELECT pg_catalog.pg_get_viewdef(('pg_temp.' || $1)::regclass) AS def";
+
 /// A policy's USING and WITH CHECK, as Postgres renders them.
 pub(super) type PolicyExprs = (Option<String>, Option<String>);
 
@@ -111,26 +114,67 @@ async fn scratch_policy(
     pname: &String,
     p: &Policy,
 ) -> Result<std::result::Result<PolicyExprs, String>> {
-    client.batch_execute("SAVEPOINT tc_policy").await?;
-    let created = client
-        .execute_typed(sqlgen::scratch_policy(scratch, pname, p).as_str(), &[])
-        .await;
-    match created {
+    let sql = sqlgen::scratch_policy(scratch, pname, p);
+    if let Some(error) = attempt(client, &sql).await? {
+        return Ok(Err(error));
+    }
+    let r = client
+        .query_typed_one(SCRATCH_POLICY, typed![&oid, pname])
+        .await?;
+    client.batch_execute("RELEASE SAVEPOINT tc_attempt").await?;
+    Ok(Ok(policy_exprs(&r)?))
+}
+
+/// Run one scratch statement under a savepoint: the server's message when the server refused it
+/// (rolled back to the savepoint), else None with the savepoint `tc_attempt` still open.
+async fn attempt(client: &Client, sql: &str) -> Result<Option<String>> {
+    client.batch_execute("SAVEPOINT tc_attempt").await?;
+    match client.execute_typed(sql, &[]).await {
         Err(e) if e.as_db_error().is_some() => {
             client
-                .batch_execute("ROLLBACK TO SAVEPOINT tc_policy")
+                .batch_execute("ROLLBACK TO SAVEPOINT tc_attempt")
                 .await?;
-            Ok(Err(server_message(&e)))
+            Ok(Some(server_message(&e)))
         }
         Err(e) => Err(e.into()),
-        Ok(_) => {
-            let r = client
-                .query_typed_one(SCRATCH_POLICY, typed![&oid, pname])
-                .await?;
-            client.batch_execute("RELEASE SAVEPOINT tc_policy").await?;
-            Ok(Ok(policy_exprs(&r)?))
-        }
+        Ok(_) => Ok(None),
     }
+}
+
+/// Each declared view's definition as Postgres renders it (from a scratch copy in a rolled-back
+/// transaction), or the error creating the copy raised.
+pub(super) async fn view_definitions(
+    client: &Client,
+    schema: &Schema,
+) -> Result<BTreeMap<String, std::result::Result<String, String>>> {
+    if schema.views.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let done = rolled_back(client, &Scope::Transaction, async {
+        let mut out = BTreeMap::new();
+        for (i, (name, view)) in schema.views.iter().enumerate() {
+            let scratch = format!("tenantctl_verify_view_{i}");
+            let sql = sqlgen::scratch_view(&scratch, &view.query);
+            let def = match attempt(client, &sql).await? {
+                Some(error) => Err(error),
+                None => {
+                    let r = client
+                        .query_typed_one(SCRATCH_VIEW_DEF, typed![&scratch])
+                        .await?;
+                    client.batch_execute("RELEASE SAVEPOINT tc_attempt").await?;
+                    Ok(col(&r, "def")?)
+                }
+            };
+            out.insert(name.clone(), def);
+        }
+        anyhow::Ok(out)
+    })
+    .await
+    .context("cannot begin")?;
+    let out = done.body.context("cannot render the declared views")?;
+    done.rollback
+        .context("cannot roll back the scratch views")?;
+    Ok(out)
 }
 
 fn policy_exprs(r: &Row) -> Result<PolicyExprs> {

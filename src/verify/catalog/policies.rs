@@ -100,7 +100,7 @@ pub(super) fn drift(
 ) {
     let disp = rel.display();
     for (pname, p) in &table.policies {
-        let pobj = format!("policy {pname} on {disp}");
+        let pobj = format!("policy {disp}.{pname}");
         let Some(l) = live.iter().find(|l| &l.name == pname) else {
             tally.fail(Finding::new(
                 "drift.policy",
@@ -128,7 +128,7 @@ pub(super) fn drift(
     {
         tally.fail(Finding::new(
             "drift.policy-undeclared",
-            format!("policy {} on {disp}", l.name),
+            format!("policy {disp}.{}", l.name),
             format!(
                 "policy {} on {disp} ({} {} TO {}) is not declared",
                 l.name,
@@ -228,7 +228,7 @@ pub(super) fn shape(
     let func = format!("{}()", t.context_function);
     let mut per_cmd: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for p in live.iter().filter(|p| applies(p)) {
-        let pobj = format!("policy {} on {}", p.name, rel.display());
+        let pobj = format!("policy {}.{}", rel.display(), p.name);
         let exprs: Vec<&String> = p.using.iter().chain(p.with_check.iter()).collect();
         if p.permissive {
             for c in commands(p.command()) {

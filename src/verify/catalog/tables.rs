@@ -68,14 +68,7 @@ async fn declared_table(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
         rel,
         norm,
     } = *cx;
-    let t = &schema.tenancy;
-    owned_by(
-        &rel.object(),
-        &rel.owner,
-        sqlgen::fix_table_owner(&rel.schema, &rel.name, &t.owner_role),
-        &t.owner_role,
-        tally,
-    );
+    owner_owns(rel, schema, tally);
     row_level_security(rel, tally);
     columns::columns(cx, tally).await?;
     columns::constraints(cx, tally).await?;
@@ -83,7 +76,6 @@ async fn declared_table(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
     columns::tenant_index(client, schema, rel, &table.tenant_column, tally).await?;
     grants::check(cx, tally).await?;
     triggers::immutability(cx, tally).await?;
-    triggers::others(client, rel, tally).await?;
     let live = policies::read(client, rel.oid).await?;
     policies::drift(schema, table, rel, &live, norm, tally);
     let memberships = roles::app_memberships(client, schema).await?;
@@ -91,8 +83,15 @@ async fn declared_table(cx: &Declared<'_>, tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
+/// drift.owner: a declared relation belongs to the owner role.
+pub(super) fn owner_owns(rel: &Rel, schema: &Schema, tally: &mut Tally) {
+    let owner = &schema.tenancy.owner_role;
+    let fix = sqlgen::fix_table_owner(&rel.schema, &rel.name, owner);
+    owned_by(&rel.object(), &rel.owner, fix, owner, tally);
+}
+
 /// rls.disabled and rls.not-forced on a declared table.
-fn row_level_security(rel: &Rel, tally: &mut Tally) {
+pub(super) fn row_level_security(rel: &Rel, tally: &mut Tally) {
     let disp = rel.display();
     tally.fail_if("rls.disabled", !rel.rls, rel.object(), || {
         format!("row-level security is disabled on {disp}")

@@ -20,11 +20,32 @@ JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE t.tgrelid = $1 AND t.tgname = $2";
 
-/// User triggers on a table other than the immutability trigger ($2); foreign-key triggers are internal.
-const OTHER_TRIGGERS: &str = "
-SELECT t.tgname::text AS name, t.tgtype::int4 AS tgtype, t.tgenabled::text AS enabled FROM pg_catalog.pg_trigger t
-WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname <> $2
-ORDER BY 1";
+/// User triggers on the tables given ($1), with the function each runs; foreign-key triggers
+/// are internal, an extension's own triggers are the extension's.
+const TRIGGERS: &str = "
+SELECT t.tgrelid AS table, t.tgname::text AS name, t.tgtype::int4 AS tgtype, t.tgenabled::text AS enabled,
+       t.tgfoid::pg_catalog.regprocedure::text AS function, p.prosecdef AS definer,
+       pg_catalog.pg_get_userbyid(p.proowner)::text AS function_owner
+FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+WHERE t.tgrelid = ANY($1) AND NOT t.tgisinternal
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_trigger'::regclass
+                  AND e.objid = t.oid AND e.deptype = 'e')
+ORDER BY 1, 2";
+
+/// Rules on every relation but the tenant tables ($1) outside the system schemas, an
+/// extension's own aside.
+const OTHER_RULES: &str = "
+SELECT n.nspname::text AS schema, c.relname::text AS relation, r.rulename::text AS name,
+       r.ev_type::text AS event, pg_catalog.pg_get_userbyid(c.relowner)::text AS owner
+FROM pg_catalog.pg_rewrite r
+JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE r.rulename <> '_RETURN' AND NOT r.ev_class = ANY($1)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.deptype = 'e'
+                  AND ((e.classid = 'pg_catalog.pg_rewrite'::regclass AND e.objid = r.oid)
+                       OR (e.classid = 'pg_catalog.pg_class'::regclass AND e.objid = c.oid)))
+ORDER BY 1, 2, 3";
 
 /// Rules on tenant tables (a table has no `_RETURN` rule; a view that was a table might).
 const RULES: &str = "
@@ -96,11 +117,26 @@ typed_row! {
 }
 
 typed_row! {
-    /// Another trigger on a tenant table (a row of [`OTHER_TRIGGERS`]).
+    /// A trigger on a tenant table (a row of [`TRIGGERS`]).
     struct OtherTrigger {
+        table: u32,
         name: String,
         tgtype: i32,
         enabled: Firing,
+        function: String,
+        definer: bool,
+        function_owner: String,
+    }
+}
+
+typed_row! {
+    /// A rule on a relation that is not a tenant table (a row of [`OTHER_RULES`]).
+    struct OtherRule {
+        schema: String,
+        relation: String,
+        name: String,
+        event: RuleEvent,
+        owner: String,
     }
 }
 
@@ -148,7 +184,7 @@ pub(super) async fn immutability(cx: &Declared<'_>, tally: &mut Tally) -> Result
         problem.map(|p| {
             Finding::new(
                 "drift.trigger",
-                format!("trigger {} on {disp}", sqlgen::IMMUTABILITY_TRIGGER),
+                format!("trigger {disp}.{}", sqlgen::IMMUTABILITY_TRIGGER),
                 format!("the tenant-id immutability trigger on {disp} {p}"),
             )
         }),
@@ -156,57 +192,111 @@ pub(super) async fn immutability(cx: &Declared<'_>, tally: &mut Tally) -> Result
     Ok(())
 }
 
-/// Triggers that tenantctl does not generate. Row triggers fire in name order (byte order), so a
+/// Triggers that tenantctl does not generate, on every table of `tables` (the declared tables and
+/// the tenant tables the app role can reach). Row triggers fire in name order (byte order), so a
 /// BEFORE INSERT/UPDATE row trigger named after the immutability trigger can change the tenant id
-/// once the check has passed.
-pub(super) async fn others(client: &Client, rel: &Rel, tally: &mut Tally) -> Result<()> {
-    let disp = rel.display();
-    let mut late = false;
-    let mut other = false;
-    let params = typed![&rel.oid, &sqlgen::IMMUTABILITY_TRIGGER];
+/// once the check has passed (drift.trigger-late); any other is world.trigger: it fires whatever
+/// EXECUTE grants say, and a SECURITY DEFINER function runs as its owner.
+pub(super) async fn others(
+    client: &Client,
+    schema: &crate::model::Schema,
+    tables: &[&Rel],
+    tally: &mut Tally,
+) -> Result<()> {
+    let oids: Vec<u32> = tables.iter().map(|r| r.oid).collect();
     let what = "cannot read triggers";
-    for trigger in query(client, OTHER_TRIGGERS, params, what, OtherTrigger::from_row).await? {
+    let found = query(
+        client,
+        TRIGGERS,
+        typed![&oids],
+        what,
+        OtherTrigger::from_row,
+    )
+    .await?;
+    let (mut late, mut other) = (false, false);
+    for trigger in &found {
+        let Some(rel) = tables.iter().find(|r| r.oid == trigger.table) else {
+            continue;
+        };
         let name = &trigger.name;
+        if rel.is_declared(schema) && name == sqlgen::IMMUTABILITY_TRIGGER {
+            continue;
+        }
+        let disp = rel.display();
         let row_before = trigger.tgtype & (INSTEAD | BEFORE | ROW) == BEFORE | ROW;
         let writes = trigger.tgtype & (INSERT | UPDATE) != 0;
         let after_check = name.as_bytes() > sqlgen::IMMUTABILITY_TRIGGER.as_bytes();
         let fix = sqlgen::fix_drop_trigger(name, &rel.schema, &rel.name);
-        let obj = format!("trigger {name} on {disp}");
-        if row_before && writes && after_check && trigger.enabled != Firing::Disabled {
+        let obj = format!("trigger {disp}.{name}");
+        let finding = if row_before && writes && after_check && trigger.enabled != Firing::Disabled
+        {
             late = true;
-            tally.fail(
-                Finding::new(
-                    "drift.trigger-late",
-                    &obj,
-                    format!(
-                        "trigger {name} on {disp} fires BEFORE INSERT/UPDATE FOR EACH ROW after {} (names sort after it): it can change the tenant id once the check has passed",
-                        sqlgen::IMMUTABILITY_TRIGGER
-                    ),
-                )
-                .hint(fix),
-            );
+            Finding::new(
+                "drift.trigger-late",
+                &obj,
+                format!(
+                    "trigger {name} on {disp} fires BEFORE INSERT/UPDATE FOR EACH ROW after {} (names sort after it): it can change the tenant id once the check has passed",
+                    sqlgen::IMMUTABILITY_TRIGGER
+                ),
+            )
         } else {
             other = true;
-            tally.fail(
-                Finding::new(
-                    "drift.trigger-undeclared",
-                    &obj,
-                    format!(
-                        "trigger {name} on {disp}{} is not generated by tenantctl",
-                        trigger.enabled.disabled_note()
-                    ),
-                )
-                .hint(fix),
-            );
-        }
+            let runs_as = if trigger.definer {
+                format!("SECURITY DEFINER, as {}", trigger.function_owner)
+            } else {
+                "as the writing role".to_string()
+            };
+            Finding::new(
+                "world.trigger",
+                &obj,
+                format!(
+                    "trigger {name} on tenant table {disp}{} is not generated by tenantctl: it runs {} ({runs_as}) on every write",
+                    trigger.enabled.disabled_note(),
+                    trigger.function
+                ),
+            )
+        };
+        tally.fail(finding.hint(fix));
     }
     if !late {
         tally.pass("drift.trigger-late");
     }
     if !other {
-        tally.pass("drift.trigger-undeclared");
+        tally.pass("world.trigger");
     }
     Ok(())
+}
+
+/// world.rule: a rule on any relation that is not a tenant table (those are drift.rule).
+pub(super) async fn other_rules(
+    client: &Client,
+    tenant: &TenantData,
+    tally: &mut Tally,
+) -> Result<()> {
+    let finding = |rule: OtherRule| {
+        let (name, disp) = (&rule.name, format!("{}.{}", rule.schema, rule.relation));
+        Finding::new(
+            "world.rule",
+            format!("rule {disp}.{name}"),
+            format!(
+                "rule {name} ON {} on {disp} rewrites statements with the rights of its owner {}, outside the app role's policies",
+                rule.event.sql(),
+                rule.owner
+            ),
+        )
+        .hint(sqlgen::fix_drop_rule(name, &rule.schema, &rule.relation))
+    };
+    let sql = (OTHER_RULES, typed![&tenant.list] as &[_]);
+    let what = "cannot read rules";
+    super::world::each_row(
+        client,
+        sql,
+        what,
+        OtherRule::from_row,
+        finding,
+        ("world.rule", tally),
+    )
+    .await
 }
 
 /// Any rule on a tenant table: its actions run with the table owner's rights and can write
@@ -229,7 +319,7 @@ pub(super) async fn rules(
             tally.fail(
                 Finding::new(
                     "drift.rule",
-                    format!("rule {name} on {}", rel.display()),
+                    format!("rule {}.{name}", rel.display()),
                     format!(
                         "rule {name} ON {} on tenant table {}{} rewrites statements with the rights of its owner {}",
                         rule.event.sql(),

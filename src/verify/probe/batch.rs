@@ -101,7 +101,9 @@ struct Args {
 }
 
 impl Args {
-    fn of(shared: &Shared, n: usize, jobs: &[Job]) -> Args {
+    /// `writes`: false with `--read-only` (no tenant-id change; the other writes are not in the
+    /// plan then).
+    fn of(shared: &Shared, n: usize, jobs: &[Job], writes: bool) -> Args {
         let mut args = Args {
             tenants: jobs.iter().map(|j| j.0).collect(),
             others: Vec::new(),
@@ -115,7 +117,8 @@ impl Args {
             for (i, own_rows) in admin.iter().enumerate() {
                 args.keys
                     .push(shared.victim(i, *tenant).map(|v| v.0.clone()));
-                args.moves.push(matches!(own_rows, Some(c) if *c > 0));
+                args.moves
+                    .push(writes && matches!(own_rows, Some(c) if *c > 0));
             }
         }
         args
@@ -149,7 +152,7 @@ pub(super) async fn probe(
         return slowly(conn, shared, jobs).await;
     };
     let n = plan.targets.len();
-    let args = Args::of(shared, n, jobs);
+    let args = Args::of(shared, n, jobs, !plan.acting.read_only);
     // The batch's transaction, pipelined: its text is the scope's, as for every other probe.
     let (begin_sql, undo_sql) = (shared.scope.begin(), shared.scope.undo());
     // The probe function lives in this transaction only (rolled back with it). Its body was
@@ -160,8 +163,9 @@ pub(super) async fn probe(
     );
     let mut p = Pipeline::new(&conn.client);
     let begin = p.push_simple(&begin_sql);
+    let limit = p.push(&conn.timeout, vec![&plan.acting.timeout]);
     let create = p.push_simple(&create_sql);
-    let role = p.push(&conn.set_role, vec![&plan.app]);
+    let role = p.push(&conn.as_app, vec![&plan.app]);
     let called = p.push(
         call,
         vec![&args.tenants, &args.others, &args.keys, &args.moves],
@@ -171,8 +175,9 @@ pub(super) async fn probe(
     // In the order sent, so that the first failure is the one reported (a server shutting
     // down fails the call with its reason, then everything after with "connection closed").
     must(&results[begin], "cannot begin a probe transaction")?;
+    must(&results[limit], "cannot set the probes' statement timeout")?;
     must(&results[create], "cannot create the probe function")?;
-    must(&results[role], &format!("cannot SET ROLE {}", plan.app))?;
+    must(&results[role], &format!("cannot act as {}", plan.app))?;
     let rows = match &results[called] {
         Ok(rows) => rows,
         // The call failed but the connection lives (a statement timeout): statement by statement.

@@ -8,6 +8,7 @@
 //! findings.
 
 mod batch;
+mod login;
 mod parallel;
 mod pipeline;
 mod plan;
@@ -24,11 +25,11 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::tx::{rolled_back, Scope};
-use super::{Finding, Settings, Tally, TenantSelection};
+use super::{Finding, ProbeInfo, Settings, Tally, TenantSelection};
 use crate::model::Schema;
 use crate::pg;
 use crate::pg::tx::set_role;
-use plan::Plan;
+use plan::{Acting, Plan};
 use session::Conn;
 
 /// What `tenant create` needs: the probes for one tenant, their count and their failures.
@@ -51,8 +52,13 @@ pub async fn probe_single_tenant(
     }
     let client = pg::connect(url).await?;
     super::preflight::check_set_role(&client, schema).await?;
-    let plan = Arc::new(Plan::build(&client, schema).await?);
-    let conn = Conn::new(client, plan.clone()).await?;
+    let acting = Acting {
+        login: None,
+        read_only: false,
+        timeout: SINGLE_TENANT_TIMEOUT.to_string(),
+    };
+    let plan = Arc::new(Plan::build(&client, schema, acting).await?);
+    let conn = Conn::new(client, plan.clone(), None).await?;
     let mut tally = Tally::default();
     let (result, rollback) = conn
         .rolled_back(&Scope::Transaction, async {
@@ -80,20 +86,108 @@ pub(super) struct Outcome {
     pub synthetic: bool,
 }
 
+/// The statement timeout of `tenant create`'s probes.
+const SINGLE_TENANT_TIMEOUT: &str = "30000ms";
+
+/// Who the probes act as, and what the report says about it.
+async fn acting(
+    client: &Client,
+    schema: &Schema,
+    settings: &Settings,
+    total: u64,
+    (tally, info): (&mut Tally, &mut ProbeInfo),
+) -> Result<Acting> {
+    let t = &schema.tenancy;
+    let login = match &settings.app {
+        Some(app) => Some(login::check(client, app, t).await?),
+        None => None,
+    };
+    info.read_only = settings.read_only;
+    info.statement_timeout_ms = settings.probe_timeout.as_millis() as u64;
+    let user: String = client
+        .query_typed_one("SELECT current_user::text AS name", &[])
+        .await
+        .context("cannot read the current user")?
+        .get("name");
+    let login = match login {
+        Some(l) if total >= 2 => {
+            info.notes.push(format!(
+                "the probes logged in as the application's login {l} (--app-url): its own \
+                 settings, memberships and privileges were probed, and the views and functions \
+                 they called ran with no more than its rights"
+            ));
+            Some(l)
+        }
+        Some(l) => {
+            tally.fail(Finding::new(
+                "probe.real-login-skipped",
+                format!("role {l}"),
+                format!(
+                    "fewer than two tenants: the probes as the application's login {l} were skipped \
+                     (synthetic tenants never leave verify's own rolled-back transaction); \
+                     the app role {} was probed by SET ROLE instead",
+                    t.app_role
+                ),
+            ));
+            None
+        }
+        None => {
+            info.logins = login::granted_logins(client, t).await?;
+            info.notes.push(format!(
+                "the probes acted as the app role {app} by SET ROLE from verify's own connection \
+                 ({user}), not as the application's login{found}: role-level settings, memberships \
+                 and privileges of a login were not probed (give --app-url, [verify] app_url or \
+                 TENANTCTL_APP_URL); the views and functions they called ran in verify's session \
+                 and could have switched back to {user} with its rights",
+                app = t.app_role,
+                found = match info.logins.as_slice() {
+                    [] => " (no login role is granted it)".to_string(),
+                    l => format!(" (logins granted it: {})", l.join(", ")),
+                },
+            ));
+            None
+        }
+    };
+    info.acted_as = Some(login.clone().unwrap_or_else(|| t.app_role.clone()));
+    info.real_login = login.is_some();
+    if settings.read_only {
+        info.notes.push(
+            "read-only: no UPDATE, DELETE, INSERT or tenant-id change was tried, so cross-tenant \
+             writes (probe.cross-update, probe.cross-delete, probe.cross-insert, \
+             probe.tenant-id-change) were not proven impossible; the static checks of grants, \
+             WITH CHECK and the immutability trigger ran as usual"
+                .to_string(),
+        );
+    }
+    Ok(Acting {
+        login,
+        read_only: settings.read_only,
+        timeout: format!("{}ms", settings.probe_timeout.as_millis()),
+    })
+}
+
 pub(super) async fn run(
     url: &pg::Target,
     client: &Client,
     schema: &Schema,
     settings: &Settings,
+    info: &mut ProbeInfo,
 ) -> Result<Outcome> {
-    // The probe connections are opened (authentication included) while the plan is built.
-    let connecting = parallel::connect(url, settings);
-    let plan = Arc::new(Plan::build(client, schema).await?);
-    let mut tally = tenant::context_leak(client, &plan).await?;
-
     // How many tenants the admin sees decides between probing real tenants in parallel, and
     // synthetic ones inside one transaction.
-    let total = count_tenants(client, &plan).await?;
+    let total = count_tenants(client, schema).await?;
+    let mut tally = Tally::default();
+    let acting = acting(client, schema, settings, total, (&mut tally, info)).await?;
+    let as_login = acting.login.is_some();
+    // The probe connections are opened (authentication included) while the plan is built.
+    let probe_url = match (&settings.app, as_login) {
+        (Some(app), true) => app,
+        _ => url,
+    };
+    let connecting = parallel::connect(probe_url, settings);
+    let plan = Arc::new(Plan::build(client, schema, acting).await?);
+    tally.merge(tenant::context_leak(client, &plan).await?);
+
     let named: Option<Vec<Uuid>> = match &settings.tenants {
         TenantSelection::Named(names) => Some(resolve(client, &plan, names).await?),
         _ => None,
@@ -101,6 +195,18 @@ pub(super) async fn run(
     if total < 2 {
         let all = matches!(settings.tenants, TenantSelection::All);
         connecting.iter().for_each(|c| c.abort());
+        if settings.read_only {
+            info.notes.push(
+                "read-only: fewer than two tenants, and creating synthetic ones writes: \
+                 no tenant was probed"
+                    .to_string(),
+            );
+            return Ok(Outcome {
+                tally,
+                tenants_probed: 0,
+                synthetic: false,
+            });
+        }
         return synthetic::run(url, plan, schema, named, tally, all).await;
     }
     let expected = match (&settings.tenants, &named) {
@@ -119,6 +225,7 @@ pub(super) async fn run(
         named,
         expected,
         bar: &bar,
+        admin: as_login.then(|| url.clone()),
     };
     let (probe_tally, sums, probed) = parallel::run(client, connecting, probes).await?;
     tally.merge(probe_tally);
@@ -133,11 +240,13 @@ pub(super) async fn run(
 }
 
 /// How many tenants the admin role sees.
-async fn count_tenants(client: &Client, plan: &Plan) -> Result<u64> {
+async fn count_tenants(client: &Client, schema: &Schema) -> Result<u64> {
+    let t = &schema.tenancy;
+    let sql = crate::sqlgen::tenant_count(&t.table_schema, &t.tenant_table);
     let done = rolled_back(client, &Scope::Transaction, async {
-        set_role(client, &plan.admin).await?;
+        set_role(client, &t.admin_role).await?;
         client
-            .query_typed_one(plan.tenant_count.as_str(), &[])
+            .query_typed_one(sql.as_str(), &[])
             .await
             .map(|r| r.get::<_, i64>(0))
     })

@@ -45,9 +45,13 @@ pub(super) struct Probes<'a> {
     pub named: Option<Vec<Uuid>>,
     pub expected: u64,
     pub bar: &'a indicatif::ProgressBar,
+    /// verify's own URL when the workers log in as the application (the admin's reads of a
+    /// tenant probed statement by statement run there).
+    pub admin: Option<pg::Target>,
 }
 
-/// Open the probe connections, in the background.
+/// Open the probe connections to `url` (verify's own, or the application's login), in the
+/// background.
 pub(super) fn connect(url: &pg::Target, settings: &Settings) -> Vec<Connecting> {
     (0..settings.connections.clamp(1, 16))
         .map(|_| {
@@ -114,6 +118,7 @@ async fn probe_all(
                 stop: stop.clone(),
                 bar: probes.bar.clone(),
                 shared: shared.clone(),
+                admin: probes.admin.clone(),
             };
             tokio::spawn(worker.run(connected))
         })
@@ -182,6 +187,7 @@ struct Worker {
     stop: Arc<AtomicBool>,
     bar: indicatif::ProgressBar,
     shared: Arc<Shared>,
+    admin: Option<pg::Target>,
 }
 
 impl Worker {
@@ -199,7 +205,7 @@ impl Worker {
         let client = connected
             .await
             .map_err(|e| anyhow!("a probe connection failed: {e}"))??;
-        let mut conn = Conn::new(client, self.plan.clone()).await?;
+        let mut conn = Conn::new(client, self.plan.clone(), self.admin.clone()).await?;
         conn.probe_function().await?;
         let mut tally = Tally::default();
         let mut own = vec![0i64; self.plan.targets.len()];

@@ -42,10 +42,24 @@ impl Readable {
     }
 }
 
+/// How the probes act as the application.
+#[derive(Debug, Clone)]
+pub(super) struct Acting {
+    /// The application's login the probe connections log in as (`--app-url`): its privileges
+    /// are probed and the probes never switch role. None: `SET ROLE` to the app role.
+    pub login: Option<String>,
+    /// No write probes (no row locks, no triggers fired on live rows).
+    pub read_only: bool,
+    /// `statement_timeout` of every probe transaction (bound, e.g. `30000ms`).
+    pub timeout: String,
+}
+
 /// Everything a connection needs to probe, built once from the catalog.
 #[derive(Debug)]
 pub(super) struct Plan {
+    /// The role whose privileges are probed: the app role, or the application's login.
     pub app: String,
+    pub acting: Acting,
     pub admin: String,
     pub setting: String,
     pub tenant_table: String,
@@ -54,7 +68,6 @@ pub(super) struct Plan {
     /// Synthetic-tenant inserts, parents first.
     pub synthetic: Vec<SyntheticTable>,
     pub tenant_query: String,
-    pub tenant_count: String,
     pub tenant_by_slug: Option<String>,
     /// The admin's per-tenant counts (index counts per tenant), streamed with the tenant ids.
     pub feed: ProbeFeed,
@@ -142,7 +155,7 @@ pub(super) fn key_column(table: &Table) -> String {
 /// column is missing (reported by `drift.table` and `drift.column`).
 async fn table_facts(
     client: &Client,
-    t: &Tenancy,
+    (t, app): (&Tenancy, &str),
     rel: &str,
     table: &Table,
 ) -> Result<Option<(String, Facts)>> {
@@ -160,20 +173,18 @@ async fn table_facts(
     let pk = key_column(table);
     let skip: Vec<String> = vec![table.tenant_column.clone(), pk.clone()];
     let r = client
-        .query_typed_one(
-            TARGETS,
-            typed![&t.app_role, &t.admin_role, &rel, &skip, &pk],
-        )
+        .query_typed_one(TARGETS, typed![&app, &t.admin_role, &rel, &skip, &pk])
         .await
         .context("cannot read privileges")?;
     Ok(Some((pk, Facts::from_row(&r)?)))
 }
 
 impl Plan {
-    pub(super) async fn build(client: &Client, schema: &Schema) -> Result<Plan> {
+    pub(super) async fn build(client: &Client, schema: &Schema, acting: Acting) -> Result<Plan> {
         let t = &schema.tenancy;
-        let (targets, probe_tables) = targets(client, schema).await?;
-        let (readables, probe_readables) = readables(client, t).await?;
+        let app = acting.login.clone().unwrap_or_else(|| t.app_role.clone());
+        let (targets, probe_tables) = targets(client, schema, &app, acting.read_only).await?;
+        let (readables, probe_readables) = readables(client, t, &app).await?;
         let has_slug = schema
             .tables
             .get(&t.tenant_table)
@@ -193,7 +204,8 @@ impl Plan {
         Ok(Plan {
             probe_function,
             feed,
-            app: t.app_role.clone(),
+            app,
+            acting,
             admin: t.admin_role.clone(),
             setting: t.context_setting.clone(),
             tenant_table: t.tenant_table.clone(),
@@ -201,14 +213,19 @@ impl Plan {
             readables,
             synthetic: synthetic::plan(schema),
             tenant_query: sqlgen::tenant_ids(ts, tt, key),
-            tenant_count: sqlgen::tenant_count(ts, tt),
             tenant_by_slug: has_slug.then(|| sqlgen::tenant_by_slug(ts, tt, key)),
         })
     }
 }
 
-/// The declared tables the app role can read, as targets and as the probe function's tables.
-async fn targets(client: &Client, schema: &Schema) -> Result<(Vec<Target>, Vec<ProbeTable>)> {
+/// The declared tables `app` can read, as targets and as the probe function's tables;
+/// `read_only`: without the write probes.
+async fn targets(
+    client: &Client,
+    schema: &Schema,
+    app: &str,
+    read_only: bool,
+) -> Result<(Vec<Target>, Vec<ProbeTable>)> {
     let t = &schema.tenancy;
     // Every table's catalog facts at once: tokio-postgres pipelines the queries.
     let rels: Vec<String> = schema
@@ -221,7 +238,7 @@ async fn targets(client: &Client, schema: &Schema) -> Result<(Vec<Target>, Vec<P
             .tables
             .values()
             .zip(&rels)
-            .map(|(table, r)| table_facts(client, t, r, table)),
+            .map(|(table, r)| table_facts(client, (t, app), r, table)),
     )
     .await?;
     let mut targets = Vec::new();
@@ -242,9 +259,9 @@ async fn targets(client: &Client, schema: &Schema) -> Result<(Vec<Target>, Vec<P
             // by key uses its index; text when the column is missing (the function then
             // fails, and the tenants are probed statement by statement, which say so).
             key_type: f.key_type.unwrap_or_else(|| "text".into()),
-            update_column: f.update_column,
-            delete: f.app_delete,
-            insert: f.app_insert,
+            update_column: f.update_column.filter(|_| !read_only),
+            delete: f.app_delete && !read_only,
+            insert: f.app_insert && !read_only,
         };
         targets.push(Target {
             name: format!("{}.{name}", t.table_schema),
@@ -255,17 +272,18 @@ async fn targets(client: &Client, schema: &Schema) -> Result<(Vec<Target>, Vec<P
     Ok((targets, probe_tables))
 }
 
-/// The views and functions the app role can read that return the tenant column.
-async fn readables(client: &Client, t: &Tenancy) -> Result<(Vec<Readable>, Vec<ProbeReadable>)> {
+/// The views and functions `app` can read that return the tenant column.
+async fn readables(
+    client: &Client,
+    t: &Tenancy,
+    app: &str,
+) -> Result<(Vec<Readable>, Vec<ProbeReadable>)> {
     let views = client
-        .query_typed(READABLES, typed![&t.app_role, &t.tenant_column])
+        .query_typed(READABLES, typed![&app, &t.tenant_column])
         .await
         .context("cannot list views")?;
     let functions = client
-        .query_typed(
-            FUNCTIONS,
-            typed![&t.app_role, &t.tenant_column, &t.helper_schema],
-        )
+        .query_typed(FUNCTIONS, typed![&app, &t.tenant_column, &t.helper_schema])
         .await
         .context("cannot list functions")?;
     let mut readables = Vec::new();

@@ -1,10 +1,11 @@
 //! Probe results as findings: one function per check, shared by the statement-by-statement and
 //! the batched probes so that both say the same thing.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::pipeline::{probe_result, Sent};
+use super::pipeline::{probe_result, run_error, Sent};
 use super::plan::{Plan, Readable};
 use crate::verify::{Finding, Tally};
 
@@ -155,6 +156,15 @@ pub(super) fn change(tally: &mut Tally, moved: bool, tenant: Uuid, name: &str) {
 
 /// A view's or function's probe: the rows of other tenants it returned (refusing is fine).
 pub(super) fn readable(tally: &mut Tally, r: &Readable, result: &Sent, tenant: Uuid) -> Result<()> {
+    if timed_out(
+        tally,
+        result,
+        tenant,
+        &r.name,
+        &format!("the read of {} {}", r.kind, r.name),
+    ) {
+        return Ok(());
+    }
     let leaked = match probe_result(result, r.check_id())? {
         Ok(rows) => rows[0].get::<_, i64>(0),
         Err(_) => 0,
@@ -182,10 +192,11 @@ pub(super) fn readable_rows(tally: &mut Tally, r: &Readable, leaked: i64, tenant
     );
 }
 
-/// A context probe (check `id`, the context set to `value`) saw `seen` rows of table `name`.
+/// A context probe (check `id`, the context set to `value`) saw `seen` rows of table `name`,
+/// acting as `who` (the app role, or the application's login).
 pub(super) fn context_finding(
     id: &'static str,
-    value: &str,
+    (value, who): (&str, &str),
     seen: i64,
     name: &str,
 ) -> Option<Finding> {
@@ -195,9 +206,9 @@ pub(super) fn context_finding(
             table(name),
             match id {
                 "probe.no-context" => {
-                    format!("with no context set, the app role sees {seen} row(s) of {name}")
+                    format!("with no context set, {who} sees {seen} row(s) of {name}")
                 }
-                _ => format!("with context {value:?} the app role sees {seen} row(s) of {name}"),
+                _ => format!("with context {value:?} {who} sees {seen} row(s) of {name}"),
             },
         )
     })
@@ -234,4 +245,75 @@ pub(super) fn admin_totals(plan: &Plan, totals: &[Option<i64>], sums: &[i64]) ->
 /// sum of what the tenants saw.
 pub(super) fn admin_sees_all(plan: &Plan, sums: &super::parallel::Sums) -> Tally {
     admin_sees(plan, &sums.admin, &sums.own, "of the tenants' row(s)")
+}
+
+/// Whether a probe statement failed by the statement timeout (or a cancel).
+pub(super) fn is_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::QUERY_CANCELED)
+}
+
+/// A probe statement the database refused with an error of its own making (a policy, function
+/// or trigger raising, infinite recursion in a policy, a missing object) or the statement
+/// timeout: a finding on `object` (`what` failed), as the probe proved nothing. A lost
+/// connection, or a statement of an already failed transaction, is the run's error instead.
+pub(super) fn failure(
+    tally: &mut Tally,
+    e: &tokio_postgres::Error,
+    object: &str,
+    what: &str,
+    tenant: Option<Uuid>,
+) -> Result<()> {
+    let Some(db) = e
+        .as_db_error()
+        .filter(|d| *d.code() != SqlState::IN_FAILED_SQL_TRANSACTION)
+    else {
+        return Err(run_error(e)).with_context(|| format!("probe failed: {what}"));
+    };
+    let (id, message) = if is_timeout(e) {
+        (
+            "probe.timeout",
+            format!("{what} was cancelled by the probes' statement timeout: it proved nothing"),
+        )
+    } else {
+        (
+            "probe.error",
+            format!(
+                "{what} failed: {} (SQLSTATE {}): the database's own objects refuse the probe",
+                db.message(),
+                db.code().code()
+            ),
+        )
+    };
+    let finding = Finding::new(id, object, message);
+    tally.fail(match tenant {
+        Some(t) => finding.tenant(t),
+        None => finding,
+    });
+    Ok(())
+}
+
+/// A write probe's statement that timed out is recorded as such (`probe.timeout`), not as the
+/// attack's outcome; true when it did.
+pub(super) fn timed_out(
+    tally: &mut Tally,
+    result: &Sent,
+    tenant: Uuid,
+    name: &str,
+    what: &str,
+) -> bool {
+    let Err(e) = result else { return false };
+    if !is_timeout(e) {
+        return false;
+    }
+    tally.fail(
+        Finding::new(
+            "probe.timeout",
+            table(name),
+            format!(
+                "tenant {tenant}: {what} on {name} was cancelled by the probes' statement timeout: it proved nothing"
+            ),
+        )
+        .tenant(tenant),
+    );
+    true
 }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use postgres_types::Type;
+use tokio::sync::OnceCell;
 use tokio_postgres::Client;
 
 use super::pipeline::run_error;
 use super::plan::Plan;
+use crate::pg;
 use crate::pg::unnamed::typed;
 use crate::sqlgen;
 use crate::verify::tx::{rolled_back, Scope};
@@ -43,12 +45,33 @@ pub(super) struct TargetStatements {
     pub change: Statement,
 }
 
+/// The verify connection's side of a probe connection that logs in as the application
+/// (`--app-url`): the admin's reference reads of a tenant probed statement by statement, on a
+/// connection of verify's own, opened when first needed.
+pub(super) struct AdminSide {
+    pub url: pg::Target,
+    pub client: OnceCell<Client>,
+}
+
+impl AdminSide {
+    pub(super) async fn client(&self) -> Result<&Client> {
+        self.client.get_or_try_init(|| pg::connect(&self.url)).await
+    }
+}
+
 /// One connection with the plan's statements prepared.
 pub(super) struct Conn {
     pub client: Client,
     pub plan: Arc<Plan>,
+    /// `SET ROLE` (to the admin, on this connection or the admin side).
     pub set_role: Statement,
-    pub set_role_ctx: Statement,
+    /// Act as the application: `SET ROLE` to the app role, or (as its login) no switch at all.
+    pub as_app: Statement,
+    /// [`Conn::as_app`] in a tenant's context.
+    pub as_app_ctx: Statement,
+    pub timeout: Statement,
+    /// Where the admin's reads run when this connection is the application's login.
+    pub admin: Option<AdminSide>,
     pub savepoint: Statement,
     pub rollback_to: Statement,
     pub targets: Vec<TargetStatements>,
@@ -78,10 +101,21 @@ async fn prep_opt(client: &Client, sql: Option<&str>) -> Result<Option<Statement
 
 /// The text of every statement a connection prepares, in the order [`Conn::new`] takes them.
 fn texts(plan: &Plan) -> Vec<Option<&str>> {
-    let mut texts: Vec<Option<&str>> = [SET_ROLE, SET_ROLE_CONTEXT, SAVEPOINT, ROLLBACK_TO]
-        .into_iter()
-        .map(Some)
-        .collect();
+    let (as_app, as_app_ctx) = match plan.acting.login {
+        None => (SET_ROLE, SET_ROLE_CONTEXT),
+        Some(_) => (sqlgen::STAY_AS_LOGIN, sqlgen::STAY_AS_LOGIN_IN_CONTEXT),
+    };
+    let mut texts: Vec<Option<&str>> = [
+        SET_ROLE,
+        as_app,
+        as_app_ctx,
+        sqlgen::PROBE_TIMEOUT,
+        SAVEPOINT,
+        ROLLBACK_TO,
+    ]
+    .into_iter()
+    .map(Some)
+    .collect();
     for t in &plan.targets {
         texts.extend([
             Some(t.sql.count.as_str()),
@@ -97,7 +131,12 @@ fn texts(plan: &Plan) -> Vec<Option<&str>> {
 }
 
 impl Conn {
-    pub(super) async fn new(client: Client, plan: Arc<Plan>) -> Result<Conn> {
+    /// `admin`: verify's own URL, when `client` is the application's login.
+    pub(super) async fn new(
+        client: Client,
+        plan: Arc<Plan>,
+        admin: Option<pg::Target>,
+    ) -> Result<Conn> {
         // Every statement at once: tokio-postgres pipelines them, one round trip in all; inside a
         // rolled-back transaction, so that a pooler keeps them on one server connection.
         let done = rolled_back(
@@ -113,8 +152,8 @@ impl Conn {
         let prepared = done.body?;
         let mut it = prepared.into_iter();
         let mut next = || it.next().expect("one statement per text");
-        let fixed: [Statement; 4] = std::array::from_fn(|_| next().expect("fixed statement"));
-        let [set_role, set_role_ctx, savepoint, rollback_to] = fixed;
+        let fixed: [Statement; 6] = std::array::from_fn(|_| next().expect("fixed statement"));
+        let [set_role, as_app, as_app_ctx, timeout, savepoint, rollback_to] = fixed;
         let targets = plan
             .targets
             .iter()
@@ -135,7 +174,13 @@ impl Conn {
         Ok(Conn {
             probe: None,
             set_role,
-            set_role_ctx,
+            as_app,
+            as_app_ctx,
+            timeout,
+            admin: admin.map(|url| AdminSide {
+                url,
+                client: OnceCell::new(),
+            }),
             savepoint,
             rollback_to,
             targets,
@@ -190,18 +235,27 @@ impl Conn {
             .map_err(|e| simple_error(sql, &e))
     }
 
-    /// Run `body` in `scope` on this connection, always rolled back (see
-    /// [`crate::verify::tx::rolled_back`]): the body's result and the rollback's.
+    /// Run `body` in `scope` on this connection under the probes' statement timeout, always
+    /// rolled back (see [`crate::verify::tx::rolled_back`]): the body's result and the rollback's.
     pub(super) async fn rolled_back<T>(
         &self,
         scope: &Scope,
         body: impl Future<Output = T>,
     ) -> Result<(T, Result<()>)> {
-        let done = rolled_back(&self.client, scope, body)
+        let timed = async {
+            let limit = self
+                .client
+                .query_typed(&self.timeout.sql, typed![&self.plan.acting.timeout])
+                .await;
+            (limit, body.await)
+        };
+        let done = rolled_back(&self.client, scope, timed)
             .await
             .map_err(|e| simple_error(&scope.begin(), &e))?;
         let rollback = done.rollback.map_err(|e| simple_error(scope.undo(), &e));
-        Ok((done.body, rollback))
+        let (limit, body) = done.body;
+        limit.map_err(|e| simple_error(sqlgen::PROBE_TIMEOUT, &e))?;
+        Ok((body, rollback))
     }
 }
 

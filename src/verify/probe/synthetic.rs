@@ -37,6 +37,8 @@ enum SynValue {
     OwnKey,
     /// The synthetic row's key in that table.
     Parent(String),
+    /// An existing row's key in a global reference table: this statement reads one.
+    Global(String),
     /// A fresh value of this declared type (unique, for unique columns).
     Fresh(String),
 }
@@ -83,13 +85,22 @@ pub(super) fn plan(schema: &Schema) -> Vec<SyntheticTable> {
 fn synthetic_table(schema: &Schema, name: &str, table: &Table) -> SyntheticTable {
     let pk = key_column(table);
     let mut parents: BTreeMap<&String, String> = BTreeMap::new();
+    let mut globals: BTreeMap<&String, String> = BTreeMap::new();
     for c in table.constraints.values() {
         if let Constraint::ForeignKey {
             columns,
             table: parent,
+            ref_columns,
             ..
         } = c
         {
+            if schema.globals.contains_key(parent) {
+                for (col, key) in columns.iter().zip(ref_columns) {
+                    let sql = sqlgen::any_key(&schema.tenancy.table_schema, parent, key);
+                    globals.insert(col, sql);
+                }
+                continue;
+            }
             for col in columns.iter().filter(|c| **c != table.tenant_column) {
                 parents.insert(col, parent.clone());
             }
@@ -113,6 +124,8 @@ fn synthetic_table(schema: &Schema, name: &str, table: &Table) -> SyntheticTable
             SynValue::Parent(p.clone())
         } else if c.nullable || c.default.is_some() {
             continue;
+        } else if let Some(sql) = globals.get(&c.name) {
+            SynValue::Global(sql.clone())
         } else {
             SynValue::Fresh(ty.clone())
         };
@@ -181,6 +194,16 @@ fn message_and_sqlstate(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// One existing key of a global reference table, as text (an empty table gives NULL, which the
+/// insert then refuses: seeding the reference data is the user's part).
+async fn global_key(conn: &Conn, sql: &str) -> Result<String, tokio_postgres::Error> {
+    let row = conn.client.query_typed(sql, &[]).await?;
+    Ok(row
+        .first()
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .unwrap_or_default())
+}
+
 /// Insert the synthetic tenants' rows as the admin role.
 async fn insert_tenants(conn: &Conn) -> Result<Vec<Uuid>, tokio_postgres::Error> {
     let plan = &conn.plan;
@@ -195,16 +218,16 @@ async fn insert_tenants(conn: &Conn) -> Result<Vec<Uuid>, tokio_postgres::Error>
             } else {
                 Uuid::new_v4()
             };
-            let values: Vec<String> = st
-                .values
-                .iter()
-                .map(|v| match v {
+            let mut values: Vec<String> = Vec::with_capacity(st.values.len());
+            for v in &st.values {
+                values.push(match v {
                     SynValue::Tenant => tenant.to_string(),
                     SynValue::OwnKey => own.to_string(),
                     SynValue::Parent(p) => keys.get(p).cloned().unwrap_or_default(),
+                    SynValue::Global(sql) => global_key(conn, sql).await?,
                     SynValue::Fresh(ty) => synthetic_value(ty),
-                })
-                .collect();
+                });
+            }
             // Each bound as text (the statement casts it), unnamed.
             let params: Vec<(Param, Type)> =
                 values.iter().map(|v| (v as Param, Type::TEXT)).collect();
@@ -271,7 +294,7 @@ pub(super) async fn run(
     mut tally: Tally,
     all: bool,
 ) -> Result<Outcome> {
-    let conn = Conn::new(pg::connect(url).await?, plan.clone()).await?;
+    let conn = Conn::new(pg::connect(url).await?, plan.clone(), None).await?;
     let (result, undone) = conn
         .rolled_back(&Scope::RepeatableRead, async {
             let mut tenants: Vec<Uuid> = match &named {

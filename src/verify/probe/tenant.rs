@@ -25,15 +25,32 @@ pub(super) async fn probe(conn: &Conn, tenant: Uuid, nested: bool) -> Result<(Ta
 }
 
 /// [`probe`], in `scope`: always undone, even after a failed probe (nothing a probe wrote may
-/// survive).
+/// survive). As the application's login, the admin's reads come first, from verify's own
+/// connection, in a transaction of the same scope (the same snapshot when it was exported).
 pub(super) async fn probe_in(
     conn: &Conn,
     tenant: Uuid,
     scope: &Scope,
 ) -> Result<(Tally, OwnCounts)> {
+    let refs = match &conn.admin {
+        None => None,
+        Some(side) => {
+            let client = side.client().await?;
+            let done =
+                crate::verify::tx::rolled_back(client, scope, admin_refs(conn, client, &tenant))
+                    .await
+                    .map_err(|e| run_error(&e))
+                    .context("cannot begin the admin's transaction")?;
+            let refs = done.body?;
+            done.rollback
+                .map_err(|e| run_error(&e))
+                .context("cannot roll back the admin's transaction")?;
+            Some(refs)
+        }
+    };
     let mut tally = Tally::default();
     let (result, undone) = conn
-        .rolled_back(scope, probe_tenant(conn, tenant, &mut tally))
+        .rolled_back(scope, probe_tenant(conn, tenant, refs, &mut tally))
         .await?;
     let own = result?;
     undone?;
@@ -82,10 +99,11 @@ typed_row! {
     }
 }
 
-/// 1. As the admin: per table the tenant's count, another tenant's row, one of the tenant's rows.
-async fn admin_refs(conn: &Conn, tenant: &Uuid) -> Result<Vec<Ref>> {
+/// Step 1, as the admin (on `client`: this connection, or verify's own): per table the
+/// tenant's count, another tenant's row, one of the tenant's rows.
+async fn admin_refs(conn: &Conn, client: &Client, tenant: &Uuid) -> Result<Vec<Ref>> {
     let plan = &conn.plan;
-    let mut p = Pipeline::new(&conn.client);
+    let mut p = Pipeline::new(client);
     p.push(&conn.set_role, vec![&plan.admin]);
     let admin_idx: Vec<Option<usize>> = conn
         .targets
@@ -116,23 +134,33 @@ struct Slots {
     change: Option<usize>,
 }
 
-async fn probe_tenant(conn: &Conn, tenant: Uuid, tally: &mut Tally) -> Result<OwnCounts> {
+async fn probe_tenant(
+    conn: &Conn,
+    tenant: Uuid,
+    refs: Option<Vec<Ref>>,
+    tally: &mut Tally,
+) -> Result<OwnCounts> {
     let plan = &conn.plan;
     let tid = tenant.to_string();
-    let refs = admin_refs(conn, &tenant).await?;
+    let refs = match refs {
+        Some(refs) => refs,
+        None => admin_refs(conn, &conn.client, &tenant).await?,
+    };
     // Another tenant's id, for inserts and tenant-id changes: from any table that has one.
     let other_tenant = refs.iter().find_map(|r| r.other_tenant);
 
     // 2. As the app role with the tenant's context: everything else, in one pipeline.
     let setting = plan.setting.as_str();
     let mut p = Pipeline::new(&conn.client);
-    p.push(&conn.set_role_ctx, vec![&plan.app, &setting, &tid]);
+    p.push(&conn.as_app_ctx, vec![&plan.app, &setting, &tid]);
     p.push(&conn.savepoint, vec![]);
     let mut idx = Vec::new();
+    // Read-only: no write probe (the UPDATE, DELETE and INSERT are not in the plan then).
+    let writes = !plan.acting.read_only;
     for (s, r) in conn.targets.iter().zip(&refs) {
         let other_pk = r.other_pk.as_ref();
         idx.push(Slots {
-            count: p.push(&s.count, vec![&tenant, &r.other_pk]),
+            count: p.isolated(conn, &s.count, vec![&tenant, &r.other_pk]),
             update: match (&s.update, other_pk) {
                 (Some(st), Some(pk)) => Some(p.isolated(conn, st, vec![pk])),
                 _ => None,
@@ -146,7 +174,7 @@ async fn probe_tenant(conn: &Conn, tenant: Uuid, tally: &mut Tally) -> Result<Ow
                 _ => None,
             },
             change: match (&r.own_pk, &other_tenant) {
-                (Some(pk), Some(o)) => Some(p.isolated(conn, &s.change, vec![o, pk])),
+                (Some(pk), Some(o)) if writes => Some(p.isolated(conn, &s.change, vec![o, pk])),
                 _ => None,
             },
         });
@@ -159,7 +187,7 @@ async fn probe_tenant(conn: &Conn, tenant: Uuid, tally: &mut Tally) -> Result<Ow
     let results = p.run().await;
     must(
         &results[0],
-        &format!("cannot SET ROLE {} with the tenant context", plan.app),
+        &format!("cannot act as {} with the tenant context", plan.app),
     )?;
 
     // 3. What each probe found.
@@ -186,10 +214,20 @@ fn record_table(
     tenant: Uuid,
 ) -> Result<i64> {
     let target = &plan.targets[i];
-    let rows = must(
-        &results[at.count],
-        &format!("the app role cannot read {}", target.name),
-    )?;
+    let rows = match &results[at.count] {
+        Ok(rows) => rows,
+        Err(e) => {
+            let what = format!("tenant {tenant}'s read of {}", target.name);
+            record::failure(
+                tally,
+                e,
+                &format!("table {}", target.name),
+                &what,
+                Some(tenant),
+            )?;
+            return Ok(0);
+        }
+    };
     let read = Reads::from_row(&rows[0])?;
     let reads = (read.visible, read.other_tenants, read.looked_up);
     let own = record::reads(
@@ -200,8 +238,14 @@ fn record_table(
         r.count,
         r.other_pk.is_some(),
     );
+    let timed_out = |tally: &mut Tally, j: usize, what: &str| {
+        record::timed_out(tally, &results[j], tenant, &target.name, what)
+    };
     for (attack, at) in [(Attack::Update, at.update), (Attack::Delete, at.delete)] {
         let Some(j) = at else { continue };
+        if timed_out(tally, j, attack.check_id()) {
+            continue;
+        }
         let hit = match probe_result(&results[j], attack.check_id())? {
             Ok(rows) => !rows.is_empty(),
             // An error means the statement reached the row (a key or trigger objected).
@@ -209,11 +253,17 @@ fn record_table(
         };
         record::attack(tally, attack, hit, tenant, &target.name);
     }
-    if let Some(j) = at.insert {
+    if let Some(j) = at
+        .insert
+        .filter(|j| !timed_out(tally, *j, "the INSERT with another tenant's id"))
+    {
         let outcome = probe_result(&results[j], "insert")?.map(|_| ());
         record::insert(tally, outcome, tenant, &target.name);
     }
-    if let Some(j) = at.change {
+    if let Some(j) = at
+        .change
+        .filter(|j| !timed_out(tally, *j, "the tenant id change"))
+    {
         let moved =
             matches!(probe_result(&results[j], "tenant id change")?, Ok(rows) if !rows.is_empty());
         record::change(tally, moved, tenant, &target.name);
@@ -234,14 +284,26 @@ pub(super) async fn context_probes(conn: &Conn, nested: bool) -> Result<Tally> {
         let ((results, idx), undone) = conn
             .rolled_back(&scope, context_pipeline(conn, id, value))
             .await?;
-        must(&results[0], &format!("cannot SET ROLE {}", conn.plan.app))?;
+        must(&results[0], &format!("cannot act as {}", conn.plan.app))?;
         for (i, j) in idx.into_iter().enumerate() {
             let name = &conn.plan.targets[i].name;
+            if let Err(e) = &results[j] {
+                if record::is_timeout(e) {
+                    let what = format!("{id}'s read of {name}");
+                    record::failure(&mut tally, e, &format!("table {name}"), &what, None)?;
+                    continue;
+                }
+            }
             let seen = match probe_result(&results[j], id)? {
                 Ok(rows) => Reads::from_row(&rows[0])?.visible,
                 Err(_) => 0,
             };
-            tally.record(id, record::context_finding(id, value, seen, name));
+            let who = match &conn.plan.acting.login {
+                Some(login) => format!("the application's login {login}"),
+                None => format!("the app role {}", conn.plan.app),
+            };
+            let finding = record::context_finding(id, (value, &who), seen, name);
+            tally.record(id, finding);
         }
         undone?;
     }
@@ -257,9 +319,9 @@ async fn context_pipeline(conn: &Conn, id: &str, value: &str) -> (Vec<Sent>, Vec
     let none: Option<String> = None;
     let mut p = Pipeline::new(&conn.client);
     if id == "probe.no-context" {
-        p.push(&conn.set_role, vec![&plan.app]);
+        p.push(&conn.as_app, vec![&plan.app]);
     } else {
-        p.push(&conn.set_role_ctx, vec![&plan.app, &setting, &value]);
+        p.push(&conn.as_app_ctx, vec![&plan.app, &setting, &value]);
     }
     p.push(&conn.savepoint, vec![]);
     let idx: Vec<usize> = conn

@@ -142,15 +142,12 @@ pub const CASES: &[Case] = &[
          ALTER FUNCTION tenantctl.current_gym_id() OWNER TO {admin}",
         &["drift.owner"],
     ),
-    Case {
-        fail_on_warning: true,
-        ..case(
-            "undeclared_trigger",
-            "CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
-             CREATE TRIGGER audit AFTER INSERT ON public.coaches FOR EACH ROW EXECUTE FUNCTION public.audit()",
-            &["drift.trigger-undeclared"],
-        )
-    },
+    case(
+        "undeclared_trigger",
+        "CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+         CREATE TRIGGER audit AFTER INSERT ON public.coaches FOR EACH ROW EXECUTE FUNCTION public.audit()",
+        &["world.trigger"],
+    ),
     Case {
         undo: "REVOKE pg_read_server_files FROM {app}",
         ..case("app_member_of_predefined", "GRANT pg_read_server_files TO {app}", &["role.app-membership"])

@@ -4,10 +4,13 @@
 //! report for it. One file per class of breakage; `every_broken_database_is_caught...` runs them.
 //!
 //! Placeholders in the SQL: `{app}`, `{admin}`, `{owner}` (quoted role names), `{db}` (quoted
-//! database name), `{prefix}` (this run's role prefix), `{gym_a}`, `{gym_b}` (the two gyms' ids).
+//! database name; `{dbname}` unquoted), `{prefix}` (this run's role prefix), `{gym_a}`, `{gym_b}`
+//! (the two gyms' ids), `{port}` (the cluster's port).
 
 mod basic;
 mod hardening;
+mod probes;
+mod world;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -46,6 +49,12 @@ pub fn role_template() -> &'static Template {
 pub fn notemp_template() -> &'static Template {
     static T: OnceLock<Template> = OnceLock::new();
     T.get_or_init(|| make_template("verify_notemp"))
+}
+
+/// A fourth, for the documented least-privilege verify role (granted the app and admin roles).
+pub fn least_privilege_template() -> &'static Template {
+    static T: OnceLock<Template> = OnceLock::new();
+    T.get_or_init(|| make_template("verify_leastpriv"))
 }
 
 fn make_template(label: &str) -> Template {
@@ -136,6 +145,8 @@ pub fn fill_for(t: &Template, sql: &str, db: &str) -> String {
         .replace("{prefix}", &t.db.role_prefix)
         .replace("{gym_a}", GYM_A)
         .replace("{gym_b}", GYM_B)
+        .replace("{dbname}", db)
+        .replace("{port}", &cluster().port.to_string())
 }
 
 /// One way isolation breaks: SQL run as superuser on a copy of the clean database, the check ids
@@ -153,6 +164,8 @@ pub struct Case {
     pub login: &'static str,
     pub fail_on_warning: bool,
     pub undo: &'static str,
+    /// Verify with `--app-url` as `login`: the probes log in as it.
+    pub app_url: bool,
 }
 
 pub const fn case(name: &'static str, sql: &'static str, expect: &'static [&'static str]) -> Case {
@@ -165,6 +178,7 @@ pub const fn case(name: &'static str, sql: &'static str, expect: &'static [&'sta
         login: "",
         fail_on_warning: false,
         undo: "",
+        app_url: false,
     }
 }
 
@@ -176,6 +190,13 @@ impl Case {
     /// Demonstrate as this login (created by the case with `PASSWORD 'leak'`), not `SET ROLE`.
     pub const fn login(self, login: &'static str) -> Case {
         Case { login, ..self }
+    }
+    /// Verify with `--app-url` as the case's `login` (a leak only the real login shows).
+    pub const fn probe_as_login(self) -> Case {
+        Case {
+            app_url: true,
+            ..self
+        }
     }
     pub const fn undo(self, undo: &'static str) -> Case {
         Case { undo, ..self }
@@ -191,8 +212,15 @@ impl Case {
 /// Every corpus case: (broken databases that leak, changes that weaken the defences without a
 /// leak of their own that a query can show: verify reports them all the same).
 fn all_cases() -> (Vec<&'static Case>, Vec<&'static Case>) {
-    let leaks: Vec<&Case> = [basic::CASES].into_iter().flatten().collect();
-    (leaks, hardening::CASES.iter().collect())
+    let leaks: Vec<&Case> = [basic::CASES, probes::CASES, world::CASES]
+        .into_iter()
+        .flatten()
+        .collect();
+    let hardening = [hardening::CASES, world::HARDENING]
+        .into_iter()
+        .flatten()
+        .collect();
+    (leaks, hardening)
 }
 
 #[test]
@@ -249,12 +277,15 @@ fn run_case(c: &Case) -> Option<String> {
     let (url, name) = clone_of(t, c.name);
     psql_exec(&url, &fill_for(t, c.sql, &name));
     let leaked = (!c.leak.is_empty()).then(|| demonstrate(t, c, &url, &name));
-    let args: &[&str] = if c.fail_on_warning {
-        &["--fail-on", "warning"]
-    } else {
-        &[]
-    };
-    let (code, json, stderr) = verify_in(t, &url, args);
+    let mut args: Vec<String> = Vec::new();
+    if c.fail_on_warning {
+        args.extend(["--fail-on".into(), "warning".into()]);
+    }
+    if c.app_url {
+        args.extend(["--app-url".into(), login_url(t, c, &url, &name)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, json, stderr) = verify_in(t, &url, &args);
     if !c.undo.is_empty() {
         psql_exec(&url, &fill_for(t, c.undo, &name));
     }
@@ -275,6 +306,14 @@ fn run_case(c: &Case) -> Option<String> {
     })
 }
 
+/// The URL of the case's login (password `leak`) on the database at `url`.
+fn login_url(t: &Template, c: &Case, url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_username(&fill_for(t, c.login, db)).unwrap();
+    u.set_password(Some("leak")).unwrap();
+    u.to_string()
+}
+
 /// Run the case's leak demonstration as the app (or its login) in gym A's context, rolled back.
 fn demonstrate(t: &Template, c: &Case, url: &str, db: &str) -> Result<(), String> {
     let (url, switch) = if c.login.is_empty() {
@@ -283,10 +322,7 @@ fn demonstrate(t: &Template, c: &Case, url: &str, db: &str) -> Result<(), String
             format!("SET LOCAL ROLE {};", fill_for(t, c.leak_as, db)),
         )
     } else {
-        let mut u = url::Url::parse(url).unwrap();
-        u.set_username(&fill_for(t, c.login, db)).unwrap();
-        u.set_password(Some("leak")).unwrap();
-        (u.to_string(), String::new())
+        (login_url(t, c, url, db), String::new())
     };
     let sql = format!(
         "BEGIN; {switch} SELECT set_config('tenantctl.gym_id', '{GYM_A}', true);\n{};\n",
