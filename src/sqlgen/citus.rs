@@ -335,6 +335,33 @@ mod tests {
     }
 
     #[test]
+    fn a_global_table_is_a_reference_table_on_citus() {
+        let global = "[tables.countries]\nglobal = true\ncolumns = [\n  { name = \"id\", type = \"uuid\" },\n  { name = \"name\", type = \"text\" },\n]\ngrants.gym_app = [\"select\"]\n";
+        let mut files = base();
+        files.push(("countries.toml", global.to_string()));
+        let mut schema = model(&files);
+        assert!(
+            schema.globals.contains_key("countries"),
+            "{:?}",
+            schema.globals.keys()
+        );
+        schema.target = Backend::Citus;
+        let sql: Vec<String> = super::super::diff(None, &schema, false)
+            .into_iter()
+            .map(|s| s.sql)
+            .collect();
+        let all = sql.join("\n");
+        assert!(
+            all.contains("create_reference_table('\"public\".\"countries\"')"),
+            "{all}"
+        );
+        assert!(
+            !all.contains("create_distributed_table('\"public\".\"countries\""),
+            "{all}"
+        );
+    }
+
+    #[test]
     fn set_local_quotes_the_name_and_the_value() {
         assert_eq!(
             set_local("tenantctl.gym'id", "a'b"),
