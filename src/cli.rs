@@ -322,6 +322,13 @@ pub enum TenantCommand {
         /// The gym's slug.
         slug: String,
     },
+    /// Citus target only: move a (large) tenant's rows of every distributed table to shards of
+    /// their own (isolate_tenant_to_new_shard; writes to them wait meanwhile), and print the
+    /// new shard and its node. Runs as the connecting role, which must own the tables.
+    Isolate {
+        /// The gym's slug.
+        slug: String,
+    },
     /// Delete a tenant and all its rows, in one transaction. Asks for confirmation on a
     /// terminal; elsewhere needs --yes.
     Delete {

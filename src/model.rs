@@ -26,6 +26,10 @@ pub struct Schema {
     /// generates no SQL).
     #[serde(skip)]
     pub allow: Vec<Allow>,
+    /// The database the SQL is for (`[target] kind` in tenantctl.toml, not the policy files);
+    /// absent from a plain-Postgres snapshot, so those stay byte-identical.
+    #[serde(default, skip_serializing_if = "Backend::is_postgres")]
+    pub target: Backend,
 }
 
 impl Schema {
@@ -39,6 +43,7 @@ impl Schema {
             views: BTreeMap::new(),
             extensions: BTreeMap::new(),
             allow: Vec::new(),
+            target: Backend::Postgres,
         }
     }
 
@@ -60,6 +65,23 @@ pub struct Allow {
     pub reason: String,
     /// Where it is written: `policies/x.toml:12:1`.
     pub at: String,
+}
+
+/// The back end the policies compile to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One PostgreSQL server.
+    #[default]
+    Postgres,
+    /// A Citus cluster: tenant tables distributed by the tenant column (docs/citus.md).
+    Citus,
+}
+
+impl Backend {
+    pub fn is_postgres(&self) -> bool {
+        *self == Backend::Postgres
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

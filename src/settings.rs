@@ -22,6 +22,17 @@ pub struct Config {
     pub role_names: BTreeMap<String, String>,
     #[serde(default)]
     pub verify: VerifyConfig,
+    #[serde(default)]
+    pub target: TargetConfig,
+}
+
+/// `[target]`: which database the policies compile to (docs/citus.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// "postgres" (the default) or "citus".
+    #[serde(default)]
+    pub kind: crate::model::Backend,
 }
 
 /// `[verify]`: what the gate runs besides its own connection.
@@ -180,11 +191,13 @@ impl Project {
 
     /// The compiled policies of this project.
     pub fn schema(&self) -> Result<crate::model::Schema, crate::policy::PolicyErrors> {
-        crate::policy::load(
+        let mut schema = crate::policy::load(
             &self.policies_dir(),
             &self.config.paths.policies,
             &self.config.role_names,
-        )
+        )?;
+        schema.target = self.config.target.kind;
+        Ok(schema)
     }
 
     pub fn policies_dir(&self) -> PathBuf {

@@ -319,6 +319,7 @@ fn tenant_action(command: cli::TenantCommand) -> tenant::Action {
         }),
         C::List => tenant::Action::List,
         C::Show { slug } => tenant::Action::Show { slug },
+        C::Isolate { slug } => tenant::Action::Isolate { slug },
         C::Delete { slug, yes } => tenant::Action::Delete { slug, yes },
     }
 }

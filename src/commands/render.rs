@@ -11,6 +11,11 @@ pub fn tenants_table(list: &[Tenant]) -> comfy_table::Table {
         .unwrap_or_default();
     let mut header = vec!["slug", "name", "id"];
     header.extend(tables.iter().map(String::as_str));
+    // On Citus: the node that holds each tenant.
+    let nodes = list.iter().any(|t| t.node.is_some());
+    if nodes {
+        header.push("node");
+    }
     let mut t = output::table(&header);
     for tenant in list {
         let mut row = vec![
@@ -23,6 +28,9 @@ pub fn tenants_table(list: &[Tenant]) -> comfy_table::Table {
                 .iter()
                 .map(|k| tenant.rows.get(k).copied().unwrap_or(0).to_string()),
         );
+        if nodes {
+            row.push(tenant.node.clone().unwrap_or_default());
+        }
         t.add_row(row);
     }
     t

@@ -1,4 +1,4 @@
-//! `tenantctl tenant create|list|show|delete`: the edge over `crate::tenants`.
+//! `tenantctl tenant create|list|show|isolate|delete`: the edge over `crate::tenants`.
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -21,6 +21,10 @@ pub enum Action {
     Show {
         slug: String,
     },
+    /// Citus: the tenant on shards of its own.
+    Isolate {
+        slug: String,
+    },
     /// `yes`: delete without asking.
     Delete {
         slug: String,
@@ -33,7 +37,9 @@ impl Action {
     pub fn slug(&self) -> Option<&str> {
         match self {
             Action::Create(a) => Some(&a.slug),
-            Action::Show { slug } | Action::Delete { slug, .. } => Some(slug),
+            Action::Show { slug } | Action::Isolate { slug } | Action::Delete { slug, .. } => {
+                Some(slug)
+            }
             Action::List => None,
         }
     }
@@ -62,6 +68,7 @@ pub async fn run(
         Action::Create(a) => create(project, target, a, format).await,
         Action::List => list(project, target, format).await,
         Action::Show { slug } => show(project, target, slug, format).await,
+        Action::Isolate { slug } => isolate(project, target, slug, format).await,
         Action::Delete { slug, yes } => delete(project, target, slug, *yes, format).await,
     }
 }
@@ -196,6 +203,25 @@ async fn list(project: &Project, target: &Target, format: Format) -> Result<Outc
             eprintln!("No tenants yet.\n  hint: `tenantctl tenant create SLUG --name NAME`")
         }
         Format::Table => println!("{}", render::tenants_table(&list)),
+    }
+    Ok(Outcome::Clean)
+}
+
+async fn isolate(
+    project: &Project,
+    target: &Target,
+    slug: &str,
+    format: Format,
+) -> Result<Outcome> {
+    tenants::validate_slug(slug)?;
+    let schema = project.schema()?;
+    let done = tenants::citus::isolate(target, &schema, slug).await?;
+    match format {
+        Format::Json => output::print_json(&json!(done)),
+        Format::Table => println!(
+            "Tenant {} is on shard {} of its own, on {}.",
+            done.gym.slug, done.shard, done.node
+        ),
     }
     Ok(Outcome::Clean)
 }

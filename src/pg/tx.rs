@@ -13,6 +13,24 @@ pub const SET_ROLE_SQL: &str = "SELECT pg_catalog.set_config('role', $1, true)";
 pub const SET_TENANT_SQL: &str =
     "SELECT pg_catalog.set_config('role', $1, true), pg_catalog.set_config($2, $3, true)";
 
+/// [`set_tenant`] on Citus, which passes `set_config` to no worker: the role as there (the
+/// coordinator opens its worker connections as the current role), then the context with
+/// `SET LOCAL`, which Citus sends to the workers' transactions once `citus.propagate_set_commands`
+/// is `local` (docs/citus.md). SET binds no parameters: the value is a quoted literal. Each is a
+/// query of its own (Citus forwards the text of the whole query).
+pub async fn set_tenant_citus(
+    tx: &impl GenericClient,
+    role: &str,
+    setting: &str,
+    tenant: &str,
+) -> Result<(), tokio_postgres::Error> {
+    set_role(tx, role).await?;
+    tx.batch_execute(crate::sqlgen::citus::PROPAGATE_SET_LOCAL)
+        .await?;
+    tx.batch_execute(&crate::sqlgen::citus::set_local(setting, tenant))
+        .await
+}
+
 /// Act as `role` until the transaction ends (`SET LOCAL ROLE`, with the name bound).
 pub async fn set_role(tx: &impl GenericClient, role: &str) -> Result<(), tokio_postgres::Error> {
     tx.execute_typed(SET_ROLE_SQL, typed![role]).await.map(drop)

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::ident::{dollar_quote, literal};
-use crate::model::{Column, Constraint, Grant, Index, OnDelete, Policy, Schema, Table, Tenancy};
+use crate::model::{
+    Backend, Column, Constraint, Grant, Index, OnDelete, Policy, Schema, Table, Tenancy,
+};
 
 #[derive(Default)]
 struct Out {
@@ -33,6 +35,14 @@ impl Out {
 /// `refresh_helpers` re-creates the helper objects even when the tenancy is unchanged (the
 /// database holds those of an older tenantctl).
 pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<Statement> {
+    // The Citus back end: the models adapted to what Citus accepts (sqlgen/citus.rs).
+    let adapted;
+    let (old, new) = if new.target == Backend::Citus {
+        adapted = (old.map(super::citus::adapt), super::citus::adapt(new));
+        (adapted.0.as_ref(), &adapted.1)
+    } else {
+        (old, new)
+    };
     let empty = Schema::empty(new.tenancy.clone());
     let old_tenancy = old.map(|o| &o.tenancy);
     let tn = &new.tenancy;
@@ -58,6 +68,10 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
     let recreate_policies = d.drops();
     d.drop_tables();
     d.create_tables();
+    if new.target == Backend::Citus {
+        let distribute = super::citus::distribute(d.old, d.new);
+        d.out.stmts.extend(distribute);
+    }
     d.columns();
     d.constraints();
     d.indexes();
@@ -67,6 +81,9 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
     d.views();
     if let Some(ot) = old_tenancy {
         d.drop_old_helpers(ot);
+    }
+    if new.target == Backend::Citus {
+        return super::citus::one_command_per_query(d.out.stmts);
     }
     d.out.stmts
 }
@@ -258,7 +275,7 @@ impl<'a> Diff<'a> {
         for (tname, nt) in &self.new.tables {
             let ot = self.old.tables.get(tname);
             if ot.is_none() {
-                create_table(&mut self.out, &self.new.tenancy, tname, nt);
+                create_table(&mut self.out, self.new, tname, nt);
             }
             for (part, bound) in objects::new_partitions(ot, nt) {
                 objects::create_partition(&mut self.out, &self.new.tenancy, tname, nt, part, bound);
@@ -605,7 +622,8 @@ fn index_def(table: &str, name: &str, ix: &Index) -> String {
     )
 }
 
-fn create_table(out: &mut Out, t: &Tenancy, name: &str, table: &Table) {
+fn create_table(out: &mut Out, schema: &Schema, name: &str, table: &Table) {
+    let t = &schema.tenancy;
     let prov = format!("{}: table {name}", table.source);
     let mut lines: Vec<String> = table.columns.iter().map(column_def).collect();
     for (cname, c) in table
@@ -645,16 +663,21 @@ fn create_table(out: &mut Out, t: &Tenancy, name: &str, table: &Table) {
         return;
     }
     objects::secure_table(out, &prov, &rel(&t.table_schema, name));
-    out.push(
-        &prov,
-        format!(
-            "CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}({});",
-            q(IMMUTABILITY_TRIGGER),
-            rel(&t.table_schema, name),
-            trigger_function(t),
-            literal(&table.tenant_column)
-        ),
-    );
+    // On Citus the trigger comes after distribution (sqlgen/citus.rs).
+    if schema.target == Backend::Postgres {
+        out.push(&prov, immutability_trigger(t, name, table));
+    }
+}
+
+/// The trigger that refuses a change of `table`'s tenant column.
+pub(super) fn immutability_trigger(t: &Tenancy, name: &str, table: &Table) -> String {
+    format!(
+        "CREATE TRIGGER {} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}({});",
+        q(IMMUTABILITY_TRIGGER),
+        rel(&t.table_schema, name),
+        trigger_function(t),
+        literal(&table.tenant_column)
+    )
 }
 
 /// Equal apart from provenance (moving a policy to another file changes no SQL).

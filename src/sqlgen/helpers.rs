@@ -65,7 +65,7 @@ pub const MEMBERSHIP_OPTIONS_VERSION: i32 = 160_000;
 
 /// A `DO` block: statements that decide at run time, so that the same policies give the same
 /// bytes whatever the server.
-fn do_block(body: &str) -> String {
+pub(super) fn do_block(body: &str) -> String {
     format!("DO {};", dollar_quote(&format!("\nBEGIN\n{body}END\n")))
 }
 

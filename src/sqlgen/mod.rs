@@ -5,6 +5,7 @@
 use postgres_protocol::escape::escape_identifier;
 
 pub mod bench;
+pub mod citus;
 mod declared;
 mod diff;
 mod diff_summary;

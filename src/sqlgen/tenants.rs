@@ -155,7 +155,7 @@ pub struct SeedColumn {
     pub value: SeedValue,
 }
 
-fn seed_value(value: SeedValue, element: &str) -> String {
+pub(super) fn seed_value(value: SeedValue, element: &str) -> String {
     match value {
         SeedValue::Plain => element.to_string(),
         SeedValue::Day => format!("{EPOCH_SQL} + {element}"),

@@ -1,5 +1,5 @@
 //! Creating a tenant: the gym inserted as the platform admin, then seeded as itself, all in one
-//! transaction.
+//! transaction (on Citus in two, see [`citus_seed`]).
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::gym::{as_admin, as_tenant, check_schema, find, validate_slug, Gym};
 use super::seed;
-use crate::model::Schema;
+use crate::model::{Backend, Schema};
 use crate::pg;
 use crate::pg::error::pg_error;
 use crate::pg::unnamed::typed;
@@ -70,6 +70,10 @@ pub async fn create(
         bail!(exists_message(&gym));
     }
     let id = insert(&tx, schema, spec).await?;
+    if schema.target == Backend::Citus {
+        tx.commit().await.map_err(pg_error)?;
+        return citus_seed(&mut client, schema, spec, id, bar).await;
+    }
     as_tenant(&tx, schema, id).await?;
     let report = seed::seed(&tx, schema, id, spec.counts, spec.seed, bar)
         .await
@@ -86,6 +90,48 @@ pub async fn create(
         },
         report,
     })
+}
+
+/// On Citus: the app role's connections to the workers cannot see the admin's uncommitted gym
+/// (Citus opens one connection per role), so the gym is committed first, seeded in a second
+/// transaction, and deleted again (with what cascades from it) when seeding fails.
+async fn citus_seed(
+    client: &mut tokio_postgres::Client,
+    schema: &Schema,
+    spec: &CreateSpec,
+    id: Uuid,
+    bar: &ProgressBar,
+) -> Result<Created> {
+    let seeded = async {
+        let tx = client.transaction().await.map_err(pg_error)?;
+        as_tenant(&tx, schema, id).await?;
+        let report = seed::seed(&tx, schema, id, spec.counts, spec.seed, bar).await?;
+        tx.commit().await.map_err(pg_error)?;
+        anyhow::Ok(report)
+    }
+    .await;
+    let report = match seeded {
+        Ok(report) => report,
+        Err(e) => {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            super::citus::before_delete(&tx, schema).await?;
+            as_admin(&tx, schema).await?;
+            tx.execute_typed(&sql::delete_tenant(schema), typed![id])
+                .await
+                .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            return Err(e.context(format!(
+                "seeding tenant {} failed; the gym was deleted again",
+                spec.slug
+            )));
+        }
+    };
+    let gym = Gym {
+        id,
+        slug: spec.slug.clone(),
+        name: spec.name.clone(),
+    };
+    Ok(Created::New { gym, report })
 }
 
 /// The gym's row, as the platform admin; returns its id.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
-use crate::model::Schema;
+use crate::model::{Backend, Schema};
 use crate::pg::error::pg_error;
 use crate::pg::unnamed::typed;
 use crate::sqlgen::tenants::{self as sql, NAME_COLUMN, SLUG_COLUMN};
@@ -67,8 +67,11 @@ pub async fn set_role(tx: &Transaction<'_>, role: &str) -> Result<()> {
 /// Act as the app role in `gym`'s context until the transaction ends, as the application does.
 pub async fn as_tenant(tx: &Transaction<'_>, schema: &Schema, gym: Uuid) -> Result<()> {
     let t = &schema.tenancy;
-    crate::pg::tx::set_tenant(tx, &t.app_role, &t.context_setting, &gym.to_string())
-        .await
+    let (role, setting, gym) = (&t.app_role, &t.context_setting, &gym.to_string());
+    match schema.target {
+        Backend::Postgres => crate::pg::tx::set_tenant(tx, role, setting, gym).await,
+        Backend::Citus => crate::pg::tx::set_tenant_citus(tx, role, setting, gym).await,
+    }
         .map_err(pg_error)
         .with_context(|| {
             format!(

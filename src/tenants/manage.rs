@@ -8,7 +8,7 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::gym::{as_admin, check_schema, data_tables, require, validate_slug, Gym};
-use crate::model::Schema;
+use crate::model::{Backend, Schema};
 use crate::pg;
 use crate::pg::error::pg_error;
 use crate::pg::unnamed::typed;
@@ -21,6 +21,9 @@ pub struct Tenant {
     pub name: String,
     /// Tenant table → this gym's rows in it.
     pub rows: BTreeMap<String, i64>,
+    /// On Citus: the node (`host:port`) that holds its shards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Tenant {
@@ -41,6 +44,7 @@ impl Tenant {
                     )
                 })
                 .collect(),
+            node: None,
         }
     }
 }
@@ -65,6 +69,9 @@ pub async fn list(url: &pg::Target, schema: &Schema) -> Result<Vec<Tenant>> {
     check_schema(schema)?;
     let mut client = pg::connect(url).await?;
     let tx = admin_read(&mut client, schema).await?;
+    if schema.target == Backend::Citus {
+        return super::citus::tenants(&tx, schema, None).await;
+    }
     let sql = sql::tenants_with_counts(schema, &data_tables(schema), false);
     let rows = tx
         .query_typed(&sql, &[])
@@ -76,6 +83,13 @@ pub async fn list(url: &pg::Target, schema: &Schema) -> Result<Vec<Tenant>> {
 
 /// One tenant's counts, as the platform admin.
 async fn counts(tx: &Transaction<'_>, schema: &Schema, gym: &Gym) -> Result<Tenant> {
+    if schema.target == Backend::Citus {
+        let found = super::citus::tenants(tx, schema, Some(gym.id)).await?;
+        return found
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("tenant {} is gone", gym.slug));
+    }
     let sql = sql::tenants_with_counts(schema, &data_tables(schema), true);
     let row = tx
         .query_typed_one(&sql, typed![gym.id])
@@ -116,6 +130,7 @@ pub async fn delete(url: &pg::Target, schema: &Schema, confirmed: &Tenant) -> Re
     check_schema(schema)?;
     let mut client = pg::connect(url).await?;
     let tx = client.transaction().await.map_err(pg_error)?;
+    super::citus::before_delete(&tx, schema).await?;
     as_admin(&tx, schema).await?;
     let gym = Gym {
         id: confirmed.id,

@@ -3,11 +3,14 @@
 //!
 //! Every session here impersonates a role the way the application does: inside a transaction,
 //! `set_config('role', ..., true)` and `set_config(<context setting>, ..., true)`, so nothing
-//! outlives the transaction (safe behind a transaction pooler too).
+//! outlives the transaction (safe behind a transaction pooler too). On the Citus target the
+//! context is `SET LOCAL` with `citus.propagate_set_commands = 'local'` (`pg::tx`,
+//! docs/citus.md); `citus` holds what only that target has.
 //!
 //! Imports run one way: `gym` (the tenant table, acting as a tenant) and `seed` (fake data) are
 //! leaves; `create`, `manage`, `exec` and `scenarios` build on them; this file only re-exports.
 
+pub mod citus;
 mod create;
 mod exec;
 mod gym;

@@ -18,8 +18,9 @@ use rand::{RngExt, SeedableRng};
 use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
-use crate::model::{Schema, Table};
+use crate::model::{Backend, Schema, Table};
 use crate::pg::error::pg_error;
+use crate::sqlgen::citus;
 use crate::sqlgen::tenants::{self as sql, SeedColumn, SeedValue};
 
 /// Rows per INSERT statement: large enough that per-statement overhead vanishes, small enough
@@ -440,9 +441,15 @@ pub async fn seed(
     while let Some(batch) = receiver.recv().await {
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&gym_id];
         params.extend(batch.columns.iter().map(Values::as_sql));
-        let n = tx
-            .execute(&statements[batch.table], &params)
-            .await
+        let n = match schema.target {
+            Backend::Postgres => tx.execute(&statements[batch.table], &params).await,
+            Backend::Citus => {
+                let cols = &plans.tables[batch.table];
+                let sql = citus::seed_insert_rows(schema, batch.table, cols, batch.rows);
+                tx.execute(sql.as_str(), &params).await
+            }
+        };
+        let n = n
             .map_err(pg_error)
             .with_context(|| format!("cannot insert into {}", batch.table))?;
         if n != batch.rows as u64 {

@@ -4,6 +4,7 @@
 #[macro_use]
 mod row;
 mod catalog;
+mod citus;
 mod pooled;
 mod preflight;
 mod probe;
@@ -175,6 +176,15 @@ pub const CHECKS: &[CheckDef] = &[
     check("probe.error", E, "a probe failed because of the database's own objects (a policy, function or trigger raising an error, infinite recursion in a policy, a missing object): what it was to prove is unproven", "fix the object the error names (the message carries the server's error and SQLSTATE); run the failing statement as the app role in a tenant's context to see it"),
     check("probe.timeout", E, "a probe was cancelled by the probes' statement timeout (--probe-timeout, [verify] probe_timeout): what it was to prove is unproven", "find what makes the statement slow (a policy or function doing per-row work, a lock held by another session), or raise --probe-timeout"),
     check("probe.real-login-skipped", W, "--app-url was given but there are fewer than two tenants: the probes as the application's login were skipped (synthetic tenants never leave verify's own transaction)", "run verify against a database with at least two tenants (a CI branch with seeded tenants) to probe as the real login"),
+    // Citus (`[target] kind = "citus"`, src/verify/citus.rs).
+    check("citus.local-table", E, "a declared table is a local table on the Citus coordinator (not distributed, not a reference table)", "run `tenantctl migrate` with [target] kind = \"citus\", or SELECT create_distributed_table('<table>', '<tenant column>', colocate_with => '<another tenant table>')"),
+    check("citus.distribution-column", E, "a tenant table is distributed by another column than the tenant column (the tenant table: not a reference table nor distributed by its key)", "SELECT undistribute_table('<table>') and distribute it again by the tenant column"),
+    check("citus.colocation", E, "the distributed tenant tables are not all in one co-location group", "SELECT update_distributed_table_colocation('<table>', colocate_with => '<another tenant table>')"),
+    check("citus.shard-policy", E, "a shard placement on a worker lacks forced row-level security or the coordinator's policies", "re-create the policy on the coordinator (Citus propagates it to every shard), or ALTER TABLE ... FORCE ROW LEVEL SECURITY there"),
+    check("citus.probe-foreign-rows", E, "on Citus, the app role in one tenant's context reads rows of other tenants", "check the table's policies and that the app connects as its LOGIN role with SET LOCAL context (docs/citus.md)"),
+    check("citus.probe-own-rows", E, "on Citus, the app role in a tenant's context does not read all of that tenant's rows (the context does not reach the workers)", "set the context with SET LOCAL after SET LOCAL citus.propagate_set_commands = 'local' (set_config is not propagated); docs/citus.md"),
+    check("citus.probe-foreign-insert", E, "on Citus, the app role in one tenant's context can insert a row for another tenant", "give the table's policy WITH CHECK (the tenant condition)"),
+    check("citus.probe-no-context", E, "on Citus, the app role without a tenant context reads rows", "policies must compare the tenant column with the fail-closed context function"),
 ];
 
 pub fn check_def(id: &str) -> &'static CheckDef {
@@ -482,6 +492,9 @@ async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Re
 /// failing is an `Err` (never a pass); the probes failing to run is the report's
 /// `probes.error` (the static findings are reported with it, and the command exits 2).
 pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Result<Report> {
+    if schema.target == crate::model::Backend::Citus {
+        return citus::run(url, schema, settings).await;
+    }
     let started = Instant::now();
     let mut client = pg::connect(url).await?;
     preflight::check_set_role(&client, schema).await?;

@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the real `tenantctl` binary against a real Postgres cluster.
 
 mod bench;
+mod citus;
 mod cli_output;
 mod compile;
 mod corpus;

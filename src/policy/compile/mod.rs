@@ -83,6 +83,7 @@ pub(crate) fn compile(
         views,
         extensions,
         allow,
+        target: Default::default(),
     })
 }
 

@@ -47,6 +47,9 @@ pub async fn probe_single_tenant(
     schema: &Schema,
     gym_id: Uuid,
 ) -> Result<ProbeSummary> {
+    if schema.target == crate::model::Backend::Citus {
+        return super::citus::probe_single_tenant(url, schema, gym_id).await;
+    }
     let client = pg::connect(url).await?;
     super::preflight::check_set_role(&client, schema).await?;
     let acting = Acting {
