@@ -31,6 +31,43 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
+/// The width piped output keeps to (prose wraps; SQL, commands to paste and JSON are exempt).
+pub const PIPED_WIDTH: usize = 100;
+
+/// A table that keeps to [`PIPED_WIDTH`] when stdout is not a terminal (comfy-table has no width
+/// to fit then, and would print every cell on one line).
+pub fn fit(mut table: comfy_table::Table) -> comfy_table::Table {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        table.set_width(PIPED_WIDTH as u16);
+    }
+    table
+}
+
+/// Prose wrapped at word boundaries to [`PIPED_WIDTH`], continuation lines indented by two.
+pub fn wrap(text: &str) -> String {
+    let mut out = String::new();
+    for (i, paragraph) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut width = 0;
+        for word in paragraph.split(' ') {
+            let len = word.chars().count();
+            if width > 0 && width + 1 + len > PIPED_WIDTH {
+                out.push_str("\n  ");
+                width = 2;
+            } else if width > 0 {
+                out.push(' ');
+                width += 1;
+            }
+            out.push_str(word);
+            width += len;
+        }
+    }
+    out
+}
+
 /// Print a JSON value to stdout, pretty and newline-terminated.
 pub fn print_json(value: &serde_json::Value) {
     println!(

@@ -145,11 +145,18 @@ fn connect_to(project: &Project, global: &GlobalArgs) -> Result<Target> {
 }
 
 /// Where `generate` test-applies: $TENANTCTL_SCRATCH_URL's server, else the embedded cluster
-/// (started by `generate` when it has something to test); nowhere with --offline or when no server binaries can be found.
+/// (started by `generate` when it has something to test); nowhere with --offline, on the Citus
+/// target, or when no server binaries can be found.
 fn test_apply_server(project: &Project, offline: bool) -> Result<generate::TestApply> {
     use generate::TestApply;
     if offline {
         return Ok(TestApply::Skipped("--offline".to_string()));
+    }
+    if project.config.target.kind == crate::model::Backend::Citus {
+        // A scratch database of a plain server cannot distribute tables.
+        return Ok(TestApply::Skipped(
+            "the Citus target: a scratch database would need a Citus cluster".to_string(),
+        ));
     }
     if let Some(url) = std::env::var("TENANTCTL_SCRATCH_URL")
         .ok()

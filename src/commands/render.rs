@@ -58,42 +58,7 @@ pub fn confirm(prompt: &str, expected: &str) -> anyhow::Result<bool> {
     Ok(answer.trim() == expected)
 }
 
-/// The width piped output keeps to (prose wraps; SQL, commands to paste and JSON are exempt).
-pub const PIPED_WIDTH: usize = 100;
-
-/// A table that keeps to [`PIPED_WIDTH`] when stdout is not a terminal (comfy-table has no width
-/// to fit then, and would print every cell on one line).
-pub fn fit(mut table: comfy_table::Table) -> comfy_table::Table {
-    use std::io::IsTerminal;
-    if !std::io::stdout().is_terminal() {
-        table.set_width(PIPED_WIDTH as u16);
-    }
-    table
-}
-
-/// Prose wrapped at word boundaries to [`PIPED_WIDTH`], continuation lines indented by two.
-pub fn wrap(text: &str) -> String {
-    let mut out = String::new();
-    for (i, paragraph) in text.split('\n').enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        let mut width = 0;
-        for word in paragraph.split(' ') {
-            let len = word.chars().count();
-            if width > 0 && width + 1 + len > PIPED_WIDTH {
-                out.push_str("\n  ");
-                width = 2;
-            } else if width > 0 {
-                out.push(' ');
-                width += 1;
-            }
-            out.push_str(word);
-            width += len;
-        }
-    }
-    out
-}
+pub use crate::output::{fit, wrap};
 
 #[cfg(test)]
 mod tests {
@@ -104,7 +69,7 @@ mod tests {
         assert!(wrapped.lines().count() > 2);
         assert!(wrapped
             .lines()
-            .all(|l| l.chars().count() <= super::PIPED_WIDTH));
+            .all(|l| l.chars().count() <= crate::output::PIPED_WIDTH));
         assert_eq!(wrapped.replace("\n  ", " "), long.trim_end());
     }
 }

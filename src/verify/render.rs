@@ -142,11 +142,12 @@ pub fn table(report: &Report, fail_on: Severity) -> String {
                 },
             ]);
         }
-        out.push_str(&t.to_string());
+        out.push_str(&crate::output::fit(t).to_string());
         out.push('\n');
     }
     for note in &report.probes.notes {
-        out.push_str(&format!("note: {note}\n"));
+        out.push_str(&crate::output::wrap(&format!("note: {note}")));
+        out.push('\n');
     }
     out.push_str(&summary(report, fail_on));
     out

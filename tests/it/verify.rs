@@ -827,3 +827,28 @@ fn app_url_with_fewer_than_two_tenants_warns_that_the_login_was_not_probed() {
     assert_eq!(skipped[0]["status"], "warn");
     assert_eq!(json["stats"]["synthetic_tenants"], true);
 }
+
+/// Piped, the human report keeps to 100 columns: the findings table is fitted and the notes
+/// wrap (issue 11: a 183 to 326 column table before).
+#[test]
+fn piped_table_output_keeps_to_100_columns() {
+    let (url, _) = clone("width");
+    psql_exec(
+        &url,
+        "CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+         CREATE TRIGGER audit_with_a_rather_long_name AFTER INSERT ON public.coaches
+           FOR EACH ROW EXECUTE FUNCTION public.audit()",
+    );
+    let out = tenantctl(&template().dir)
+        .args(["--database-url", &url, "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("world.trigger") && stdout.contains("note:"),
+        "{stdout}"
+    );
+    let wide: Vec<&str> = stdout.lines().filter(|l| l.chars().count() > 100).collect();
+    assert!(wide.is_empty(), "{wide:#?}");
+}

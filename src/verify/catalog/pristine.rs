@@ -35,6 +35,17 @@ FROM (
 WHERE n.nspname IN ('pg_catalog', 'information_schema') AND x.oid >= 16384
   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
                   WHERE d.classid = x.classid AND d.objid = x.oid AND d.deptype = 'e')
+  -- the indexes (through their constraints), TOAST tables and owned sequences of an
+  -- extension's own tables (Citus's in pg_catalog) belong to it too
+  AND NOT EXISTS (
+    WITH RECURSIVE up(classid, objid, depth) AS (
+        SELECT x.classid, x.oid, 0
+      UNION ALL
+        SELECT d.refclassid, d.refobjid, up.depth + 1
+        FROM up JOIN pg_catalog.pg_depend d ON d.classid = up.classid AND d.objid = up.objid
+        WHERE d.deptype IN ('a', 'i') AND up.depth < 3)
+    SELECT FROM up JOIN pg_catalog.pg_depend e ON e.classid = up.classid AND e.objid = up.objid
+    WHERE e.deptype = 'e')
 ORDER BY 1";
 
 /// Event triggers that no extension installed.
