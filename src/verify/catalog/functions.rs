@@ -25,7 +25,8 @@ const PINNED_SEARCH_PATH: &str = "search_path=pg_catalog, pg_temp";
 const SCHEMA_OWNER: &str = "
 SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text AS owner FROM pg_catalog.pg_namespace n WHERE n.nspname = $1";
 
-/// SECURITY DEFINER functions the app role ($1) can execute, with their owner's attributes and
+/// SECURITY DEFINER functions the app role ($1) can execute, directly or as an aggregate's support
+/// function, a cast or a type's I/O function, with their owner's attributes and
 /// which of the roles $2 (owner, admin) the owner is a member of.
 const DEFINER_FUNCTIONS: &str = "
 SELECT n.nspname::text AS schema, p.proname::text AS name,
@@ -37,8 +38,20 @@ SELECT n.nspname::text AS schema, p.proname::text AS name,
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
 WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND pg_catalog.has_function_privilege($1, p.oid, 'EXECUTE')
-  AND pg_catalog.has_schema_privilege($1, n.oid, 'USAGE')
+  AND ((pg_catalog.has_function_privilege($1, p.oid, 'EXECUTE')
+        AND pg_catalog.has_schema_privilege($1, n.oid, 'USAGE'))
+       -- reached without EXECUTE of its own: an aggregate runs its support functions with the
+       -- aggregate owner's right, a cast or a type's I/O function runs for whoever casts or
+       -- reads the type
+       OR EXISTS (SELECT FROM pg_catalog.pg_aggregate a
+                  WHERE p.oid IN (a.aggtransfn::oid, a.aggfinalfn::oid, a.aggcombinefn::oid,
+                                  a.aggserialfn::oid, a.aggdeserialfn::oid, a.aggmtransfn::oid,
+                                  a.aggminvtransfn::oid, a.aggmfinalfn::oid)
+                    AND pg_catalog.has_function_privilege($1, a.aggfnoid, 'EXECUTE'))
+       OR EXISTS (SELECT FROM pg_catalog.pg_cast c WHERE c.castfunc = p.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_type t
+                  WHERE p.oid IN (t.typinput::oid, t.typoutput::oid, t.typreceive::oid,
+                                  t.typsend::oid, t.typmodin::oid, t.typmodout::oid)))
 ORDER BY 1, 2, 3";
 
 catalog_code! {

@@ -93,10 +93,27 @@ WHERE a.grantee = ANY($1) AND a.grantee <> o.owner
                            WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid))
   AND NOT (o.classid = 'pg_catalog.pg_database'::pg_catalog.regclass
            AND a.privilege_type IN ('CONNECT', 'TEMPORARY'))
+  -- a schema's privilege that PUBLIC holds in a fresh cluster, granted to a role instead
+  -- (REVOKE ... FROM PUBLIC; GRANT ... TO app, a hardening step), gives that role nothing new
+  -- (not so for functions: one revoked from PUBLIC and granted to a login is a new reach)
+  AND NOT (o.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+           AND EXISTS (SELECT FROM pg_catalog.pg_init_privs ip, pg_catalog.aclexplode(ip.initprivs) i
+                       WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid
+                         AND i.grantee = 0 AND i.privilege_type = a.privilege_type))
   AND NOT (o.object = 'schema public' AND a.grantee = 0 AND a.privilege_type IN ('USAGE', 'CREATE')
            AND pg_catalog.current_setting('server_version_num')::int < 150000)
 ORDER BY 1, 3, 2"
 );
+
+/// Parameter privileges (PostgreSQL 15+: `GRANT SET ON PARAMETER`) of a role of the closure or
+/// PUBLIC ($1): a fresh cluster has none, and one like `session_replication_role` switches every
+/// trigger off, the foreign keys' and the tenant-id immutability trigger with them.
+const PARAMETERS: &str = "
+SELECT 'parameter ' || p.parname AS object, a.privilege_type AS privilege,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END AS grantee
+FROM pg_catalog.pg_parameter_acl p, pg_catalog.aclexplode(p.paracl) a
+WHERE a.grantee = ANY($1)
+ORDER BY 1, 3, 2";
 
 /// LEAKPROOF functions outside pg_catalog that a role of the closure can execute.
 const LEAKPROOF: &str = "
@@ -139,6 +156,10 @@ pub(super) async fn check(
         Held::from_row,
     )
     .await?;
+    let mut held = held;
+    if crate::pg::unnamed::relation_exists(client, "pg_catalog.pg_parameter_acl").await? {
+        held.extend(query(client, PARAMETERS, typed![&grantees], what, Held::from_row).await?);
+    }
     tally.pass("privilege.undeclared");
     for h in held.iter().filter(|h| !declared(schema, h)) {
         let obj = format!("privilege {} on {} to {}", h.privilege, h.object, h.grantee);

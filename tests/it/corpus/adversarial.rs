@@ -269,4 +269,29 @@ pub const CASES: &[Case] = &[
         &["world.sequence"],
     )
     .leak("SELECT nextval('public.members_member_no_seq') - 1 > (SELECT count(*) FROM public.members)"),
+    // Round 2, against the rebuilt gate (each passed it with exit 0).
+    // An aggregate runs its support functions with the aggregate owner's EXECUTE right.
+    case(
+        "adv2_aggregate_definer_transition",
+        "CREATE FUNCTION public.agg_peek(state text, g uuid) RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+           SET search_path = pg_catalog AS
+           $$ SELECT coalesce(state, (SELECT string_agg(gym_id::text || ':' || email, ',') FROM public.members WHERE gym_id <> g)) $$;
+         REVOKE ALL ON FUNCTION public.agg_peek(text, uuid) FROM PUBLIC;
+         CREATE AGGREGATE public.gym_digest(uuid) (SFUNC = public.agg_peek, STYPE = text)",
+        &["exposure.function"],
+    )
+    .leak("SELECT position('{gym_b}:m@b.test' in public.gym_digest(id)) > 0 FROM public.gyms"),
+    // PostgreSQL 15+ parameter privileges: the app switches every trigger off itself.
+    case(
+        "adv2_parameter_acl_replication_role",
+        "GRANT SET ON PARAMETER session_replication_role TO {app}",
+        &["privilege.undeclared"],
+    )
+    .leak(
+        "SET LOCAL session_replication_role = replica;
+         WITH ins AS (INSERT INTO public.bookings (session_id, member_id)
+                      VALUES ('30000000-0000-4000-8000-00000000000b', '20000000-0000-4000-8000-00000000000b') RETURNING id)
+         SELECT count(*) = 1 FROM ins",
+    )
+    .undo("REVOKE SET ON PARAMETER session_replication_role FROM {app}"),
 ];

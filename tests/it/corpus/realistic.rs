@@ -1,7 +1,8 @@
 //! The realistic clean database: what a real team's correct database holds besides the declared
 //! tables (a monitoring extension in `public`, extensions in a schema of their own, an operations
 //! schema the app cannot reach, several logins granted the app role, a support login granted the
-//! admin role, a deploy login that is an operator, database- and role-level timeouts, comments).
+//! admin role, a deploy login that is an operator, database- and role-level timeouts, comments,
+//! the public schema and the database revoked from PUBLIC and granted to the declared roles).
 //! verify must pass it: a false alarm is a bug.
 
 use super::{failing_ids, make_template, verify_in, Template};
@@ -37,6 +38,12 @@ CREATE ROLE "{p}monitor" LOGIN PASSWORD 'x' IN ROLE pg_monitor;
 CREATE ROLE "{p}deploy" LOGIN PASSWORD 'x' IN ROLE {app}, {admin}, {owner};
 GRANT USAGE ON SCHEMA ops TO "{p}support";
 GRANT SELECT ON ops.audit_log, ops.audit_per_gym TO "{p}support";
+
+-- Hardening: the schema and the database usable by the declared roles, not by PUBLIC.
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO {app}, {admin}, {owner};
+REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}, {admin}, "{p}monitor";
 
 ALTER DATABASE {db} SET statement_timeout = '30s';
 ALTER DATABASE {db} SET idle_in_transaction_session_timeout = '1min';
