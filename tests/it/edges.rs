@@ -63,7 +63,10 @@ fn verify_on_a_never_migrated_database_reports_pending_migrations() {
         .count();
     assert!(files > 0);
 
-    let out = tenantctl(&dir).arg("verify").output().unwrap();
+    let out = tenantctl(&dir)
+        .args(["--format", "json", "verify"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

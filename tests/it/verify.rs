@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::corpus::{
     clone, clone_of, failing_ids, fill, fill_for, notemp_template, template, verify, verify_in,
-    GYM_A,
+    GYM_A, GYM_B,
 };
 use crate::harness::{cluster, psql_exec, query_strings, tenantctl, test_db};
 use crate::support::{generate_and_migrate, password_of, write_project, Pg};
@@ -623,13 +623,17 @@ fn read_only_runs_no_write_probe_and_says_what_it_cannot_prove() {
 /// the report names the logins it did not probe as.
 #[test]
 fn app_url_probes_as_the_login_and_refuses_operator_roles() {
-    let (url, name) = clone("app_url");
-    let t = template();
+    // A template of its own: its logins granted the app role must not see the other tests'
+    // copies of the shared template (privilege.other-database), nor they its logins.
+    // (and no copy of it: the template itself would be one).
+    let t = &crate::corpus::make_template("verify_app_url");
+    let (url, name) = (t.db.url.clone(), t.db.name.clone());
     let login = format!("{}app_url_login", t.db.role_prefix);
     let stray = format!("{}app_url_stray", t.db.role_prefix);
     psql_exec(
         &url,
-        &fill(
+        &fill_for(
+            t,
             &format!(
                 "CREATE ROLE \"{login}\" LOGIN PASSWORD 'pw' IN ROLE {{app}};
                  CREATE ROLE \"{stray}\" LOGIN PASSWORD 'pw'"
@@ -637,7 +641,7 @@ fn app_url_probes_as_the_login_and_refuses_operator_roles() {
             &name,
         ),
     );
-    let (code, json, stderr) = verify(&url, &[]);
+    let (code, json, stderr) = verify_in(t, &url, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(json["probes"]["real_login"], false);
     assert!(json["probes"]["logins"]
@@ -664,7 +668,7 @@ fn app_url_probes_as_the_login_and_refuses_operator_roles() {
         (url.clone(), "operator role"),
         (as_user(&url, &stray, "pw"), "not granted"),
     ] {
-        let (code, json, stderr) = verify(&url, &["--app-url", &target]);
+        let (code, json, stderr) = verify_in(t, &url, &["--app-url", &target]);
         assert_eq!(code, 2, "{json:#}");
         assert!(stderr.contains(says), "{stderr}");
     }
@@ -851,4 +855,51 @@ fn piped_table_output_keeps_to_100_columns() {
     );
     let wide: Vec<&str> = stdout.lines().filter(|l| l.chars().count() > 100).collect();
     assert!(wide.is_empty(), "{wide:#?}");
+}
+
+/// Roles are cluster-wide: a copy of this database in the same cluster (a BI copy made with
+/// CREATE DATABASE ... TEMPLATE, RLS switched off there) is reachable by the application's login,
+/// which reads gym B's rows in it; verify reports the copy (adversarial review, round 2).
+#[test]
+fn a_copy_in_the_same_cluster_the_login_can_reach_is_reported() {
+    let t = &crate::corpus::make_template("verify_sibling");
+    let login = format!("{}sibling_login", t.db.role_prefix);
+    psql_exec(
+        &t.db.url,
+        &format!(
+            "CREATE ROLE \"{login}\" LOGIN PASSWORD 'leak' IN ROLE \"{}\"",
+            t.roles.app
+        ),
+    );
+    let (code, json, stderr) = verify_in(t, &t.db.url, &[]);
+    assert_eq!(
+        code, 0,
+        "alone in the cluster it is clean: {json:#}\n{stderr}"
+    );
+
+    let (bi_url, bi) = clone_of(t, "bi");
+    psql_exec(
+        &bi_url,
+        "ALTER TABLE public.members DISABLE ROW LEVEL SECURITY",
+    );
+    let seen = query_strings(
+        &as_user(&bi_url, &login, "leak"),
+        &format!("SELECT count(*) FROM public.members WHERE gym_id = '{GYM_B}'"),
+    );
+    assert_ne!(
+        seen[0][0].as_deref(),
+        Some("0"),
+        "the login reads gym B's rows in the copy"
+    );
+
+    let (code, json, stderr) = verify_in(t, &t.db.url, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let found = json["checks"].as_array().unwrap().iter().any(|c| {
+        c["id"] == "privilege.other-database"
+            && c["status"] == "fail"
+            && c["object"] == format!("database {bi}").as_str()
+    });
+    assert!(found, "{json:#}");
+    psql_exec(&cluster().url, &format!("DROP DATABASE \"{bi}\""));
+    psql_exec(&t.db.url, &format!("DROP ROLE \"{login}\""));
 }

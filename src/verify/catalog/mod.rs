@@ -16,6 +16,7 @@ mod privileges;
 mod relations;
 mod roles;
 mod semantics;
+mod siblings;
 mod tables;
 mod triggers;
 mod world;
@@ -66,6 +67,7 @@ async fn reach_checks(
         .map(|r| r.oid)
         .collect();
     privileges::check(client, schema, &declared, &closure, tally).await?;
+    siblings::check(client, &closure, tally).await?;
     pristine::check(client, &closure, &platform, tally).await?;
     semantics::check(client, schema, &closure, &platform, &tenant.list, tally).await
 }
