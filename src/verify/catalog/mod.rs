@@ -8,6 +8,7 @@ mod config;
 mod declared;
 mod functions;
 mod grants;
+mod helper;
 mod normalise;
 mod platform;
 mod policies;
@@ -43,6 +44,7 @@ pub async fn check(client: &Client, schema: &Schema, reach: &Reach) -> Result<Ta
     declared::check(client, schema, &rels, &norm, &mut tally).await?;
     relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
     world::check(client, schema, (&rels, &tenant), &mut tally).await?;
+    helper::check(client, schema, &mut tally).await?;
     reach_checks(client, schema, reach, &rels, &tenant, &mut tally).await?;
     Ok(tally)
 }

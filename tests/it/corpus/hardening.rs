@@ -168,4 +168,12 @@ pub const CASES: &[Case] = &[
          CREATE TRIGGER zzzz_move BEFORE UPDATE ON public.members FOR EACH ROW EXECUTE FUNCTION public.mv()",
         &["drift.trigger-late"],
     ),
+    // Objects in the helper schema, where the app has USAGE (the embedded superuser `tenantctl`
+    // creates unqualified objects there: its "$user" search_path entry names it).
+    case(
+        "helper_schema_stray_objects",
+        "CREATE TABLE tenantctl.scratch (id int);
+         CREATE EXTENSION dblink SCHEMA tenantctl",
+        &["world.helper-schema"],
+    ),
 ];

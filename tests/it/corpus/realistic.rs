@@ -11,7 +11,7 @@ use crate::harness::psql_exec;
 /// Everything besides the declared tables. `{p}` is the roles' prefix, `{app}`, `{admin}`,
 /// `{owner}` the tenancy roles, `{db}` the database.
 const REALISTIC: &str = r#"
-CREATE EXTENSION pg_trgm;
+CREATE EXTENSION pg_trgm SCHEMA public;
 CREATE SCHEMA extensions;
 CREATE EXTENSION btree_gin SCHEMA extensions;
 CREATE EXTENSION pgcrypto SCHEMA extensions;

@@ -396,7 +396,7 @@ fn an_allow_list_entry_that_matches_nothing_is_a_warning() {
 #[test]
 fn an_extensions_own_relations_are_not_undeclared() {
     let (url, _) = super::clone("world_extension");
-    crate::harness::psql_exec(&url, "CREATE EXTENSION pg_stat_statements");
+    crate::harness::psql_exec(&url, "CREATE EXTENSION pg_stat_statements SCHEMA public");
     let (code, json, stderr) = super::verify(&url, &["--static-only", "--fail-on", "warning"]);
     assert_eq!(code, 0, "{json:#}\n{stderr}");
     assert!(super::failing_ids(&json).is_empty(), "{json:#}");
