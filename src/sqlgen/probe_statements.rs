@@ -128,6 +128,15 @@ pub fn tenant_ids(schema: &str, tenant_table: &str, key: &str) -> String {
     format!("SELECT {} FROM {}", q(key), rel(schema, tenant_table))
 }
 
+/// The slugs of the tenants whose ids ($1, text) are given: verify names tenants by them.
+pub fn tenant_slugs(schema: &str, tenant_table: &str, key: &str) -> String {
+    format!(
+        "SELECT {k}::text AS id, slug::text AS slug FROM {} WHERE {k}::text = ANY($1)",
+        rel(schema, tenant_table),
+        k = q(key)
+    )
+}
+
 /// How many tenants there are.
 pub fn tenant_count(schema: &str, tenant_table: &str) -> String {
     format!("SELECT count(*) FROM {}", rel(schema, tenant_table))

@@ -205,6 +205,9 @@ pub struct Finding {
     pub object: String,
     /// The tenant id, for probe findings.
     pub tenant: Option<String>,
+    /// That tenant's slug, when the tenant table has one (what the human output shows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_slug: Option<String>,
     pub message: String,
     pub hint: String,
     /// The reason of the `[[verify.allow]]` entry that accepts it (then it never fails the gate).
@@ -219,6 +222,7 @@ impl Finding {
             severity: def.severity,
             object: object.into(),
             tenant: None,
+            tenant_slug: None,
             message: message.into(),
             hint: def.hint.to_string(),
             allowed: None,
@@ -490,6 +494,42 @@ async fn plan_checks(client: &mut tokio_postgres::Client, schema: &Schema) -> Re
     Ok(tally)
 }
 
+/// Give the findings about a tenant that tenant's slug, read as the admin role in a transaction
+/// that is rolled back. Best effort: a tenant table without a `slug` column (or any error)
+/// leaves the ids alone, which every output shows anyway.
+async fn name_tenants(client: &mut tokio_postgres::Client, schema: &Schema, tally: &mut Tally) {
+    let ids: Vec<String> = tally
+        .findings
+        .iter()
+        .filter_map(|f| f.tenant.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let t = &schema.tenancy;
+    let Ok(tx) = client.transaction().await else {
+        return;
+    };
+    if pg::tx::set_role(&tx, &t.admin_role).await.is_err() {
+        return;
+    }
+    let sql = crate::sqlgen::tenant_slugs(&t.table_schema, &t.tenant_table, &t.tenant_key);
+    let Ok(rows) = tx.query_typed(&sql, crate::pg::unnamed::typed![&ids]).await else {
+        return;
+    };
+    let slugs: BTreeMap<String, String> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>("id"), r.get::<_, String>("slug")))
+        .collect();
+    for f in &mut tally.findings {
+        if let Some(slug) = f.tenant.as_ref().and_then(|id| slugs.get(id)) {
+            f.tenant_slug = Some(slug.clone());
+        }
+    }
+}
+
 /// Run the whole gate against `url`. Connecting, reading the catalog or switching roles
 /// failing is an `Err` (never a pass); the probes failing to run is the report's
 /// `probes.error` (the static findings are reported with it, and the command exits 2).
@@ -534,6 +574,7 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
         }
     };
     info.error = probe_error;
+    name_tenants(&mut client, schema, &mut tally).await;
     tally.allow(&schema.allow, !settings.static_only);
     // Sorted so that runs over the same database give the same report.
     tally.findings.sort_by(|a, b| {

@@ -65,6 +65,9 @@ fn entries(report: &Report, fail_on: Severity) -> Vec<Value> {
             if let Some(reason) = &f.allowed {
                 entry["allowed"] = json!(reason);
             }
+            if let Some(slug) = &f.tenant_slug {
+                entry["tenant_slug"] = json!(slug);
+            }
             out.push(entry);
         }
     }
@@ -135,7 +138,10 @@ pub fn table(report: &Report, fail_on: Severity) -> String {
                 status(f, fail_on).to_uppercase(),
                 f.id.to_string(),
                 f.object.clone(),
-                f.tenant.clone().unwrap_or_default(),
+                f.tenant_slug
+                    .clone()
+                    .or_else(|| f.tenant.clone())
+                    .unwrap_or_default(),
                 match &f.allowed {
                     Some(reason) => format!("{}\nallowed: {reason}", f.message),
                     None => format!("{}\nfix: {}", f.message, f.hint),

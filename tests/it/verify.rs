@@ -903,3 +903,36 @@ fn a_copy_in_the_same_cluster_the_login_can_reach_is_reported() {
     psql_exec(&cluster().url, &format!("DROP DATABASE \"{bi}\""));
     psql_exec(&t.db.url, &format!("DROP ROLE \"{login}\""));
 }
+
+/// Probe findings name their tenant by slug as well as by id (issue 11: UUIDs only before).
+#[test]
+fn probe_findings_name_the_tenant_by_slug() {
+    let (url, _) = clone("slugs");
+    psql_exec(
+        &url,
+        &fill(
+            "CREATE POLICY leak ON public.members FOR SELECT TO {app} USING (true)",
+            "",
+        ),
+    );
+    let (code, json, stderr) = verify(&url, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let named: Vec<(&str, &str)> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "probe.foreign-rows")
+        .map(|c| {
+            (
+                c["tenant"].as_str().unwrap(),
+                c["tenant_slug"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(named.contains(&(GYM_A, "gym-a")), "{named:?}\n{stderr}");
+    let out = tenantctl(&template().dir)
+        .args(["--database-url", &url, "verify"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gym-a"));
+}
