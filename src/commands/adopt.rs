@@ -131,10 +131,10 @@ fn render(found: &Found, place: &Place, settings: &Settings, adopted: bool) {
         }));
         return;
     }
-    eprintln!(
+    say(&format!(
         "Replayed the migrations in scratch database {} (dropped) and compared.",
         found.scratch
-    );
+    ));
     match &baseline {
         Some(b) => eprintln!("The database matches {b}."),
         None => eprintln!("The database matches no migration: it differs from the first one."),
@@ -157,13 +157,15 @@ fn render(found: &Found, place: &Place, settings: &Settings, adopted: bool) {
 fn notes(found: &Found) {
     if let Some(Stop::Pending(m) | Stop::Unnamed(m)) = &found.stop {
         let v = m.split("__").next().unwrap_or(m);
-        eprintln!("{m} changes no object adopt compares (a data migration?): whether it ran cannot be seen; if it did, run again with --applied {v}.");
+        say(&format!("{m} changes no object adopt compares (a data migration?): whether it ran cannot be seen.\n  hint: if it ran, pass --applied {v}"));
     }
     if let Some(f) = &found.replay.failure {
-        eprintln!("The replay stopped: {}", f.text);
+        say(&format!("The replay stopped: {}", f.text));
     }
     for v in &found.beyond {
-        eprintln!("--applied V{v}: the database does not match the migrations up to V{v}.");
+        say(&format!(
+            "--applied V{v}: the database does not match the migrations up to V{v}."
+        ));
     }
 }
 
@@ -172,9 +174,9 @@ fn conclude(adopted: bool, dry_run: bool, marked: &[&str], place: &Place, next: 
         format!("; `tenantctl migrate` then applies {n} onwards")
     });
     match (adopted, dry_run) {
-        (false, _) => eprintln!("Nothing was marked as applied.\n  hint: make the database match (or fix the differences above by hand), then run `tenantctl adopt` again"),
-        (true, true) => eprintln!("Dry run: nothing was marked{then}."),
-        (true, false) => eprintln!("Marked {} as applied in {}{then}.", marked.join(", "), place.relation()),
+        (false, _) => say("Nothing was marked as applied.\n  hint: make the database match (or fix the differences above by hand), then run `tenantctl adopt` again"),
+        (true, true) => say(&format!("Dry run: nothing was marked{then}.")),
+        (true, false) => say(&format!("Marked {} as applied in {}{then}.", marked.join(", "), place.relation())),
     }
 }
 
@@ -249,4 +251,9 @@ fn difference_json(d: &Difference) -> serde_json::Value {
             json!({"kind": "changed", "object": object, "database": database, "expected": expected})
         }
     }
+}
+
+/// A line of prose on stderr, wrapped to fit 100 columns.
+fn say(text: &str) {
+    eprintln!("{}", output::wrap(text));
 }

@@ -124,3 +124,23 @@ fn a_hand_written_migration_is_adopted_when_named_with_applied() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("Nothing to apply"), "{err}");
 }
+
+#[test]
+fn a_function_redefined_by_a_later_migration_is_compared() {
+    let (db, dir) = made_by_hand("adopt_function");
+    // Like the shipped V2 (the inlinable context function): only a function's body changes.
+    std::fs::write(
+        dir.join("migrations/V2__context_function.sql"),
+        "CREATE OR REPLACE FUNCTION tenantctl.current_gym_id() RETURNS uuid\n    \
+         LANGUAGE sql STABLE AS $$ SELECT NULL::uuid $$;\n",
+    )
+    .unwrap();
+    let (code, _, err) = output(&dir, &["adopt"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("matches V1__"), "{err}");
+    assert!(
+        err.contains("changed  function tenantctl.current_gym_id()"),
+        "{err}"
+    );
+    assert_eq!(history(&db), ["1"], "{err}");
+}
