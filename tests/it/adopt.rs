@@ -63,6 +63,17 @@ fn a_database_made_by_hand_from_v1_adopts_as_v1_and_migrate_applies_v2_only() {
     assert!(err.contains("matches V1__"), "{err}");
     assert!(err.contains("missing  table public.notes"), "{err}");
     assert!(history(&db).is_empty(), "a dry run marked: {err}");
+    // Naming a migration the database does not match marks nothing; naming none that exists is an
+    // error.
+    let (code, _, err) = output(&dir, &["adopt", "--applied", "V2"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--applied V2: the database does not match"),
+        "{err}"
+    );
+    assert!(history(&db).is_empty(), "marked: {err}");
+    let (code, _, err) = output(&dir, &["adopt", "--applied", "V9"]);
+    assert_eq!(code, 2, "{err}");
 
     let (code, _, err) = output(&dir, &["adopt"]);
     assert_eq!(code, 0, "{err}");
