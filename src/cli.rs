@@ -70,6 +70,9 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// List applied, pending, divergent and missing migrations.
     Status(StatusArgs),
+    /// Adopt a database whose objects already exist (made by hand or by another tool) and that has
+    /// no tenantctl history: find the migrations it already matches and mark them as applied.
+    Adopt(AdoptArgs),
     /// The embedded local Postgres cluster (data under .tenantctl/ beside tenantctl.toml).
     Dev(DevArgs),
     /// Tenants (gyms): create with realistic seed data and an isolation probe, list, show, delete.
@@ -256,6 +259,27 @@ pub struct MigrateArgs {
     /// Apply the migration files even though the policies changed since the last `generate`.
     #[arg(long)]
     pub allow_stale: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// A hand-written migration the database has had (a backfill: it changes no object, so the
+    /// schema cannot tell). Repeat for several: --applied V4 --applied V6.
+    #[arg(long, value_name = "VERSION", value_parser = parse_migration_version)]
+    pub applied: Vec<i32>,
+    /// Report what matches and what differs, and mark nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `V4` or `4`.
+fn parse_migration_version(s: &str) -> Result<i32, String> {
+    s.strip_prefix(['V', 'v'])
+        .unwrap_or(s)
+        .parse::<i32>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a migration version (V4, or 4)"))
 }
 
 #[derive(Debug, Args)]

@@ -174,13 +174,7 @@ async fn dry_run(
             println!("-- {m}.sql\n{}", m.sql().unwrap_or_default().trim_end());
         }
     }
-    let (server, place) = if migrate::scratch::can_create_database(client).await? {
-        (url.clone(), "the same server")
-    } else {
-        let dir = project.dev_dir();
-        let why = "the migrating role cannot create a database; test-applying in";
-        (super::embedded_server(&dir, why)?, "the embedded cluster")
-    };
+    let (server, place) = scratch_server(project, url, client).await?;
     let replay: Vec<&refinery::Migration> = plan
         .migrations
         .iter()
@@ -201,6 +195,21 @@ async fn dry_run(
     }
     render_dry_run(plan, format, &format!("{scratch} of {place}"));
     Ok(Outcome::Clean)
+}
+
+/// Where to replay migrations: a scratch database of the same server when the connected role may
+/// create one, else of the embedded cluster; and which of the two, said as such.
+pub(crate) async fn scratch_server(
+    project: &Project,
+    url: &pg::Target,
+    client: &tokio_postgres::Client,
+) -> Result<(pg::Target, &'static str)> {
+    if migrate::scratch::can_create_database(client).await? {
+        return Ok((url.clone(), "the same server"));
+    }
+    let dir = project.dev_dir();
+    let why = "the migrating role cannot create a database; test-applying in";
+    Ok((super::embedded_server(&dir, why)?, "the embedded cluster"))
 }
 
 /// What a dry run would apply; `tested_on` names where it was test-applied (empty: nothing to).

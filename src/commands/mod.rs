@@ -1,6 +1,7 @@
 //! One file per subcommand; `run` turns the command line into settings, loads the project,
 //! resolves the database and dispatches.
 
+pub mod adopt;
 pub mod bench;
 pub mod completions;
 pub mod demo;
@@ -94,6 +95,15 @@ async fn dispatch(
             project.require()?;
             let target = connect_to(project, global)?;
             migrate::run(project, &target, &migrate_settings(args, format)).await
+        }
+        Command::Adopt(args) => {
+            project.require()?;
+            let settings = adopt::Settings {
+                applied: args.applied,
+                dry_run: args.dry_run,
+                format,
+            };
+            adopt::run(project, &connect_to(project, global)?, &settings).await
         }
         Command::Status(args) => {
             project.require()?;

@@ -1,6 +1,8 @@
 //! Migrations on a database, the steps `migrate`, `status` and `demo` share: reading the files,
 //! the database's history, and applying what is pending under the advisory lock.
 
+pub mod adopt;
+pub mod adopt_catalog;
 mod history;
 pub mod pooler;
 pub mod preflight;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use refinery::Migration;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use crate::pg::{self, error::pg_error};
 use crate::sqlgen::tenants as tsql;
@@ -102,12 +102,29 @@ pub async fn test_apply(
     migrations: &[&Migration],
     after: &str,
 ) -> Result<Option<Failure>> {
+    replay(client, dir, search_path, migrations, after, async |_, _| {
+        Ok(())
+    })
+    .await
+}
+
+/// [`test_apply`], calling `each` after every migration that applied (and once before the first,
+/// with `None`), inside the transaction: to read what the migrations built so far.
+pub async fn replay(
+    client: &mut Client,
+    dir: &Path,
+    search_path: &str,
+    migrations: &[&Migration],
+    after: &str,
+    mut each: impl AsyncFnMut(&Transaction<'_>, Option<&Migration>) -> Result<()>,
+) -> Result<Option<Failure>> {
     let mut tx = client.transaction().await?;
     tx.execute(
         "SELECT set_config('search_path', $1, true)",
         &[&search_path],
     )
     .await?;
+    each(&tx, None).await?;
     for m in migrations {
         let sql = m.sql().unwrap_or_default();
         let step = tx.transaction().await?;
@@ -126,6 +143,7 @@ pub async fn test_apply(
                 }));
             }
         }
+        each(&tx, Some(m)).await?;
     }
     tx.rollback().await?;
     Ok(None)

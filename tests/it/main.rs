@@ -1,5 +1,6 @@
 //! The one integration-test binary: drives the real `tenantctl` binary against a real Postgres cluster.
 
+mod adopt;
 mod bench;
 mod citus;
 mod cli_output;
