@@ -146,9 +146,15 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
         return Err(e);
     }
     let shown = super::render::project_path(project, &file);
+    // Warnings only: what the new migration locks on tables that already exist.
+    let findings = crate::migrate::lint::lint(&text);
+    for f in &findings {
+        eprintln!("warning: {}", super::render::lint_finding(&shown, f));
+    }
     match settings.format {
         Format::Json => crate::output::print_json(&json!({
             "written": shown, "version": p.version, "statements": p.statements.len(),
+            "lint": findings,
         })),
         Format::Table => {
             eprintln!("Wrote {shown} ({} statements).", p.statements.len())

@@ -8,6 +8,7 @@ pub mod dev;
 pub mod exec;
 pub mod generate;
 pub mod init;
+pub mod lint;
 pub mod migrate;
 pub mod new;
 mod render;
@@ -89,6 +90,15 @@ async fn dispatch(
                 format,
             };
             new::run(project, &settings)
+        }
+        Command::Lint(args) => {
+            let files = if args.files.is_empty() {
+                project.require()?;
+                lint::Files::Pending(Box::new(connect_to(project, global)?))
+            } else {
+                lint::Files::Given(args.files)
+            };
+            lint::run(project, &lint::Settings { files, format }).await
         }
         Command::Migrate(args) => {
             project.require()?;

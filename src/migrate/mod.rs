@@ -2,6 +2,7 @@
 //! the database's history, and applying what is pending under the advisory lock.
 
 mod history;
+pub(crate) mod lint;
 pub mod pooler;
 pub mod preflight;
 mod runner;

@@ -1,0 +1,95 @@
+//! `tenantctl lint`: what a migration locks on tables that already exist, for the pending
+//! migrations of a database or the files given; `generate` warns the same.
+
+use std::path::Path;
+
+use crate::harness::{tenantctl, test_db};
+use crate::support::{generate_and_migrate, write_project};
+
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tenantctl(dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn an_index_on_a_live_table_is_reported_for_the_pending_migration_only() {
+    let db = test_db("lint_pending");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    // Nothing pending: nothing to lint. The migration that creates the tables is clean.
+    let (code, out, err) = run(&dir, &["lint"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("none pending"), "{out}");
+    let (code, out, err) = run(&dir, &["lint", "migrations/V1__initial.sql"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "No lock findings in 1 migration(s)."),
+        "{err}"
+    );
+
+    let policy = dir.join("policies/coaches.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let more = r#"indexes = [{ columns = ["full_name"] }, { columns = ["hired_on"] }]"#;
+    let edited = text.replace(r#"indexes = [{ columns = ["full_name"] }]"#, more);
+    assert_ne!(text, edited);
+    std::fs::write(&policy, edited).unwrap();
+    let (code, _, err) = run(&dir, &["generate", "--name", "hired_index"]);
+    assert_eq!(code, 0, "{err}");
+    // generate warns, and still writes (warnings only).
+    assert!(
+        err.contains("warning: migrations/V2__hired_index.sql:")
+            && err.contains("require-concurrent-index-creation"),
+        "{err}"
+    );
+
+    let file = dir.join("migrations/V2__hired_index.sql");
+    let sql = std::fs::read_to_string(&file).unwrap();
+    let line = 1 + sql
+        .lines()
+        .position(|l| l.starts_with("CREATE INDEX"))
+        .expect("the new index");
+    let (code, out, err) = run(&dir, &["lint"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let at = format!(
+        "migrations/V2__hired_index.sql:{line}:1: require-concurrent-index-creation on \"coaches\""
+    );
+    assert!(out.contains(&at), "{out}");
+    assert!(
+        out.contains("locks SHARE on the table: blocks INSERT"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 lock finding(s) in 1 migration(s)."),
+        "{out}"
+    );
+    assert!(out.lines().all(|l| l.chars().count() <= 100), "{out}");
+
+    let (code, out, err) = run(&dir, &["lint", "--format", "json"]);
+    assert_eq!(code, 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["findings"], 1, "{v}");
+    let finding = &v["files"][0]["findings"][0];
+    assert_eq!(v["files"][0]["file"], "migrations/V2__hired_index.sql");
+    assert_eq!(finding["rule"], "require-concurrent-index-creation");
+    assert_eq!(finding["line"], line);
+    assert_eq!(finding["table"], "coaches");
+
+    // Once applied, it is no longer pending.
+    let (code, _, err) = run(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(&dir, &["lint"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_file_that_cannot_be_read_is_an_error() {
+    let db = test_db("lint_missing");
+    let dir = write_project(&db, false);
+    let (code, _, err) = run(&dir, &["lint", "migrations/V9__nope.sql"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("error: cannot read"), "{err}");
+}
