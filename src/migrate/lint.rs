@@ -67,6 +67,14 @@ const CHECK: Rule = Rule {
     held: "while every existing row is checked (a full scan)",
     hint: "ADD ... NOT VALID, then VALIDATE CONSTRAINT in a later statement",
 };
+const VALIDATE_IN_TX: Rule = Rule {
+    id: "constraint-missing-not-valid",
+    lock:
+        "the lock its ADD ... NOT VALID took earlier in this transaction (refinery runs each file \
+           in one), ACCESS EXCLUSIVE for a check",
+    held: "while every existing row is checked: NOT VALID gains nothing in the same transaction",
+    hint: "VALIDATE CONSTRAINT in a later migration, after the one that adds it has committed",
+};
 const UNIQUE: Rule = Rule {
     id: "disallowed-unique-constraint",
     lock: "ACCESS EXCLUSIVE on the table: blocks reads and writes",
@@ -115,6 +123,8 @@ pub fn lint(sql: &str) -> Vec<Finding> {
 struct FileState {
     created_tables: HashSet<String>,
     created_indexes: HashSet<String>,
+    /// Constraints the file adds (so still under the ADD's lock until it commits).
+    added: HashSet<String>,
     /// Constraint name -> (table, column).
     not_null_checks: HashMap<String, (String, String)>,
     /// (table, column) proven NOT NULL by a validated check.
@@ -197,6 +207,7 @@ impl FileState {
             .any(|w| w[0].is("NOT") && w[1].is("VALID"));
         if c.eat("ADD") {
             let constraint = c.eat("CONSTRAINT").then(|| c.name()).flatten();
+            self.added.extend(constraint.clone());
             if c.is("FOREIGN") || c.is("REFERENCES") {
                 return (!not_valid).then_some(&FOREIGN_KEY);
             }
@@ -222,10 +233,11 @@ impl FileState {
             return required.then_some(&REQUIRED_FIELD);
         }
         if c.eat_all(&["VALIDATE", "CONSTRAINT"]) {
-            if let Some(proven) = c.name().and_then(|n| self.not_null_checks.get(&n)) {
+            let name = c.name()?;
+            if let Some(proven) = self.not_null_checks.get(&name) {
                 self.proven.insert(proven.clone());
             }
-            return None;
+            return self.added.contains(&name).then_some(&VALIDATE_IN_TX);
         }
         if !c.eat("ALTER") {
             return None;

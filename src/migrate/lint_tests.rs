@@ -50,10 +50,8 @@ fn statements_on_existing_tables_are_reported_where_they_start() {
 #[test]
 fn the_lock_safe_forms_are_clean() {
     let sql = "ALTER TABLE members ADD CONSTRAINT m_fk FOREIGN KEY (c) REFERENCES coaches (id) NOT VALID;\n\
-               ALTER TABLE members VALIDATE CONSTRAINT m_fk;\n\
-               ALTER TABLE members ADD CONSTRAINT \"m_x_nn\" CHECK (\"x\" IS NOT NULL) NOT VALID;\n\
-               ALTER TABLE members VALIDATE CONSTRAINT \"m_x_nn\";\n\
-               ALTER TABLE members ALTER COLUMN \"x\" SET NOT NULL;\n\
+               ALTER TABLE members ADD CONSTRAINT m_ck CHECK (x > 0) NOT VALID;\n\
+               ALTER TABLE members VALIDATE CONSTRAINT m_earlier_fk;\n\
                ALTER TABLE members ADD COLUMN w text NOT NULL DEFAULT '', ADD COLUMN v int;\n\
                ALTER TABLE members ADD CONSTRAINT m_u UNIQUE USING INDEX m_u_idx;\n\
                DROP INDEX CONCURRENTLY IF EXISTS m_old;";
@@ -90,4 +88,17 @@ fn words_in_strings_comments_and_bodies_are_not_statements() {
                COMMENT ON TABLE members IS 'ALTER TABLE members ALTER x TYPE int';\n\
                /* CREATE INDEX j ON members (x); */ SELECT 1;";
     assert_eq!(rules(sql), vec![]);
+}
+
+#[test]
+fn validating_in_the_transaction_that_added_the_constraint_gains_nothing() {
+    // refinery runs the file in one transaction: the ADD's lock is held through the VALIDATE.
+    let sql =
+        "ALTER TABLE members ADD CONSTRAINT \"m_x_nn\" CHECK (\"x\" IS NOT NULL) NOT VALID;\n\
+               ALTER TABLE members VALIDATE CONSTRAINT \"m_x_nn\";\n\
+               ALTER TABLE members ALTER COLUMN \"x\" SET NOT NULL;";
+    assert_eq!(
+        rules(sql),
+        vec![("constraint-missing-not-valid", 2, 1, "members".into())]
+    );
 }
