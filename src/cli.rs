@@ -232,6 +232,10 @@ pub struct GenerateArgs {
     /// changed permissive policy, a dropped restrictive one, more privileges).
     #[arg(long)]
     pub allow_widening: bool,
+    /// Allow a column type change that makes Postgres rewrite an existing table (and its
+    /// indexes) under a lock that blocks reads and writes.
+    #[arg(long)]
+    pub allow_rewrite: bool,
     /// Write without test-applying the new migration in a scratch database of the embedded
     /// cluster (`migrate --dry-run` checks it later).
     #[arg(long)]

@@ -27,6 +27,8 @@ pub struct Settings {
     /// A change that widens what a role can see or write is written in CI ($CI set) only with
     /// --allow-widening.
     pub allow_widening: bool,
+    /// Allow a column type change that rewrites an existing table.
+    pub allow_rewrite: bool,
     /// $CI is set.
     pub ci: bool,
     /// Where to test-apply the new migration before writing it; None: not test-applied
@@ -53,6 +55,8 @@ struct Pending {
     schema: crate::model::Schema,
     /// What changes, for the header, and what widens a role's reach.
     summary: sqlgen::Summary,
+    /// Column type changes that rewrite an existing table.
+    rewrites: Vec<sqlgen::Rewrite>,
 }
 
 fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
@@ -77,7 +81,9 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
         );
     }
     let summary = sqlgen::summarize(snap.as_ref().map(|s| &s.schema), &schema);
+    let rewrites = sqlgen::rewrites(snap.as_ref().map(|s| &s.schema), &schema);
     Ok(Pending {
+        rewrites,
         version: last + 1,
         statements,
         schema,
@@ -137,6 +143,7 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let file = dir.join(format!("V{}__{name}.sql", p.version));
     refuse_widening(&p.summary, settings)?;
+    refuse_rewrite(&p.rewrites, settings.allow_rewrite)?;
     let text = sqlgen::render(p.version, &name, &p.summary.header(), &p.statements);
     check_applies(project, &settings.test_apply, &file, &text, &p.schema).await?;
     snapshot::write_atomic(&file, &text)?;
@@ -271,6 +278,25 @@ fn refuse_widening(summary: &sqlgen::Summary, settings: &Settings) -> Result<()>
     bail!(
         "the change widens what a role can see or write, and $CI is set; nothing was written:\n{}\n  \
          hint: review it with `tenantctl plan`; if it is intended, run again with --allow-widening",
+        lines.join("\n")
+    )
+}
+
+/// A column type change that rewrites a table that already exists holds an ACCESS EXCLUSIVE lock
+/// (no reads, no writes) for as long as the rewrite takes: only with --allow-rewrite.
+fn refuse_rewrite(rewrites: &[sqlgen::Rewrite], allow: bool) -> Result<()> {
+    if allow || rewrites.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = rewrites
+        .iter()
+        .map(|r| format!("  {} -> {}  ({})", r.from, r.to, r.provenance))
+        .collect();
+    bail!(
+        "the change rewrites a table that already exists, blocking its reads and writes while it \
+         runs; nothing was written:\n{}\n  \
+         hint: add a new column and backfill it instead; if a rewrite is acceptable (a small \
+         table, a maintenance window), run again with --allow-rewrite",
         lines.join("\n")
     )
 }

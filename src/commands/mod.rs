@@ -77,6 +77,7 @@ async fn dispatch(
                 name: args.name,
                 allow_destructive: args.allow_destructive,
                 allow_widening: args.allow_widening,
+                allow_rewrite: args.allow_rewrite,
                 ci: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
                 test_apply: test_apply_server(project, args.offline)?,
                 format,

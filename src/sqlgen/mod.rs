@@ -8,6 +8,7 @@ pub mod bench;
 pub mod citus;
 mod declared;
 mod diff;
+mod diff_live;
 mod diff_summary;
 mod fixes;
 mod helpers;
@@ -19,6 +20,7 @@ pub mod tenants;
 
 pub use declared::*;
 pub use diff::diff;
+pub use diff_live::{rewrites, type_change_rewrites, Rewrite};
 pub use diff_summary::{summarize, Summary};
 pub use fixes::*;
 pub use helpers::*;

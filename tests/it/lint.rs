@@ -93,3 +93,71 @@ fn a_file_that_cannot_be_read_is_an_error() {
     assert_eq!(code, 2);
     assert!(err.contains("error: cannot read"), "{err}");
 }
+
+/// What Postgres does, for the type changes `generate` tells apart: a rewrite gives the table a
+/// new file; `sqlgen::type_change_rewrites` must say so exactly when Postgres does.
+#[test]
+fn the_type_changes_generate_calls_rewrites_are_the_ones_postgres_rewrites() {
+    let db = test_db("lint_rewrite_types");
+    let mut pg = crate::support::Pg::connect(&db.url);
+    let pairs = [
+        ("varchar(20)", "text"),
+        ("varchar(20)", "varchar(40)"),
+        ("text", "varchar"),
+        ("numeric(10,2)", "numeric"),
+        ("integer", "bigint"),
+        ("date", "timestamptz"),
+        ("varchar(40)", "varchar(20)"),
+        ("text", "varchar(20)"),
+        ("numeric", "numeric(10,2)"),
+    ];
+    for (i, (from, to)) in pairs.iter().enumerate() {
+        let value = if from.starts_with("date") {
+            "'2024-01-02'"
+        } else {
+            "'1'"
+        };
+        pg.batch(&format!(
+            "CREATE TABLE t{i} (c {from}); INSERT INTO t{i} VALUES ({value});"
+        ))
+        .unwrap();
+        let before = pg.one(&format!("SELECT pg_relation_filenode('t{i}')::text"));
+        pg.batch(&format!(
+            "ALTER TABLE t{i} ALTER COLUMN c TYPE {to} USING c::{to}"
+        ))
+        .unwrap();
+        let after = pg.one(&format!("SELECT pg_relation_filenode('t{i}')::text"));
+        assert_eq!(
+            tenantctl::sqlgen::type_change_rewrites(from, to),
+            before != after,
+            "{from} -> {to}"
+        );
+    }
+}
+
+#[test]
+fn generate_refuses_a_type_change_that_rewrites_a_live_table_without_allow_rewrite() {
+    let db = test_db("lint_allow_rewrite");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let policy = dir.join("policies/coaches.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let from = r#"{ name = "hired_on", type = "date""#;
+    let edited = text.replace(from, r#"{ name = "hired_on", type = "timestamptz""#);
+    assert_ne!(text, edited);
+    std::fs::write(&policy, edited).unwrap();
+
+    let (code, _, err) = run(&dir, &["generate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("rewrites a table") && err.contains("--allow-rewrite"),
+        "{err}"
+    );
+    assert!(err.contains("date -> timestamptz"), "{err}");
+    assert!(!dir.join("migrations/V2__policies.sql").exists());
+
+    let (code, _, err) = run(&dir, &["generate", "--allow-rewrite"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("changing-column-type"), "{err}");
+    assert!(dir.join("migrations/V2__policies.sql").exists());
+}
