@@ -109,11 +109,9 @@ pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
             )
         }
         Format::Table => {
-            let header = p.summary.header();
-            print!(
-                "{}",
-                sqlgen::render(p.version, "planned", &header, &p.statements)
-            )
+            for (_, text) in files(&p, "planned") {
+                print!("{text}");
+            }
         }
     }
     Ok(Outcome::Clean)
@@ -141,33 +139,74 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
         None => "policies".to_string(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file = dir.join(format!("V{}__{name}.sql", p.version));
     refuse_widening(&p.summary, settings)?;
     refuse_rewrite(&p.rewrites, settings.allow_rewrite)?;
-    let text = sqlgen::render(p.version, &name, &p.summary.header(), &p.statements);
-    check_applies(project, &settings.test_apply, &file, &text, &p.schema).await?;
-    snapshot::write_atomic(&file, &text)?;
-    if let Err(e) = snapshot::save(&dir, p.version, &p.schema) {
+    let written: Vec<(std::path::PathBuf, String)> = files(&p, &name)
+        .into_iter()
+        .map(|(stem, text)| (dir.join(format!("{stem}.sql")), text))
+        .collect();
+    check_applies(project, &settings.test_apply, &written, &p.schema).await?;
+    let last = p.version + written.len() as u32 - 1;
+    for (file, text) in &written {
+        snapshot::write_atomic(file, text)?;
+    }
+    if let Err(e) = snapshot::save(&dir, last, &p.schema) {
         // Never leave a migration without the snapshot that describes it.
-        let _ = std::fs::remove_file(&file);
+        for (file, _) in &written {
+            let _ = std::fs::remove_file(file);
+        }
         return Err(e);
     }
-    let shown = super::render::project_path(project, &file);
-    // Warnings only: what the new migration locks on tables that already exist.
-    let findings = crate::migrate::lint::lint(&text);
-    for f in &findings {
-        eprintln!("warning: {}", super::render::lint_finding(&shown, f));
+    let mut report = Vec::new();
+    for (file, text) in &written {
+        let shown = super::render::project_path(project, file);
+        // Warnings only: what the new migration locks on tables that already exist.
+        let findings = crate::migrate::lint::lint(text);
+        for f in &findings {
+            eprintln!("warning: {}", super::render::lint_finding(&shown, f));
+        }
+        report.push((shown, findings));
     }
     match settings.format {
         Format::Json => crate::output::print_json(&json!({
-            "written": shown, "version": p.version, "statements": p.statements.len(),
-            "lint": findings,
+            "written": report[0].0, "version": last, "statements": p.statements.len(),
+            "files": report.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            "lint": report.iter().flat_map(|(_, l)| l).collect::<Vec<_>>(),
         })),
         Format::Table => {
-            eprintln!("Wrote {shown} ({} statements).", p.statements.len())
+            let shown: Vec<&str> = report.iter().map(|(f, _)| f.as_str()).collect();
+            eprintln!(
+                "Wrote {} ({} statements).",
+                shown.join(" and "),
+                p.statements.len()
+            )
         }
     }
     Ok(Outcome::Clean)
+}
+
+/// The migrations the change makes, as (file stem, text): one, and a second one after it with
+/// the `VALIDATE CONSTRAINT`s of constraints the first adds `NOT VALID` to existing tables, so
+/// that each runs in a transaction of its own.
+fn files(p: &Pending, name: &str) -> Vec<(String, String)> {
+    let (now, later): (Vec<Statement>, Vec<Statement>) =
+        p.statements.iter().cloned().partition(|s| !s.later);
+    let mut out = vec![(
+        format!("V{}__{name}", p.version),
+        sqlgen::render(p.version, name, &p.summary.header(), &now),
+    )];
+    if !later.is_empty() {
+        let (v, name) = (p.version + 1, format!("{name}_validate"));
+        let header = vec![format!(
+            "-- Validates the constraints V{} added NOT VALID (a transaction of its own: writes go on).",
+            p.version
+        )];
+        out.push((
+            format!("V{v}__{name}"),
+            sqlgen::render(v, &name, &header, &later),
+        ));
+    }
+    out
 }
 
 /// Test-apply the new migration on top of the existing ones in a scratch database (always
@@ -176,8 +215,7 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
 async fn check_applies(
     project: &Project,
     how: &TestApply,
-    file: &std::path::Path,
-    text: &str,
+    written: &[(std::path::PathBuf, String)],
     schema: &crate::model::Schema,
 ) -> Result<()> {
     let server = match how {
@@ -191,19 +229,21 @@ async fn check_applies(
             return Ok(());
         }
     };
-    let stem = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let new = refinery::Migration::unapplied(stem, text)
-        .map_err(|e| anyhow::anyhow!("cannot read the new migration: {e}"))?;
     let dir = project.migrations_dir();
     let mut all = if snapshot::migration_files(&dir)?.is_empty() {
         Vec::new()
     } else {
         crate::migrate::load_migrations(project)?
     };
-    all.push(new);
+    for (file, text) in written {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let new = refinery::Migration::unapplied(stem, text)
+            .map_err(|e| anyhow::anyhow!("cannot read the new migration: {e}"))?;
+        all.push(new);
+    }
     let replay: Vec<&refinery::Migration> = all.iter().collect();
     let path = postgres_protocol::escape::escape_identifier(&schema.tenancy.table_schema);
     let after = "; nothing was written";
@@ -214,6 +254,14 @@ async fn check_applies(
     let Some(f) = failure else {
         return Ok(());
     };
+    // The file that failed is the one the failure names.
+    let text = written
+        .iter()
+        .find(|(file, _)| {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+            f.text.contains(name)
+        })
+        .map_or("", |(_, text)| text.as_str());
     let pointer =
         f.at.and_then(|(line, _)| policy_pointer(project, text, line, &f.message))
             .map_or(String::new(), |p| format!("\n  policy: {p}"));

@@ -20,13 +20,22 @@ impl Out {
             provenance: provenance.into(),
             sql: sql.into(),
             destructive: false,
+            later: false,
         });
+    }
+    /// A statement for the migration after this one (see `Statement::later`).
+    fn later(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
+        self.push(provenance, sql);
+        if let Some(last) = self.stmts.last_mut() {
+            last.later = true;
+        }
     }
     fn destructive(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
         self.stmts.push(Statement {
             provenance: provenance.into(),
             sql: sql.into(),
             destructive: true,
+            later: false,
         });
     }
 }
@@ -351,15 +360,23 @@ impl<'a> Diff<'a> {
                     let changed = ot.is_some_and(|ot| ot.constraints.get(cname) != Some(c));
                     // Non-FK constraints of new tables are inline in CREATE TABLE.
                     if (ot.is_none() && fk_pass) || changed {
-                        self.out.push(
-                            format!("{}: constraint {cname} on {tname}", nt.source),
-                            format!(
-                                "ALTER TABLE {} ADD CONSTRAINT {} {};",
-                                rel(self.s, tname),
-                                q(cname),
-                                constraint_def(self.s, c)
-                            ),
-                        );
+                        let prov = format!("{}: constraint {cname} on {tname}", nt.source);
+                        let at = format!("ALTER TABLE {}", rel(self.s, tname));
+                        let def = constraint_def(self.s, c);
+                        // On a table that exists (and has rows): added NOT VALID, a brief lock;
+                        // every row checked by VALIDATE in the next migration, under a lock
+                        // that lets reads and writes through.
+                        let checked = c.is_foreign_key() || matches!(c, Constraint::Check { .. });
+                        let live = ot.is_some() && checked;
+                        if live {
+                            let add = format!("{at} ADD CONSTRAINT {} {def} NOT VALID;", q(cname));
+                            self.out.push(&prov, add);
+                            let check = format!("{at} VALIDATE CONSTRAINT {};", q(cname));
+                            self.out.later(prov, check);
+                        } else {
+                            let add = format!("{at} ADD CONSTRAINT {} {def};", q(cname));
+                            self.out.push(prov, add);
+                        }
                     }
                 }
             }

@@ -9,7 +9,11 @@ fn text(stmts: &[Statement]) -> String {
     stmts
         .iter()
         .map(|s| {
-            let flag = if s.destructive { " [destructive]" } else { "" };
+            let flag = match (s.destructive, s.later) {
+                (true, _) => " [destructive]",
+                (_, true) => " [next migration]",
+                _ => "",
+            };
             format!("-- {}{flag}\n{}\n", s.provenance, s.sql)
         })
         .collect()

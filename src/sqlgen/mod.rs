@@ -40,6 +40,10 @@ pub struct Statement {
     pub sql: String,
     /// Loses data (DROP TABLE, DROP COLUMN): needs --allow-destructive.
     pub destructive: bool,
+    /// Runs in a migration of its own after the others (`VALIDATE CONSTRAINT` of a constraint
+    /// added `NOT VALID` to a table that already exists): refinery runs each migration in one
+    /// transaction, and the ADD's lock must be released before the validating scan.
+    pub later: bool,
 }
 
 pub(crate) fn q(name: &str) -> String {

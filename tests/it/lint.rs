@@ -161,3 +161,43 @@ fn generate_refuses_a_type_change_that_rewrites_a_live_table_without_allow_rewri
     assert!(err.contains("changing-column-type"), "{err}");
     assert!(dir.join("migrations/V2__policies.sql").exists());
 }
+
+#[test]
+fn a_check_added_to_a_live_table_is_validated_in_a_migration_of_its_own() {
+    let db = test_db("lint_not_valid");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let mut pg = crate::support::Pg::connect(&db.url);
+    let policy = dir.join("policies/coaches.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let from = r#"{ name = "phone", type = "text", nullable = true }"#;
+    let to = r#"{ name = "phone", type = "text", nullable = true, check = "length(phone) < 40" }"#;
+    assert!(text.contains(from));
+    std::fs::write(&policy, text.replace(from, to)).unwrap();
+
+    let (code, _, err) = run(&dir, &["generate", "--name", "phone_check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning:"), "{err}");
+    let add = std::fs::read_to_string(dir.join("migrations/V2__phone_check.sql")).unwrap();
+    let validate =
+        std::fs::read_to_string(dir.join("migrations/V3__phone_check_validate.sql")).unwrap();
+    assert!(
+        add.contains("CHECK (length(phone) < 40) NOT VALID;"),
+        "{add}"
+    );
+    assert!(!add.contains("VALIDATE"), "{add}");
+    assert!(validate.contains("VALIDATE CONSTRAINT"), "{validate}");
+    let (code, out, _) = run(&dir, &["lint"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No lock findings in 2 migration(s)."), "{out}");
+
+    let (code, _, err) = run(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    let valid = pg.one(
+        "SELECT string_agg(convalidated::text, ',') FROM pg_constraint \
+         WHERE conrelid = 'coaches'::regclass AND pg_get_constraintdef(oid) LIKE '%length(phone)%'",
+    );
+    assert_eq!(valid, "true");
+    let (code, out, err) = run(&dir, &["status", "--check"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
