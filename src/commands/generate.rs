@@ -158,10 +158,11 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
         return Err(e);
     }
     let mut report = Vec::new();
-    for (file, text) in &written {
+    let texts: Vec<&str> = written.iter().map(|(_, t)| t.as_str()).collect();
+    let linted = crate::migrate::lint::lint_files(&texts);
+    for ((file, _), findings) in written.iter().zip(linted) {
         let shown = super::render::project_path(project, file);
-        // Warnings only: what the new migration locks on tables that already exist.
-        let findings = crate::migrate::lint::lint(text);
+        // Warnings only: what the new migrations lock on tables that already exist.
         for f in &findings {
             eprintln!("warning: {}", super::render::lint_finding(&shown, f));
         }

@@ -33,13 +33,19 @@ pub async fn run(project: &Project, settings: &Settings) -> Result<Outcome> {
         Files::Given(files) => files.clone(),
         Files::Pending(target) => pending(project, target).await?,
     };
-    let mut results = Vec::new();
+    let mut texts = Vec::new();
     for file in &files {
         let sql = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        let shown = super::render::project_path(project, file);
-        results.push((shown, lint::lint(&sql)));
+        texts.push(sql);
     }
+    // In order: a check an earlier migration adds is known to the later ones.
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let results: Vec<(String, Vec<lint::Finding>)> = files
+        .iter()
+        .map(|f| super::render::project_path(project, f))
+        .zip(lint::lint_files(&texts))
+        .collect();
     let total: usize = results.iter().map(|(_, f)| f.len()).sum();
     match settings.format {
         Format::Json => crate::output::print_json(&json!({

@@ -106,15 +106,24 @@ const COLUMN_TYPE: Rule = Rule {
     hint: "add a new column, backfill it in batches, then switch over",
 };
 
-/// The findings of one file, in order.
-pub fn lint(sql: &str) -> Vec<Finding> {
+/// The findings of each of `files`, migrations applied in this order: the `col IS NOT NULL`
+/// checks an earlier one adds or validates are known to the later ones (each runs in a
+/// transaction of its own, so only what a file itself adds is still under the ADD's lock).
+pub fn lint_files(files: &[&str]) -> Vec<Vec<Finding>> {
     let mut state = FileState::default();
-    let mut out = Vec::new();
-    for st in split(sql) {
-        let toks = lex(st.sql);
-        state.statement(&st, &toks, &mut out);
+    let mut all = Vec::new();
+    for sql in files {
+        state.created_tables.clear();
+        state.created_indexes.clear();
+        state.added.clear();
+        let mut out = Vec::new();
+        for st in split(sql) {
+            let toks = lex(st.sql);
+            state.statement(&st, &toks, &mut out);
+        }
+        all.push(out);
     }
-    out
+    all
 }
 
 /// What earlier statements of the file did: tables it created, indexes it created, checks of the

@@ -1,4 +1,9 @@
-use super::lint;
+use super::{lint_files, Finding};
+
+/// The findings of one file, in order.
+fn lint(sql: &str) -> Vec<Finding> {
+    lint_files(&[sql]).pop().unwrap_or_default()
+}
 
 fn rules(sql: &str) -> Vec<(&'static str, usize, usize, String)> {
     lint(sql)
@@ -101,4 +106,16 @@ fn validating_in_the_transaction_that_added_the_constraint_gains_nothing() {
         rules(sql),
         vec![("constraint-missing-not-valid", 2, 1, "members".into())]
     );
+}
+
+#[test]
+fn a_check_validated_by_an_earlier_migration_of_the_run_proves_not_null() {
+    let add = "ALTER TABLE members ADD CONSTRAINT x_not_null CHECK (x IS NOT NULL) NOT VALID;";
+    let validate = "ALTER TABLE members VALIDATE CONSTRAINT x_not_null;\n\
+                    ALTER TABLE members ALTER COLUMN x SET NOT NULL;\n\
+                    ALTER TABLE members DROP CONSTRAINT x_not_null;";
+    assert_eq!(lint_files(&[add, validate]), vec![vec![], vec![]]);
+    // Alone, the second file does not know the check says `x IS NOT NULL`.
+    let alone: Vec<_> = lint(validate).into_iter().map(|f| f.rule).collect();
+    assert_eq!(alone, vec!["adding-not-nullable-field"]);
 }

@@ -342,9 +342,21 @@ impl<'a> Diff<'a> {
                 None => self.out.push(prov, format!("{at} DROP DEFAULT;")),
             }
         }
-        if oc.nullable != nc.nullable {
-            let verb = if nc.nullable { "DROP" } else { "SET" };
-            self.out.push(prov, format!("{at} {verb} NOT NULL;"));
+        if oc.nullable != nc.nullable && nc.nullable {
+            self.out.push(prov, format!("{at} DROP NOT NULL;"));
+        } else if oc.nullable != nc.nullable {
+            // Without a full scan under ACCESS EXCLUSIVE: a NOT VALID check now, validated in the
+            // next migration (reads and writes go on), which Postgres then trusts for SET NOT NULL.
+            let table = format!("ALTER TABLE {}", rel(self.s, tname));
+            let check = q(&format!("{}_not_null", nc.name));
+            let expr = format!("{} IS NOT NULL", q(&nc.name));
+            let add = format!("{table} ADD CONSTRAINT {check} CHECK ({expr}) NOT VALID;");
+            self.out.push(prov, add);
+            self.out
+                .later(prov, format!("{table} VALIDATE CONSTRAINT {check};"));
+            self.out.later(prov, format!("{at} SET NOT NULL;"));
+            self.out
+                .later(prov, format!("{table} DROP CONSTRAINT {check};"));
         }
     }
 

@@ -68,6 +68,15 @@ fn cases() -> Vec<Case> {
             )
         },
         case(
+            "column_set_not_null",
+            edited(
+                "gyms.toml",
+                "{ name = \"name\", type = \"text\" }",
+                "{ name = \"name\", type = \"text\", nullable = true }",
+            ),
+            base(),
+        ),
+        case(
             "column_type_default_and_null_changed",
             base(),
             edited(

@@ -201,3 +201,43 @@ fn a_check_added_to_a_live_table_is_validated_in_a_migration_of_its_own() {
     let (code, out, err) = run(&dir, &["status", "--check"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn set_not_null_on_a_live_table_goes_through_a_validated_check() {
+    let db = test_db("lint_set_not_null");
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let mut pg = crate::support::Pg::connect(&db.url);
+    let policy = dir.join("policies/coaches.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let from = r#"{ name = "phone", type = "text", nullable = true }"#;
+    assert!(text.contains(from));
+    std::fs::write(
+        &policy,
+        text.replace(from, r#"{ name = "phone", type = "text" }"#),
+    )
+    .unwrap();
+
+    let (code, _, err) = run(&dir, &["generate", "--name", "phone_required"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning:"), "{err}");
+    let add = std::fs::read_to_string(dir.join("migrations/V2__phone_required.sql")).unwrap();
+    assert!(
+        add.contains("CHECK (\"phone\" IS NOT NULL) NOT VALID;"),
+        "{add}"
+    );
+    assert!(!add.contains("SET NOT NULL"), "{add}");
+    let (code, out, _) = run(&dir, &["lint"]);
+    assert_eq!(code, 0, "{out}");
+
+    let (code, _, err) = run(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    let state = pg.one(
+        "SELECT a.attnotnull::text || ',' || (SELECT count(*) FROM pg_constraint c \
+           WHERE c.conrelid = a.attrelid AND c.conname = 'phone_not_null') \
+         FROM pg_attribute a WHERE a.attrelid = 'coaches'::regclass AND a.attname = 'phone'",
+    );
+    assert_eq!(state, "true,0", "NOT NULL set, the helper check dropped");
+    let (code, out, err) = run(&dir, &["status", "--check"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
