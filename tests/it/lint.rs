@@ -1,9 +1,9 @@
 //! `tenantctl lint`: what a migration locks on tables that already exist, for the pending
 //! migrations of a database or the files given; `generate` warns the same.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::harness::{tenantctl, test_db};
+use crate::harness::{tenantctl, test_db, TestDb};
 use crate::support::{generate_and_migrate, write_project};
 
 fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -13,6 +13,19 @@ fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+/// A project migrated to V1 on a fresh test database, then `from` replaced by `to` in
+/// policies/coaches.toml: the next `generate` changes a table that already exists.
+fn migrated_then_edited(label: &str, from: &str, to: &str) -> (TestDb, PathBuf) {
+    let db = test_db(label);
+    let dir = write_project(&db, false);
+    generate_and_migrate(&dir);
+    let policy = dir.join("policies/coaches.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    assert!(text.contains(from), "coaches.toml has no {from}");
+    std::fs::write(&policy, text.replacen(from, to, 1)).unwrap();
+    (db, dir)
 }
 
 #[test]
@@ -137,16 +150,9 @@ fn the_type_changes_generate_calls_rewrites_are_the_ones_postgres_rewrites() {
 
 #[test]
 fn generate_refuses_a_type_change_that_rewrites_a_live_table_without_allow_rewrite() {
-    let db = test_db("lint_allow_rewrite");
-    let dir = write_project(&db, false);
-    generate_and_migrate(&dir);
-    let policy = dir.join("policies/coaches.toml");
-    let text = std::fs::read_to_string(&policy).unwrap();
     let from = r#"{ name = "hired_on", type = "date""#;
-    let edited = text.replace(from, r#"{ name = "hired_on", type = "timestamptz""#);
-    assert_ne!(text, edited);
-    std::fs::write(&policy, edited).unwrap();
-
+    let to = r#"{ name = "hired_on", type = "timestamptz""#;
+    let (_db, dir) = migrated_then_edited("lint_allow_rewrite", from, to);
     let (code, _, err) = run(&dir, &["generate"]);
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -164,17 +170,10 @@ fn generate_refuses_a_type_change_that_rewrites_a_live_table_without_allow_rewri
 
 #[test]
 fn a_check_added_to_a_live_table_is_validated_in_a_migration_of_its_own() {
-    let db = test_db("lint_not_valid");
-    let dir = write_project(&db, false);
-    generate_and_migrate(&dir);
-    let mut pg = crate::support::Pg::connect(&db.url);
-    let policy = dir.join("policies/coaches.toml");
-    let text = std::fs::read_to_string(&policy).unwrap();
     let from = r#"{ name = "phone", type = "text", nullable = true }"#;
     let to = r#"{ name = "phone", type = "text", nullable = true, check = "length(phone) < 40" }"#;
-    assert!(text.contains(from));
-    std::fs::write(&policy, text.replace(from, to)).unwrap();
-
+    let (db, dir) = migrated_then_edited("lint_not_valid", from, to);
+    let mut pg = crate::support::Pg::connect(&db.url);
     let (code, _, err) = run(&dir, &["generate", "--name", "phone_check"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning:"), "{err}");
@@ -204,20 +203,10 @@ fn a_check_added_to_a_live_table_is_validated_in_a_migration_of_its_own() {
 
 #[test]
 fn set_not_null_on_a_live_table_goes_through_a_validated_check() {
-    let db = test_db("lint_set_not_null");
-    let dir = write_project(&db, false);
-    generate_and_migrate(&dir);
-    let mut pg = crate::support::Pg::connect(&db.url);
-    let policy = dir.join("policies/coaches.toml");
-    let text = std::fs::read_to_string(&policy).unwrap();
     let from = r#"{ name = "phone", type = "text", nullable = true }"#;
-    assert!(text.contains(from));
-    std::fs::write(
-        &policy,
-        text.replace(from, r#"{ name = "phone", type = "text" }"#),
-    )
-    .unwrap();
-
+    let to = r#"{ name = "phone", type = "text" }"#;
+    let (db, dir) = migrated_then_edited("lint_set_not_null", from, to);
+    let mut pg = crate::support::Pg::connect(&db.url);
     let (code, _, err) = run(&dir, &["generate", "--name", "phone_required"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning:"), "{err}");
