@@ -66,6 +66,9 @@ pub enum Command {
     /// Add an empty hand-written migrations/V<n>__<name>.sql (a backfill, a data fix) after the
     /// newest one. generate and plan leave hand-written migrations alone.
     New(NewArgs),
+    /// What each migration locks and for how long (rule ids follow squawk's): the migrations the
+    /// database has not applied yet, or the files given. Exit 1 when it finds something.
+    Lint(LintArgs),
     /// Apply pending migrations, one transaction each, under an advisory lock.
     Migrate(MigrateArgs),
     /// List applied, pending, divergent and missing migrations.
@@ -232,6 +235,10 @@ pub struct GenerateArgs {
     /// changed permissive policy, a dropped restrictive one, more privileges).
     #[arg(long)]
     pub allow_widening: bool,
+    /// Allow a column type change that makes Postgres rewrite an existing table (and its
+    /// indexes) under a lock that blocks reads and writes.
+    #[arg(long)]
+    pub allow_rewrite: bool,
     /// Write without test-applying the new migration in a scratch database of the embedded
     /// cluster (`migrate --dry-run` checks it later).
     #[arg(long)]
@@ -242,6 +249,13 @@ pub struct GenerateArgs {
 pub struct NewArgs {
     /// Migration name: letters, digits and underscores (`backfill_phones`).
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Migration files to lint (default: those not yet applied to the database).
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

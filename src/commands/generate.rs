@@ -27,6 +27,8 @@ pub struct Settings {
     /// A change that widens what a role can see or write is written in CI ($CI set) only with
     /// --allow-widening.
     pub allow_widening: bool,
+    /// Allow a column type change that rewrites an existing table.
+    pub allow_rewrite: bool,
     /// $CI is set.
     pub ci: bool,
     /// Where to test-apply the new migration before writing it; None: not test-applied
@@ -53,6 +55,8 @@ struct Pending {
     schema: crate::model::Schema,
     /// What changes, for the header, and what widens a role's reach.
     summary: sqlgen::Summary,
+    /// Column type changes that rewrite an existing table.
+    rewrites: Vec<sqlgen::Rewrite>,
 }
 
 fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
@@ -77,7 +81,9 @@ fn compute(project: &Project, allow_destructive: bool) -> Result<Pending> {
         );
     }
     let summary = sqlgen::summarize(snap.as_ref().map(|s| &s.schema), &schema);
+    let rewrites = sqlgen::rewrites(snap.as_ref().map(|s| &s.schema), &schema);
     Ok(Pending {
+        rewrites,
         version: last + 1,
         statements,
         schema,
@@ -103,11 +109,9 @@ pub fn plan(project: &Project, settings: &PlanSettings) -> Result<Outcome> {
             )
         }
         Format::Table => {
-            let header = p.summary.header();
-            print!(
-                "{}",
-                sqlgen::render(p.version, "planned", &header, &p.statements)
-            )
+            for (_, text) in files(&p, "planned") {
+                print!("{text}");
+            }
         }
     }
     Ok(Outcome::Clean)
@@ -135,26 +139,75 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
         None => "policies".to_string(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file = dir.join(format!("V{}__{name}.sql", p.version));
     refuse_widening(&p.summary, settings)?;
-    let text = sqlgen::render(p.version, &name, &p.summary.header(), &p.statements);
-    check_applies(project, &settings.test_apply, &file, &text, &p.schema).await?;
-    snapshot::write_atomic(&file, &text)?;
-    if let Err(e) = snapshot::save(&dir, p.version, &p.schema) {
+    refuse_rewrite(&p.rewrites, settings.allow_rewrite)?;
+    let written: Vec<(std::path::PathBuf, String)> = files(&p, &name)
+        .into_iter()
+        .map(|(stem, text)| (dir.join(format!("{stem}.sql")), text))
+        .collect();
+    check_applies(project, &settings.test_apply, &written, &p.schema).await?;
+    let last = p.version + written.len() as u32 - 1;
+    for (file, text) in &written {
+        snapshot::write_atomic(file, text)?;
+    }
+    if let Err(e) = snapshot::save(&dir, last, &p.schema) {
         // Never leave a migration without the snapshot that describes it.
-        let _ = std::fs::remove_file(&file);
+        for (file, _) in &written {
+            let _ = std::fs::remove_file(file);
+        }
         return Err(e);
     }
-    let shown = super::render::project_path(project, &file);
+    let mut report = Vec::new();
+    let texts: Vec<&str> = written.iter().map(|(_, t)| t.as_str()).collect();
+    let linted = crate::migrate::lint::lint_files(&texts);
+    for ((file, _), findings) in written.iter().zip(linted) {
+        let shown = super::render::project_path(project, file);
+        // Warnings only: what the new migrations lock on tables that already exist.
+        for f in &findings {
+            eprintln!("warning: {}", super::render::lint_finding(&shown, f));
+        }
+        report.push((shown, findings));
+    }
     match settings.format {
         Format::Json => crate::output::print_json(&json!({
-            "written": shown, "version": p.version, "statements": p.statements.len(),
+            "written": report[0].0, "version": last, "statements": p.statements.len(),
+            "files": report.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            "lint": report.iter().flat_map(|(_, l)| l).collect::<Vec<_>>(),
         })),
         Format::Table => {
-            eprintln!("Wrote {shown} ({} statements).", p.statements.len())
+            let shown: Vec<&str> = report.iter().map(|(f, _)| f.as_str()).collect();
+            eprintln!(
+                "Wrote {} ({} statements).",
+                shown.join(" and "),
+                p.statements.len()
+            )
         }
     }
     Ok(Outcome::Clean)
+}
+
+/// The migrations the change makes, as (file stem, text): one, and a second one after it with
+/// the `VALIDATE CONSTRAINT`s of constraints the first adds `NOT VALID` to existing tables, so
+/// that each runs in a transaction of its own.
+fn files(p: &Pending, name: &str) -> Vec<(String, String)> {
+    let (now, later): (Vec<Statement>, Vec<Statement>) =
+        p.statements.iter().cloned().partition(|s| !s.later);
+    let mut out = vec![(
+        format!("V{}__{name}", p.version),
+        sqlgen::render(p.version, name, &p.summary.header(), &now),
+    )];
+    if !later.is_empty() {
+        let (v, name) = (p.version + 1, format!("{name}_validate"));
+        let header = vec![format!(
+            "-- Validates the constraints V{} added NOT VALID (a transaction of its own: writes go on).",
+            p.version
+        )];
+        out.push((
+            format!("V{v}__{name}"),
+            sqlgen::render(v, &name, &header, &later),
+        ));
+    }
+    out
 }
 
 /// Test-apply the new migration on top of the existing ones in a scratch database (always
@@ -163,8 +216,7 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
 async fn check_applies(
     project: &Project,
     how: &TestApply,
-    file: &std::path::Path,
-    text: &str,
+    written: &[(std::path::PathBuf, String)],
     schema: &crate::model::Schema,
 ) -> Result<()> {
     let server = match how {
@@ -178,19 +230,21 @@ async fn check_applies(
             return Ok(());
         }
     };
-    let stem = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let new = refinery::Migration::unapplied(stem, text)
-        .map_err(|e| anyhow::anyhow!("cannot read the new migration: {e}"))?;
     let dir = project.migrations_dir();
     let mut all = if snapshot::migration_files(&dir)?.is_empty() {
         Vec::new()
     } else {
         crate::migrate::load_migrations(project)?
     };
-    all.push(new);
+    for (file, text) in written {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let new = refinery::Migration::unapplied(stem, text)
+            .map_err(|e| anyhow::anyhow!("cannot read the new migration: {e}"))?;
+        all.push(new);
+    }
     let replay: Vec<&refinery::Migration> = all.iter().collect();
     let path = postgres_protocol::escape::escape_identifier(&schema.tenancy.table_schema);
     let after = "; nothing was written";
@@ -201,6 +255,14 @@ async fn check_applies(
     let Some(f) = failure else {
         return Ok(());
     };
+    // The file that failed is the one the failure names.
+    let text = written
+        .iter()
+        .find(|(file, _)| {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+            f.text.contains(name)
+        })
+        .map_or("", |(_, text)| text.as_str());
     let pointer =
         f.at.and_then(|(line, _)| policy_pointer(project, text, line, &f.message))
             .map_or(String::new(), |p| format!("\n  policy: {p}"));
@@ -265,6 +327,25 @@ fn refuse_widening(summary: &sqlgen::Summary, settings: &Settings) -> Result<()>
     bail!(
         "the change widens what a role can see or write, and $CI is set; nothing was written:\n{}\n  \
          hint: review it with `tenantctl plan`; if it is intended, run again with --allow-widening",
+        lines.join("\n")
+    )
+}
+
+/// A column type change that rewrites a table that already exists holds an ACCESS EXCLUSIVE lock
+/// (no reads, no writes) for as long as the rewrite takes: only with --allow-rewrite.
+fn refuse_rewrite(rewrites: &[sqlgen::Rewrite], allow: bool) -> Result<()> {
+    if allow || rewrites.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = rewrites
+        .iter()
+        .map(|r| format!("  {} -> {}  ({})", r.from, r.to, r.provenance))
+        .collect();
+    bail!(
+        "the change rewrites a table that already exists, blocking its reads and writes while it \
+         runs; nothing was written:\n{}\n  \
+         hint: add a new column and backfill it instead; if a rewrite is acceptable (a small \
+         table, a maintenance window), run again with --allow-rewrite",
         lines.join("\n")
     )
 }

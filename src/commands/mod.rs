@@ -9,6 +9,7 @@ pub mod dev;
 pub mod exec;
 pub mod generate;
 pub mod init;
+pub mod lint;
 pub mod migrate;
 pub mod new;
 mod render;
@@ -77,6 +78,7 @@ async fn dispatch(
                 name: args.name,
                 allow_destructive: args.allow_destructive,
                 allow_widening: args.allow_widening,
+                allow_rewrite: args.allow_rewrite,
                 ci: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
                 test_apply: test_apply_server(project, args.offline)?,
                 format,
@@ -90,6 +92,15 @@ async fn dispatch(
                 format,
             };
             new::run(project, &settings)
+        }
+        Command::Lint(args) => {
+            let files = if args.files.is_empty() {
+                project.require()?;
+                lint::Files::Pending(Box::new(connect_to(project, global)?))
+            } else {
+                lint::Files::Given(args.files)
+            };
+            lint::run(project, &lint::Settings { files, format }).await
         }
         Command::Migrate(args) => {
             project.require()?;

@@ -60,6 +60,25 @@ pub fn confirm(prompt: &str, expected: &str) -> anyhow::Result<bool> {
 
 pub use crate::output::{fit, wrap};
 
+/// A lint finding as `lint` prints it and `generate` warns it: where, which rule, what it locks
+/// and for how long, and what to write instead (prose wrapped to 100 columns when piped).
+pub fn lint_finding(file: &str, f: &crate::migrate::lint::Finding) -> String {
+    let head = format!(
+        "{file}:{}:{}: {} on {:?}",
+        f.line, f.column, f.rule, f.table
+    );
+    let locks = indented(&format!("locks {}, {}", f.lock, f.held));
+    let instead = indented(&format!("instead: {}", f.hint));
+    format!("{head}\n{locks}\n{instead}")
+}
+
+/// Prose indented by two, wrapped like `output::wrap` (whose continuation lines are indented by
+/// two): a one-character word stands in for the indent while wrapping.
+fn indented(text: &str) -> String {
+    let wrapped = output::wrap(&format!("- {text}"));
+    format!(" {}", &wrapped[1..])
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -4,6 +4,7 @@
 pub mod adopt;
 pub mod adopt_catalog;
 mod history;
+pub(crate) mod lint;
 pub mod pooler;
 pub mod preflight;
 mod runner;

@@ -101,12 +101,14 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
         provenance: format!("{source}: table {name} (Citus)"),
         sql,
         destructive: false,
+        later: false,
     };
     let prov = format!("{}: tenancy (Citus)", t.source);
     let mut out = vec![Statement {
         provenance: prov,
         sql: format!("{SEQUENTIAL};"),
         destructive: false,
+        later: false,
     }];
     // Co-located with the first distributed table that already exists, else the first new one.
     let mut anchor = old

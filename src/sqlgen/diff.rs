@@ -20,13 +20,22 @@ impl Out {
             provenance: provenance.into(),
             sql: sql.into(),
             destructive: false,
+            later: false,
         });
+    }
+    /// A statement for the migration after this one (see `Statement::later`).
+    fn later(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
+        self.push(provenance, sql);
+        if let Some(last) = self.stmts.last_mut() {
+            last.later = true;
+        }
     }
     fn destructive(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
         self.stmts.push(Statement {
             provenance: provenance.into(),
             sql: sql.into(),
             destructive: true,
+            later: false,
         });
     }
 }
@@ -333,9 +342,21 @@ impl<'a> Diff<'a> {
                 None => self.out.push(prov, format!("{at} DROP DEFAULT;")),
             }
         }
-        if oc.nullable != nc.nullable {
-            let verb = if nc.nullable { "DROP" } else { "SET" };
-            self.out.push(prov, format!("{at} {verb} NOT NULL;"));
+        if oc.nullable != nc.nullable && nc.nullable {
+            self.out.push(prov, format!("{at} DROP NOT NULL;"));
+        } else if oc.nullable != nc.nullable {
+            // Without a full scan under ACCESS EXCLUSIVE: a NOT VALID check now, validated in the
+            // next migration (reads and writes go on), which Postgres then trusts for SET NOT NULL.
+            let table = format!("ALTER TABLE {}", rel(self.s, tname));
+            let check = q(&format!("{}_not_null", nc.name));
+            let expr = format!("{} IS NOT NULL", q(&nc.name));
+            let add = format!("{table} ADD CONSTRAINT {check} CHECK ({expr}) NOT VALID;");
+            self.out.push(prov, add);
+            self.out
+                .later(prov, format!("{table} VALIDATE CONSTRAINT {check};"));
+            self.out.later(prov, format!("{at} SET NOT NULL;"));
+            self.out
+                .later(prov, format!("{table} DROP CONSTRAINT {check};"));
         }
     }
 
@@ -351,15 +372,23 @@ impl<'a> Diff<'a> {
                     let changed = ot.is_some_and(|ot| ot.constraints.get(cname) != Some(c));
                     // Non-FK constraints of new tables are inline in CREATE TABLE.
                     if (ot.is_none() && fk_pass) || changed {
-                        self.out.push(
-                            format!("{}: constraint {cname} on {tname}", nt.source),
-                            format!(
-                                "ALTER TABLE {} ADD CONSTRAINT {} {};",
-                                rel(self.s, tname),
-                                q(cname),
-                                constraint_def(self.s, c)
-                            ),
-                        );
+                        let prov = format!("{}: constraint {cname} on {tname}", nt.source);
+                        let at = format!("ALTER TABLE {}", rel(self.s, tname));
+                        let def = constraint_def(self.s, c);
+                        // On a table that exists (and has rows): added NOT VALID, a brief lock;
+                        // every row checked by VALIDATE in the next migration, under a lock
+                        // that lets reads and writes through.
+                        let checked = c.is_foreign_key() || matches!(c, Constraint::Check { .. });
+                        let live = ot.is_some() && checked;
+                        if live {
+                            let add = format!("{at} ADD CONSTRAINT {} {def} NOT VALID;", q(cname));
+                            self.out.push(&prov, add);
+                            let check = format!("{at} VALIDATE CONSTRAINT {};", q(cname));
+                            self.out.later(prov, check);
+                        } else {
+                            let add = format!("{at} ADD CONSTRAINT {} {def};", q(cname));
+                            self.out.push(prov, add);
+                        }
                     }
                 }
             }

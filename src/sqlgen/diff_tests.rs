@@ -9,7 +9,11 @@ fn text(stmts: &[Statement]) -> String {
     stmts
         .iter()
         .map(|s| {
-            let flag = if s.destructive { " [destructive]" } else { "" };
+            let flag = match (s.destructive, s.later) {
+                (true, _) => " [destructive]",
+                (_, true) => " [next migration]",
+                _ => "",
+            };
             format!("-- {}{flag}\n{}\n", s.provenance, s.sql)
         })
         .collect()
@@ -63,6 +67,15 @@ fn cases() -> Vec<Case> {
                 base(),
             )
         },
+        case(
+            "column_set_not_null",
+            edited(
+                "gyms.toml",
+                "{ name = \"name\", type = \"text\" }",
+                "{ name = \"name\", type = \"text\", nullable = true }",
+            ),
+            base(),
+        ),
         case(
             "column_type_default_and_null_changed",
             base(),

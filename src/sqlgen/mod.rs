@@ -8,6 +8,7 @@ pub mod bench;
 pub mod citus;
 mod declared;
 mod diff;
+mod diff_live;
 mod diff_summary;
 mod fixes;
 mod helpers;
@@ -19,6 +20,7 @@ pub mod tenants;
 
 pub use declared::*;
 pub use diff::diff;
+pub use diff_live::{rewrites, type_change_rewrites, Rewrite};
 pub use diff_summary::{summarize, Summary};
 pub use fixes::*;
 pub use helpers::*;
@@ -38,6 +40,10 @@ pub struct Statement {
     pub sql: String,
     /// Loses data (DROP TABLE, DROP COLUMN): needs --allow-destructive.
     pub destructive: bool,
+    /// Runs in a migration of its own after the others (`VALIDATE CONSTRAINT` of a constraint
+    /// added `NOT VALID` to a table that already exists): refinery runs each migration in one
+    /// transaction, and the ADD's lock must be released before the validating scan.
+    pub later: bool,
 }
 
 pub(crate) fn q(name: &str) -> String {

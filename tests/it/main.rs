@@ -11,6 +11,7 @@ mod dry_run;
 mod edges;
 mod harness;
 mod isolation;
+mod lint;
 mod matrix;
 mod migrate;
 mod model_growth;
