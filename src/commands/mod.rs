@@ -74,16 +74,7 @@ async fn dispatch(
         }
         Command::Generate(args) => {
             project.require()?;
-            let settings = generate::Settings {
-                name: args.name,
-                allow_destructive: args.allow_destructive,
-                allow_widening: args.allow_widening,
-                allow_rewrite: args.allow_rewrite,
-                ci: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
-                test_apply: test_apply_server(project, args.offline)?,
-                format,
-            };
-            generate::generate(project, &settings).await
+            generate::generate(project, &generate_settings(project, args, format)?).await
         }
         Command::New(args) => {
             project.require()?;
@@ -153,6 +144,22 @@ async fn dispatch(
             tenant::run(project, &target, &action, format).await
         }
     }
+}
+
+fn generate_settings(
+    project: &Project,
+    args: crate::cli::GenerateArgs,
+    format: Format,
+) -> Result<generate::Settings> {
+    Ok(generate::Settings {
+        name: args.name,
+        allow_destructive: args.allow_destructive,
+        allow_widening: args.allow_widening,
+        allow_rewrite: args.allow_rewrite,
+        ci: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
+        test_apply: test_apply_server(project, args.offline)?,
+        format,
+    })
 }
 
 /// The database to work on, as the settings resolved it. When none was given, this is where the
