@@ -55,6 +55,22 @@ pub fn write_project(db: &TestDb, with_fixtures: bool) -> PathBuf {
     dir
 }
 
+/// A copy of the project in `from` (tenantctl.toml, policies/, migrations/) in a new directory,
+/// for a test that changes its configuration or adds a policy file without touching the original.
+pub fn copy_project(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        from.join("tenantctl.toml"),
+        dir.path().join("tenantctl.toml"),
+    )
+    .unwrap();
+    for sub in ["policies", "migrations"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        copy_dir(&from.join(sub), &dir.path().join(sub));
+    }
+    dir
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();

@@ -673,11 +673,7 @@ fn app_url_probes_as_the_login_and_refuses_operator_roles() {
         assert!(stderr.contains(says), "{stderr}");
     }
     // A login declared an operator in tenantctl.toml is refused too.
-    let project = tempfile::tempdir().unwrap();
-    for sub in ["policies", "migrations"] {
-        std::fs::create_dir(project.path().join(sub)).unwrap();
-        crate::support::copy_dir(&t.dir.join(sub), &project.path().join(sub));
-    }
+    let project = crate::support::copy_project(&t.dir);
     let toml = std::fs::read_to_string(t.dir.join("tenantctl.toml")).unwrap();
     std::fs::write(
         project.path().join("tenantctl.toml"),

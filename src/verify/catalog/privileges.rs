@@ -148,7 +148,7 @@ pub(super) async fn check(
 ) -> Result<()> {
     let grantees = closure.grantees();
     let what = "cannot read the privileges of the roles that can act as the application";
-    let held = query(
+    let mut held = query(
         client,
         UNDECLARED,
         typed![&grantees, &declared_tables],
@@ -156,7 +156,6 @@ pub(super) async fn check(
         Held::from_row,
     )
     .await?;
-    let mut held = held;
     if crate::pg::unnamed::relation_exists(client, "pg_catalog.pg_parameter_acl").await? {
         held.extend(query(client, PARAMETERS, typed![&grantees], what, Held::from_row).await?);
     }

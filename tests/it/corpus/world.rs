@@ -293,16 +293,7 @@ pub const HARDENING: &[Case] = &[
 /// Verify `url` (JSON) with the template's project plus one more policy file holding `allow`.
 fn verify_allowing(url: &str, allow: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let t = super::template();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        t.dir.join("tenantctl.toml"),
-        dir.path().join("tenantctl.toml"),
-    )
-    .unwrap();
-    for sub in ["policies", "migrations"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        crate::support::copy_dir(&t.dir.join(sub), &dir.path().join(sub));
-    }
+    let dir = crate::support::copy_project(&t.dir);
     std::fs::write(dir.path().join("policies/zz_allow.toml"), allow).unwrap();
     let out = crate::harness::tenantctl(dir.path())
         .args([
