@@ -166,11 +166,19 @@ pub fn load(dir: &Path) -> Result<Option<Snapshot>> {
 
 /// Write the snapshot atomically (temp file + rename), so a crash never leaves half a file.
 pub fn save(dir: &Path, version: u32, schema: &Schema) -> Result<()> {
-    let snap = Snapshot {
+    /// The file's shape, serialized from a borrowed model (a 200-table model is not cloned).
+    #[derive(Serialize)]
+    struct Saved<'a> {
+        format: u32,
+        version: u32,
+        helpers: u32,
+        schema: &'a Schema,
+    }
+    let snap = Saved {
         format: FORMAT,
         version,
         helpers: HELPERS,
-        schema: schema.clone(),
+        schema,
     };
     let mut text = serde_json::to_string_pretty(&snap)?;
     text.push('\n');

@@ -1,6 +1,7 @@
 //! The statements that take a database from one compiled model to another (from nothing, for
 //! the first migration), in a fixed order of phases.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
@@ -97,12 +98,16 @@ pub fn diff(old: Option<&Schema>, new: &Schema, refresh_helpers: bool) -> Vec<St
     d.out.stmts
 }
 
-/// The model with its global tables among the tables.
-fn with_globals(s: &Schema) -> Schema {
+/// The model with its global tables among the tables (borrowed as it is when it has none: a
+/// copy of a 200-table model is a good part of what `generate` costs).
+fn with_globals(s: &Schema) -> Cow<'_, Schema> {
+    if s.globals.is_empty() {
+        return Cow::Borrowed(s);
+    }
     let mut s = s.clone();
     let globals = std::mem::take(&mut s.globals);
     s.tables.extend(globals);
-    s
+    Cow::Owned(s)
 }
 
 /// The table and its partitions that both models have: what a policy or grant change applies to.

@@ -18,11 +18,13 @@ pub fn rewrites(old: Option<&Schema>, new: &Schema) -> Vec<Rewrite> {
     let Some(old) = old else {
         return Vec::new();
     };
-    let all = |s: &'_ Schema| s.tables.clone().into_iter().chain(s.globals.clone());
+    fn all(s: &Schema) -> impl Iterator<Item = (&String, &crate::model::Table)> {
+        s.tables.iter().chain(s.globals.iter())
+    }
     let old_tables: std::collections::BTreeMap<_, _> = all(old).collect();
     let mut out = Vec::new();
     for (tname, nt) in all(new) {
-        let Some(ot) = old_tables.get(&tname) else {
+        let Some(ot) = old_tables.get(tname) else {
             continue;
         };
         for nc in &nt.columns {
