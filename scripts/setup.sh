@@ -9,6 +9,9 @@
 #                              under .tenantctl/pg/<major>/) beside Debian's 15, and PgBouncer
 #                              (Debian's package; 1.18 on Debian 12). Prints one line per version:
 #                              `pg <major> <bindir>`.
+#   scripts/setup.sh --test    everything `cargo test` needs: --citus (below) and pgrls 0.57.1 (the
+#                              RLS linter from PyPI, in a virtualenv at .tenantctl/tools/pgrls; the
+#                              test tests/it/pgrls.rs runs it on a freshly migrated database).
 #   scripts/setup.sh --citus   also Citus 13.2.2 for the Citus target's tests: builds the source in
 #                              vendor/citus/ against Debian's PostgreSQL 15 (build dependencies from
 #                              Debian's packages, the headers pinned to the installed server) in
@@ -21,11 +24,13 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 matrix=0
 citus=0
+pgrls=0
 for arg in "$@"; do
   case "$arg" in
     --matrix) matrix=1 ;;
     --citus) citus=1 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --test) citus=1; pgrls=1 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +49,10 @@ command -v psql >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/psql >/dev/null 
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 if [ "$matrix" -eq 1 ]; then
   command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+fi
+
+if [ "$pgrls" -eq 1 ]; then
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -71,6 +80,17 @@ echo "setup: ok (PostgreSQL server: ${TENANTCTL_PG_BINDIR:-${bindir:-$(dirname "
 
 if [ "$citus" -eq 1 ]; then
   "$here/scripts/setup-citus.sh"
+fi
+if [ "$pgrls" -eq 1 ]; then
+  # pgrls, pinned: the version tests/it/pgrls.rs was written against.
+  venv="$here/.tenantctl/tools/pgrls"
+  if ! "$venv/bin/pgrls" --version 2>/dev/null | grep -q "0\.57\.1"; then
+    echo "setup: installing pgrls 0.57.1 from PyPI into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "pgrls==0.57.1" >&2
+  fi
+  echo "pgrls $("$venv/bin/pgrls" --version | awk '{print $NF}') $venv/bin/pgrls"
 fi
 [ "$matrix" -eq 1 ] || exit 0
 

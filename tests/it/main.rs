@@ -15,6 +15,7 @@ mod lint;
 mod matrix;
 mod migrate;
 mod model_growth;
+mod pgrls;
 mod pooler;
 mod support;
 mod tenants;
