@@ -6,7 +6,8 @@
 #   scripts/bench-plan.sh [TABLES]      # TABLES defaults to 200; needs hyperfine (apt-get install hyperfine)
 #
 # `generate --offline` (no test-apply: that needs a server) runs against a fresh migrations/ each time (hyperfine --prepare), so every run
-# writes the whole first migration. Target: under 20 ms each. docs/performance.md keeps a run.
+# writes the whole first migration; then the same after a one-column change, with V1 and its
+# snapshot in place. Target: under 20 ms each. docs/performance.md keeps a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
@@ -55,4 +56,15 @@ echo "$N tables (target: under 20 ms each):"
 hyperfine -N --warmup 5 --runs 60 --style none --export-json "$work/big.json" \
     --prepare "rm -rf migrations && mkdir migrations" "$T plan" "$T generate --offline" >/dev/null
 report "$work/big.json"
+# The day-to-day case: the first migration and its snapshot exist, one table gains a column;
+# `generate` reads the 200-table snapshot, diffs, lints and writes V2 (reset before each run;
+# the new column's grants widen what the roles reach, which $CI would refuse without the flag).
+$T generate --offline >/dev/null 2>&1
+cp -r migrations "$work/initial"
+sed -i 's/^  { name = "notes", type = "text", nullable = true },$/&\n  { name = "extra", type = "text", nullable = true },/' policies/t100.toml
+echo "$N tables, one column added (V1 and its snapshot exist):"
+hyperfine -N --warmup 5 --runs 60 --style none --export-json "$work/change.json" \
+    --prepare "rm -rf migrations && cp -r $work/initial migrations" "$T plan" \
+    "$T generate --offline --allow-widening" >/dev/null
+report "$work/change.json"
 echo "load average when done: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
