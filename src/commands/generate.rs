@@ -186,16 +186,21 @@ pub async fn generate(project: &Project, settings: &Settings) -> Result<Outcome>
     Ok(Outcome::Clean)
 }
 
-/// The migrations the change makes, as (file stem, text): one, and a second one after it with
-/// the `VALIDATE CONSTRAINT`s of constraints the first adds `NOT VALID` to existing tables, so
-/// that each runs in a transaction of its own.
+/// The migrations the change makes, as (file stem, text): the main one; after it, one with the
+/// `VALIDATE CONSTRAINT`s of constraints the main one adds `NOT VALID` to existing tables, so that
+/// each runs in a transaction of its own; last, a non-transactional one with the indexes built
+/// or dropped CONCURRENTLY on existing tables (alone when the change is only that).
 fn files(p: &Pending, name: &str) -> Vec<(String, String)> {
-    let (now, later): (Vec<Statement>, Vec<Statement>) =
-        p.statements.iter().cloned().partition(|s| !s.later);
-    let mut out = vec![(
-        format!("V{}__{name}", p.version),
-        sqlgen::render(p.version, name, &p.summary.header(), &now),
-    )];
+    let (concurrent, rest): (Vec<Statement>, Vec<Statement>) =
+        p.statements.iter().cloned().partition(|s| s.concurrent);
+    let (now, later): (Vec<Statement>, Vec<Statement>) = rest.into_iter().partition(|s| !s.later);
+    let mut out = Vec::new();
+    if !now.is_empty() || concurrent.is_empty() {
+        out.push((
+            format!("V{}__{name}", p.version),
+            sqlgen::render(p.version, name, &p.summary.header(), &now),
+        ));
+    }
     if !later.is_empty() {
         let (v, name) = (p.version + 1, format!("{name}_validate"));
         let header = vec![format!(
@@ -205,6 +210,22 @@ fn files(p: &Pending, name: &str) -> Vec<(String, String)> {
         out.push((
             format!("V{v}__{name}"),
             sqlgen::render(v, &name, &header, &later),
+        ));
+    }
+    if !concurrent.is_empty() {
+        let (v, name) = (p.version + out.len() as u32, format!("{name}_index"));
+        // The marker among the leading comments: `migrate` runs it outside a transaction.
+        let mut header = vec![format!(
+            "{}\n{}",
+            sqlgen::NO_TRANSACTION_MARKER,
+            sqlgen::no_transaction_header().trim_end()
+        )];
+        if out.is_empty() {
+            header.extend(p.summary.header());
+        }
+        out.push((
+            format!("V{v}__{name}"),
+            sqlgen::render(v, &name, &header, &concurrent),
         ));
     }
     out

@@ -102,6 +102,7 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
         sql,
         destructive: false,
         later: false,
+        concurrent: false,
     };
     let prov = format!("{}: tenancy (Citus)", t.source);
     let mut out = vec![Statement {
@@ -109,6 +110,7 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
         sql: format!("{SEQUENTIAL};"),
         destructive: false,
         later: false,
+        concurrent: false,
     }];
     // Co-located with the first distributed table that already exists, else the first new one.
     let mut anchor = old

@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::ident::{dollar_quote, literal};
-use crate::model::{
-    Backend, Column, Constraint, Grant, Index, OnDelete, Policy, Schema, Table, Tenancy,
-};
+use crate::model::{Backend, Column, Constraint, Grant, OnDelete, Policy, Schema, Table, Tenancy};
 
 #[derive(Default)]
 struct Out {
@@ -21,7 +19,15 @@ impl Out {
             sql: sql.into(),
             destructive: false,
             later: false,
+            concurrent: false,
         });
+    }
+    /// A statement for the non-transactional migration (see `Statement::concurrent`).
+    fn concurrent(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
+        self.push(provenance, sql);
+        if let Some(last) = self.stmts.last_mut() {
+            last.concurrent = true;
+        }
     }
     /// A statement for the migration after this one (see `Statement::later`).
     fn later(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
@@ -36,6 +42,7 @@ impl Out {
             sql: sql.into(),
             destructive: true,
             later: false,
+            concurrent: false,
         });
     }
 }
@@ -226,9 +233,10 @@ impl<'a> Diff<'a> {
     fn drop_indexes(&mut self, ot: &Table, nt: &Table) {
         for (iname, oi) in &ot.indexes {
             if nt.indexes.get(iname) != Some(oi) {
-                self.out.push(
+                // The table exists and has rows: dropped without blocking its reads.
+                self.out.concurrent(
                     format!("{}: index {iname}", nt.source),
-                    format!("DROP INDEX {};", rel(self.s, iname)),
+                    drop_index_concurrently(self.s, iname),
                 );
             }
         }
@@ -400,10 +408,15 @@ impl<'a> Diff<'a> {
         for (tname, ot, nt) in self.tables() {
             for (iname, ix) in &nt.indexes {
                 if ot.and_then(|t| t.indexes.get(iname)) != Some(ix) {
-                    self.out.push(
-                        format!("{}: index {iname}", nt.source),
-                        index_def(&rel(self.s, tname), iname, ix),
-                    );
+                    let prov = format!("{}: index {iname}", nt.source);
+                    let table = rel(self.s, tname);
+                    if ot.is_some() {
+                        // A table that exists (and has rows): built while writes go on.
+                        let sql = create_index_concurrently(&table, iname, ix);
+                        self.out.concurrent(prov, sql);
+                    } else {
+                        self.out.push(prov, index_def(&table, iname, ix));
+                    }
                 }
             }
         }
@@ -639,16 +652,6 @@ fn constraint_def(schema: &str, c: &Constraint) -> String {
             )
         }
     }
-}
-
-fn index_def(table: &str, name: &str, ix: &Index) -> String {
-    let unique = if ix.unique { "UNIQUE " } else { "" };
-    format!(
-        "CREATE {unique}INDEX {} ON {} ({});",
-        q(name),
-        table,
-        qlist(&ix.columns)
-    )
 }
 
 fn create_table(out: &mut Out, schema: &Schema, name: &str, table: &Table) {

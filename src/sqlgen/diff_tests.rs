@@ -9,9 +9,10 @@ fn text(stmts: &[Statement]) -> String {
     stmts
         .iter()
         .map(|s| {
-            let flag = match (s.destructive, s.later) {
-                (true, _) => " [destructive]",
-                (_, true) => " [next migration]",
+            let flag = match (s.destructive, s.later, s.concurrent) {
+                (true, _, _) => " [destructive]",
+                (_, true, _) => " [next migration]",
+                (_, _, true) => " [non-transactional migration]",
                 _ => "",
             };
             format!("-- {}{flag}\n{}\n", s.provenance, s.sql)

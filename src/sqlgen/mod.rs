@@ -6,6 +6,7 @@ use postgres_protocol::escape::escape_identifier;
 
 pub mod bench;
 pub mod citus;
+mod concurrent;
 mod declared;
 mod diff;
 mod diff_live;
@@ -18,6 +19,7 @@ mod probe;
 mod probe_statements;
 pub mod tenants;
 
+pub use concurrent::*;
 pub use declared::*;
 pub use diff::diff;
 pub use diff_live::{rewrites, type_change_rewrites, Rewrite};
@@ -44,6 +46,10 @@ pub struct Statement {
     /// added `NOT VALID` to a table that already exists): refinery runs each migration in one
     /// transaction, and the ADD's lock must be released before the validating scan.
     pub later: bool,
+    /// Runs in a non-transactional migration of its own, after the others: an index built or
+    /// dropped `CONCURRENTLY` on a table that already exists (Postgres refuses CONCURRENTLY in a
+    /// transaction block; without it, the build blocks the table's writes).
+    pub concurrent: bool,
 }
 
 pub(crate) fn q(name: &str) -> String {
