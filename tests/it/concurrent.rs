@@ -141,3 +141,148 @@ fn an_index_added_to_a_filled_table_never_blocks_a_writer() {
     );
     assert_eq!(history(&mut pg), ["1", "2"]);
 }
+
+/// `tenantctl new --no-transaction NAME` with `body` appended: the file.
+fn hand_written(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let (code, out, err) = output(dir, &["new", "--no-transaction", name, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let file = dir.join(v["written"].as_str().unwrap());
+    let header = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        header.contains("\n-- tenantctl: no-transaction\n"),
+        "{header}"
+    );
+    std::fs::write(&file, header + body).unwrap();
+    file
+}
+
+#[test]
+fn an_invalid_leftover_index_is_dropped_and_built_again_and_the_history_records_it() {
+    let (db, dir) = filled("conc_invalid", 10);
+    let mut pg = Pg::connect(&db.url);
+    // Two coaches share a phone: the unique build fails and leaves an INVALID index.
+    pg.batch("UPDATE coaches SET phone = '555' WHERE email IN (SELECT email FROM coaches ORDER BY email LIMIT 2)")
+        .unwrap();
+    let file = hand_written(
+        &dir,
+        "coach_phone",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS coaches_email_idx ON coaches (gym_id, email);\n\
+         CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS coaches_phone_key ON coaches (gym_id, phone);\n",
+    );
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 2, "{err}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.contains("coaches_phone_key"))
+        .unwrap();
+    assert!(
+        err.contains(&format!(
+            "V2__coach_phone.sql:{line}:1 failed: could not create unique index"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("the database stays at V1"), "{err}");
+    assert!(err.contains("a rerun skips them"), "{err}");
+    assert_eq!(index_state(&mut pg, "coaches_email_idx"), (true, true));
+    assert_eq!(index_state(&mut pg, "coaches_phone_key"), (true, false));
+    assert_eq!(history(&mut pg), ["1"], "recorded a failed migration");
+
+    // Duplicates removed: the rerun drops the INVALID leftover (IF NOT EXISTS would keep it) and
+    // builds it again; the first index is skipped.
+    pg.batch("UPDATE coaches SET phone = NULL").unwrap();
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("coaches_phone_key is INVALID") && err.contains("building it again"),
+        "{err}"
+    );
+    assert_eq!(index_state(&mut pg, "coaches_phone_key"), (true, true));
+    assert_eq!(history(&mut pg), ["1", "2"]);
+    let (code, out, err) = output(&dir, &["status", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["migrations"][1]["name"], "coach_phone", "{v}");
+    assert_eq!(v["migrations"][1]["state"], "applied", "{v}");
+
+    // Recorded with refinery's checksum: editing the applied file is a divergence.
+    std::fs::write(&file, text + "-- edited\n").unwrap();
+    let (code, out, err) = output(&dir, &["status"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!((out.clone() + &err).contains("divergent"), "{out}{err}");
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the file differs from what was applied"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_marked_migration_with_another_statement_is_refused_before_anything_runs() {
+    let (db, dir) = filled("conc_refused", 10);
+    let file = hand_written(
+        &dir,
+        "mixed",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS coaches_email_idx ON coaches (gym_id, email);\n\
+         UPDATE coaches SET phone = 'x';\n",
+    );
+    let line = 1 + std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("UPDATE"))
+        .unwrap();
+    for args in [&["migrate"][..], &["migrate", "--dry-run"]] {
+        let (code, _, err) = output(&dir, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "V2__mixed.sql:{line}:1 is marked `-- tenantctl: no-transaction`"
+            )),
+            "{err}"
+        );
+    }
+    let mut pg = Pg::connect(&db.url);
+    assert_eq!(index_state(&mut pg, "coaches_email_idx"), (false, false));
+    assert_eq!(
+        pg.one("SELECT count(*)::text FROM coaches WHERE phone = 'x'"),
+        "0"
+    );
+    assert_eq!(history(&mut pg), ["1"]);
+}
+
+#[test]
+fn dry_run_and_adopt_replay_a_marked_migration_inside_their_transaction() {
+    let (db, dir) = filled("conc_replay", 10);
+    add_index(&dir);
+    let (code, _, err) = output(&dir, &["generate", "--name", "coach_email"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("not test-applied"), "{err}");
+    let (code, out, err) = output(&dir, &["migrate", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("CREATE INDEX CONCURRENTLY IF NOT EXISTS"),
+        "{out}"
+    );
+    assert!(err.contains("they apply. Nothing was applied."), "{err}");
+    let mut pg = Pg::connect(&db.url);
+    assert_eq!(
+        index_state(&mut pg, "coaches_gym_id_email_full_name_idx"),
+        (false, false)
+    );
+
+    // The same objects made by hand, with no history: adopt matches V1 and V2.
+    pg.batch("DROP SCHEMA tenantctl CASCADE; DROP TABLE coaches, members, gyms CASCADE;")
+        .unwrap();
+    for v in ["V1__initial.sql", "V2__coach_email_index.sql"] {
+        let sql = std::fs::read_to_string(dir.join("migrations").join(v)).unwrap();
+        pg.batch(&sql).unwrap();
+    }
+    let (code, _, err) = output(&dir, &["adopt"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(history(&mut pg), ["1", "2"], "{err}");
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Nothing to apply"), "{err}");
+}
