@@ -155,14 +155,16 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
 /// and Citus sends some commands to the workers as the text of the whole query (a foreign key, a
 /// trigger), which the worker refuses ("cannot insert multiple commands into a prepared
 /// statement"); inside a DO block the text of a command is that command alone. `SELECT` (the
-/// distribution calls), `SET` and DO blocks run as they are.
+/// distribution calls), `SET` and DO blocks run as they are, and so do the CONCURRENTLY index
+/// statements of a non-transactional migration (run one per query; a DO block is a transaction).
 pub(super) fn one_command_per_query(stmts: Vec<Statement>) -> Vec<Statement> {
     stmts
         .into_iter()
         .map(|mut st| {
-            let bare = ["SELECT ", "SET ", "DO ", "--"]
-                .iter()
-                .any(|p| st.sql.starts_with(p));
+            let bare = st.concurrent
+                || ["SELECT ", "SET ", "DO ", "--"]
+                    .iter()
+                    .any(|p| st.sql.starts_with(p));
             if !bare {
                 // The statement's text unchanged: a line break may be inside a literal.
                 st.sql = do_block(&format!("{};\n", st.sql.trim_end_matches(';')));
