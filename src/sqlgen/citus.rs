@@ -101,16 +101,14 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
         provenance: format!("{source}: table {name} (Citus)"),
         sql,
         destructive: false,
-        later: false,
-        concurrent: false,
+        part: Part::Main,
     };
     let prov = format!("{}: tenancy (Citus)", t.source);
     let mut out = vec![Statement {
         provenance: prov,
         sql: format!("{SEQUENTIAL};"),
         destructive: false,
-        later: false,
-        concurrent: false,
+        part: Part::Main,
     }];
     // Co-located with the first distributed table that already exists, else the first new one.
     let mut anchor = old
@@ -161,7 +159,7 @@ pub(super) fn one_command_per_query(stmts: Vec<Statement>) -> Vec<Statement> {
     stmts
         .into_iter()
         .map(|mut st| {
-            let bare = st.concurrent
+            let bare = st.part == Part::Index
                 || ["SELECT ", "SET ", "DO ", "--"]
                     .iter()
                     .any(|p| st.sql.starts_with(p));

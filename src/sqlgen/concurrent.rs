@@ -42,6 +42,16 @@ pub fn create_index_concurrently(table: &str, name: &str, ix: &Index) -> String 
     )
 }
 
+/// `ALTER TABLE table ADD CONSTRAINT name UNIQUE USING INDEX name;`: the unique index a
+/// non-transactional migration built, attached as the constraint (a brief lock, no scan).
+pub fn attach_unique(table: &str, name: &str) -> String {
+    format!(
+        "ALTER TABLE {table} ADD CONSTRAINT {} UNIQUE USING INDEX {};",
+        q(name),
+        q(name)
+    )
+}
+
 /// `DROP INDEX CONCURRENTLY IF EXISTS schema.name;`
 pub fn drop_index_concurrently(schema: &str, name: &str) -> String {
     format!("DROP INDEX CONCURRENTLY IF EXISTS {};", rel(schema, name))

@@ -10,6 +10,7 @@ mod concurrent;
 mod declared;
 mod diff;
 mod diff_live;
+mod diff_policies;
 mod diff_summary;
 mod fixes;
 mod helpers;
@@ -42,14 +43,27 @@ pub struct Statement {
     pub sql: String,
     /// Loses data (DROP TABLE, DROP COLUMN): needs --allow-destructive.
     pub destructive: bool,
-    /// Runs in a migration of its own after the others (`VALIDATE CONSTRAINT` of a constraint
-    /// added `NOT VALID` to a table that already exists): refinery runs each migration in one
-    /// transaction, and the ADD's lock must be released before the validating scan.
-    pub later: bool,
-    /// Runs in a non-transactional migration of its own, after the others: an index built or
-    /// dropped `CONCURRENTLY` on a table that already exists (Postgres refuses CONCURRENTLY in a
-    /// transaction block; without it, the build blocks the table's writes).
-    pub concurrent: bool,
+    /// Which of the change's migrations it goes in.
+    pub part: Part,
+}
+
+/// The migrations one change is written as, in this order (each one only when it has
+/// statements). refinery runs each of the transactional ones in a transaction of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// `V<n>__<name>.sql`.
+    Main,
+    /// `V<n+1>__<name>_validate.sql`: the `VALIDATE CONSTRAINT`s of constraints the main one adds
+    /// `NOT VALID` to tables that already exist (the ADD's lock must be released before the
+    /// validating scan).
+    Validate,
+    /// `V<k>__<name>_index.sql`, non-transactional: indexes built or dropped `CONCURRENTLY` on
+    /// tables that already exist (Postgres refuses CONCURRENTLY in a transaction block; without
+    /// it, the build blocks the table's writes).
+    Index,
+    /// `V<k+1>__<name>_attach.sql`: unique indexes the index migration built, attached as the
+    /// declared constraints (`ADD CONSTRAINT ... UNIQUE USING INDEX`: a brief lock, no scan).
+    Attach,
 }
 
 pub(crate) fn q(name: &str) -> String {

@@ -286,3 +286,43 @@ fn dry_run_and_adopt_replay_a_marked_migration_inside_their_transaction() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("Nothing to apply"), "{err}");
 }
+
+#[test]
+fn a_unique_constraint_added_to_a_filled_table_is_built_concurrently_then_attached() {
+    let (db, dir) = filled("conc_unique", 1000);
+    let policy = dir.join("policies/coaches.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let edited = text.replace(
+        r#"unique = [["email"]]"#,
+        r#"unique = [["email"], ["phone"]]"#,
+    );
+    assert_ne!(text, edited);
+    std::fs::write(&policy, edited).unwrap();
+    let (code, _, err) = output(&dir, &["generate", "--name", "coach_phone"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning:"), "{err}");
+    let build = std::fs::read_to_string(dir.join("migrations/V2__coach_phone_index.sql")).unwrap();
+    assert!(
+        build.contains(
+            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"coaches_gym_id_phone_key\""
+        ),
+        "{build}"
+    );
+    let attach =
+        std::fs::read_to_string(dir.join("migrations/V3__coach_phone_attach.sql")).unwrap();
+    assert!(
+        attach.contains("ADD CONSTRAINT \"coaches_gym_id_phone_key\" UNIQUE USING INDEX \"coaches_gym_id_phone_key\";"),
+        "{attach}"
+    );
+    let (code, _, err) = output(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    let mut pg = Pg::connect(&db.url);
+    let def = pg.one(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'coaches_gym_id_phone_key'",
+    );
+    assert_eq!(def, "UNIQUE (gym_id, phone)");
+    assert_eq!(history(&mut pg), ["1", "2", "3"]);
+    // The declared world holds: the attached constraint is the one the policies declare.
+    let (code, out, err) = output(&dir, &["verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
