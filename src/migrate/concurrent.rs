@@ -251,12 +251,10 @@ pub async fn run(client: &mut Client, file: &Path, sql: &str, stays: &str) -> Re
             let earlier = if n == 0 {
                 String::new()
             } else {
-                format!(
-                    "\n  note: the {n} statement(s) before it completed; their indexes stay, and a rerun skips them (IF NOT EXISTS)"
-                )
+                format!(": the {n} statement(s) before this one completed, and the rerun skips what they built (IF NOT EXISTS)")
             };
             anyhow!(
-                "{}{earlier}\n  hint: fix the cause (a larger lock_timeout or statement_timeout in tenantctl.toml for a long build, duplicates for a unique index), then run `tenantctl migrate` again",
+                "{}\n  hint: fix the cause (a larger lock_timeout or statement_timeout in tenantctl.toml for a long build, duplicates for a unique index), then run `tenantctl migrate` again{earlier}; an index this statement left INVALID is dropped and built again",
                 super::runner::failure_text(file, Some((step.line, step.column)), e, stays)
             )
         };
