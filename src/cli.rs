@@ -249,6 +249,11 @@ pub struct GenerateArgs {
 pub struct NewArgs {
     /// Migration name: letters, digits and underscores (`backfill_phones`).
     pub name: String,
+    /// A non-transactional migration (marked `-- tenantctl: no-transaction`), for indexes
+    /// built or dropped CONCURRENTLY on live tables: it may hold only `CREATE [UNIQUE] INDEX
+    /// CONCURRENTLY IF NOT EXISTS` and `DROP INDEX CONCURRENTLY IF EXISTS`.
+    #[arg(long)]
+    pub no_transaction: bool,
 }
 
 #[derive(Debug, Args)]

@@ -203,25 +203,57 @@ fn write_all(
     Ok(())
 }
 
-/// The migrations the change makes, as (file stem, text): one, and a second one after it with
-/// the `VALIDATE CONSTRAINT`s of constraints the first adds `NOT VALID` to existing tables, so
-/// that each runs in a transaction of its own.
+/// The migrations the change makes, as (file stem, text), one per `sqlgen::Part` that has
+/// statements, in order: the main one; the `VALIDATE CONSTRAINT`s of constraints it adds `NOT
+/// VALID` to existing tables (`_validate`); the indexes built or dropped CONCURRENTLY on existing
+/// tables, non-transactional (`_index`); the unique indexes that one built, attached as
+/// constraints (`_attach`). The first one written carries the change's summary.
 fn files(p: &Pending, name: &str) -> Vec<(String, String)> {
-    let (now, later): (Vec<Statement>, Vec<Statement>) =
-        p.statements.iter().cloned().partition(|s| !s.later);
-    let mut out = vec![(
-        format!("V{}__{name}", p.version),
-        sqlgen::render(p.version, name, &p.summary.header(), &now),
-    )];
-    if !later.is_empty() {
-        let (v, name) = (p.version + 1, format!("{name}_validate"));
-        let header = vec![format!(
-            "-- Validates the constraints V{} added NOT VALID (a transaction of its own: writes go on).",
-            p.version
-        )];
+    use sqlgen::Part;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in [Part::Main, Part::Validate, Part::Index, Part::Attach] {
+        let stmts: Vec<Statement> = p
+            .statements
+            .iter()
+            .filter(|s| s.part == part)
+            .cloned()
+            .collect();
+        if stmts.is_empty() {
+            continue;
+        }
+        let v = p.version + out.len() as u32;
+        let (name, mut header) = match part {
+            Part::Main => (name.to_string(), Vec::new()),
+            Part::Validate => (
+                format!("{name}_validate"),
+                vec![format!(
+                    "-- Validates the constraints V{} added NOT VALID (a transaction of its own: writes go on).",
+                    p.version
+                )],
+            ),
+            // The marker among the leading comments: `migrate` runs it outside a transaction.
+            Part::Index => (
+                format!("{name}_index"),
+                vec![format!(
+                    "{}\n{}",
+                    sqlgen::NO_TRANSACTION_MARKER,
+                    sqlgen::no_transaction_header().trim_end()
+                )],
+            ),
+            Part::Attach => (
+                format!("{name}_attach"),
+                vec![format!(
+                    "-- Attaches the unique indexes V{} built CONCURRENTLY as the declared constraints (a brief lock, no scan).",
+                    v - 1
+                )],
+            ),
+        };
+        if out.is_empty() {
+            header.extend(p.summary.header());
+        }
         out.push((
             format!("V{v}__{name}"),
-            sqlgen::render(v, &name, &header, &later),
+            sqlgen::render(v, &name, &header, &stmts),
         ));
     }
     out

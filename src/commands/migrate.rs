@@ -58,6 +58,8 @@ pub async fn run(project: &Project, url: &pg::Target, settings: &Settings) -> Re
     let snapshot = crate::snapshot::load(&dir)?;
     let tenancy = snapshot.map(|s| s.schema.tenancy);
     let plan = read_plan(&mut client, migrations, settings, &place, tenancy.as_ref()).await?;
+    // A non-transactional migration holding another statement: refused before anything runs.
+    migrate::concurrent::check(&dir, &plan.pending)?;
     migrate::preflight::check(&client, &plan.pending, &place.helper_schema).await?;
     if settings.dry_run {
         return dry_run(project, url, &client, &plan, settings.format).await;

@@ -80,6 +80,7 @@ async fn dispatch(
             project.require()?;
             let settings = new::Settings {
                 name: args.name,
+                no_transaction: args.no_transaction,
                 format,
             };
             new::run(project, &settings)

@@ -116,6 +116,7 @@ pub fn lint_files(files: &[&str]) -> Vec<Vec<Finding>> {
         state.created_tables.clear();
         state.created_indexes.clear();
         state.added.clear();
+        state.no_transaction = crate::sqlgen::is_no_transaction(sql);
         let mut out = Vec::new();
         for st in split(sql).into_iter().filter(|st| may_lock(st.sql)) {
             let toks = lex(st.sql);
@@ -161,6 +162,9 @@ struct FileState {
     not_null_checks: HashMap<String, (String, String)>,
     /// (table, column) proven NOT NULL by a validated check.
     proven: HashSet<(String, String)>,
+    /// The file is a non-transactional migration (`-- tenantctl: no-transaction`): CONCURRENTLY
+    /// is what it is for.
+    no_transaction: bool,
 }
 
 impl FileState {
@@ -201,7 +205,10 @@ impl FileState {
             c.eat("ONLY");
             let table = c.name().unwrap_or_default();
             if concurrently {
-                found(&INDEX_IN_TX, &table);
+                // Refused in a transaction; what a non-transactional migration is for.
+                if !self.no_transaction {
+                    found(&INDEX_IN_TX, &table);
+                }
             } else if !self.created_tables.contains(&table) {
                 found(&CREATE_INDEX, &table);
             }

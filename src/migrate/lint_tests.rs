@@ -88,6 +88,19 @@ fn concurrently_inside_a_transactional_migration_is_reported() {
 }
 
 #[test]
+fn concurrently_in_a_non_transactional_migration_is_what_it_is_for() {
+    let body = "CREATE INDEX CONCURRENTLY IF NOT EXISTS m_idx ON members (x);\n\
+                DROP INDEX CONCURRENTLY IF EXISTS old_idx;";
+    let marked = format!("{}\n{body}", crate::sqlgen::NO_TRANSACTION_MARKER);
+    assert_eq!(rules(&marked), vec![]);
+    // The same statements without the marker run in a transaction, where Postgres refuses them.
+    assert_eq!(
+        lint(body).iter().map(|f| f.rule).collect::<Vec<_>>(),
+        vec!["ban-concurrent-index-creation-in-transaction"]
+    );
+}
+
+#[test]
 fn words_in_strings_comments_and_bodies_are_not_statements() {
     let sql = "DO $$ BEGIN EXECUTE 'CREATE INDEX i ON members (x)'; END $$;\n\
                COMMENT ON TABLE members IS 'ALTER TABLE members ALTER x TYPE int';\n\

@@ -3,6 +3,7 @@
 
 pub mod adopt;
 pub mod adopt_catalog;
+pub mod concurrent;
 mod history;
 pub(crate) mod lint;
 pub mod pooler;
@@ -86,6 +87,7 @@ pub async fn apply_pending(
     prepare(client, project).await?;
     let place = history_place(project)?;
     let plan = plan(client, load_migrations(project)?, None, &place).await?;
+    concurrent::check(&project.migrations_dir(), &plan.pending)?;
     settle(client, &place, !plan.pending.is_empty()).await?;
     bar.set_length(plan.pending.len() as u64);
     let report = apply(client, &project.migrations_dir(), &plan, bar, announce).await?;

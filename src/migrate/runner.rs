@@ -164,14 +164,28 @@ pub async fn apply(
     for m in &plan.pending {
         bar.set_message(m.to_string());
         let started = Instant::now();
+        let previous = done.last().map(|a| a.version).or(plan.current);
+        let marked = super::concurrent::is_marked(m);
+        if marked {
+            // Outside any transaction, statement by statement; recorded below only if all ran.
+            let file = dir.join(format!("{m}.sql"));
+            let sql = m.sql().unwrap_or_default();
+            super::concurrent::run(client, &file, sql, &stays(previous)).await?;
+        }
+        // A marked migration is recorded without being run again: refinery's fake target writes
+        // the row refinery itself would (its checksum), so status and divergence checks hold.
+        let target = if marked {
+            Target::FakeVersion(m.version())
+        } else {
+            Target::Version(m.version())
+        };
         let mut runner = Runner::new(&plan.migrations)
             .set_grouped(false)
             .set_abort_divergent(true)
             .set_abort_missing(true)
-            .set_target(Target::Version(m.version()));
+            .set_target(target);
         runner.set_migration_table_name(&plan.history);
         if let Err(e) = runner.run_async(client).await {
-            let previous = plan.current.or(done.last().map(|a| a.version));
             return Err(migration_error(client, dir, m, &e, previous).await);
         }
         let elapsed = started.elapsed();
@@ -201,17 +215,22 @@ async fn migration_error(
     previous: Option<i32>,
 ) -> anyhow::Error {
     let file = dir.join(format!("{m}.sql"));
-    let stays = match previous {
-        Some(v) => format!("the database stays at V{v}"),
-        None => "the database has no migration applied".to_string(),
-    };
+    let stays = stays(previous);
     let pg = std::error::Error::source(e).and_then(|s| s.downcast_ref::<tokio_postgres::Error>());
     match pg {
         Some(pg) if pg.as_db_error().is_some() => {
             let sql = m.sql().unwrap_or_default();
-            anyhow!(describe_failure(client, &file, sql, pg, &format!("; {stays}")).await)
+            anyhow!(describe_failure(client, &file, sql, pg, &stays).await)
         }
-        _ => anyhow!("migration {} failed: {e}; {stays}", file.display()),
+        _ => anyhow!("migration {} failed: {e}{stays}", file.display()),
+    }
+}
+
+/// `; the database stays at V<n>`: where a failed run leaves the database.
+fn stays(previous: Option<i32>) -> String {
+    match previous {
+        Some(v) => format!("; the database stays at V{v}"),
+        None => "; the database has no migration applied".to_string(),
     }
 }
 

@@ -126,7 +126,8 @@ pub async fn replay(
     .await?;
     each(&tx, None).await?;
     for m in migrations {
-        let sql = m.sql().unwrap_or_default();
+        // A non-transactional migration replays without CONCURRENTLY: the same index results.
+        let sql = &super::concurrent::in_transaction(dir, m)?;
         let step = tx.transaction().await?;
         match step.batch_execute(sql).await {
             Ok(()) => step.commit().await?,

@@ -101,14 +101,14 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
         provenance: format!("{source}: table {name} (Citus)"),
         sql,
         destructive: false,
-        later: false,
+        part: Part::Main,
     };
     let prov = format!("{}: tenancy (Citus)", t.source);
     let mut out = vec![Statement {
         provenance: prov,
         sql: format!("{SEQUENTIAL};"),
         destructive: false,
-        later: false,
+        part: Part::Main,
     }];
     // Co-located with the first distributed table that already exists, else the first new one.
     let mut anchor = old
@@ -153,14 +153,16 @@ pub(super) fn distribute(old: &Schema, new: &Schema) -> Vec<Statement> {
 /// and Citus sends some commands to the workers as the text of the whole query (a foreign key, a
 /// trigger), which the worker refuses ("cannot insert multiple commands into a prepared
 /// statement"); inside a DO block the text of a command is that command alone. `SELECT` (the
-/// distribution calls), `SET` and DO blocks run as they are.
+/// distribution calls), `SET` and DO blocks run as they are, and so do the CONCURRENTLY index
+/// statements of a non-transactional migration (run one per query; a DO block is a transaction).
 pub(super) fn one_command_per_query(stmts: Vec<Statement>) -> Vec<Statement> {
     stmts
         .into_iter()
         .map(|mut st| {
-            let bare = ["SELECT ", "SET ", "DO ", "--"]
-                .iter()
-                .any(|p| st.sql.starts_with(p));
+            let bare = st.part == Part::Index
+                || ["SELECT ", "SET ", "DO ", "--"]
+                    .iter()
+                    .any(|p| st.sql.starts_with(p));
             if !bare {
                 // The statement's text unchanged: a line break may be inside a literal.
                 st.sql = do_block(&format!("{};\n", st.sql.trim_end_matches(';')));

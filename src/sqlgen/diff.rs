@@ -4,11 +4,10 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::diff_policies::{alter_policy, create_policy, needs_recreate, same_policy};
 use super::*;
 use crate::ident::{dollar_quote, literal};
-use crate::model::{
-    Backend, Column, Constraint, Grant, Index, OnDelete, Policy, Schema, Table, Tenancy,
-};
+use crate::model::{Backend, Column, Constraint, Grant, OnDelete, Schema, Table, Tenancy};
 
 #[derive(Default)]
 struct Out {
@@ -17,27 +16,25 @@ struct Out {
 
 impl Out {
     fn push(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
+        self.push_in(Part::Main, provenance, sql);
+    }
+    /// A statement for another of the change's migrations (see `Part`).
+    fn push_in(&mut self, part: Part, provenance: impl Into<String>, sql: impl Into<String>) {
         self.stmts.push(Statement {
             provenance: provenance.into(),
             sql: sql.into(),
             destructive: false,
-            later: false,
+            part,
         });
     }
-    /// A statement for the migration after this one (see `Statement::later`).
     fn later(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
-        self.push(provenance, sql);
-        if let Some(last) = self.stmts.last_mut() {
-            last.later = true;
-        }
+        self.push_in(Part::Validate, provenance, sql);
     }
     fn destructive(&mut self, provenance: impl Into<String>, sql: impl Into<String>) {
-        self.stmts.push(Statement {
-            provenance: provenance.into(),
-            sql: sql.into(),
-            destructive: true,
-            later: false,
-        });
+        self.push(provenance, sql);
+        if let Some(last) = self.stmts.last_mut() {
+            last.destructive = true;
+        }
     }
 }
 
@@ -231,10 +228,16 @@ impl<'a> Diff<'a> {
     fn drop_indexes(&mut self, ot: &Table, nt: &Table) {
         for (iname, oi) in &ot.indexes {
             if nt.indexes.get(iname) != Some(oi) {
-                self.out.push(
-                    format!("{}: index {iname}", nt.source),
-                    format!("DROP INDEX {};", rel(self.s, iname)),
-                );
+                let prov = format!("{}: index {iname}", nt.source);
+                // The table exists and has rows: dropped without blocking its reads (Postgres
+                // cannot drop a partitioned table's index CONCURRENTLY).
+                if nt.partitioning.is_none() {
+                    let sql = drop_index_concurrently(self.s, iname);
+                    self.out.push_in(Part::Index, prov, sql);
+                } else {
+                    self.out
+                        .push(prov, format!("DROP INDEX {};", rel(self.s, iname)));
+                }
             }
         }
     }
@@ -368,6 +371,7 @@ impl<'a> Diff<'a> {
     /// 6. Constraints that are new or changed: keys and checks first, then foreign keys (which
     ///    need the referenced keys), across all tables.
     fn constraints(&mut self) {
+        let keys = super::diff_live::referenced_keys(self.old, self.new);
         for fk_pass in [false, true] {
             for (tname, ot, nt) in self.tables() {
                 for (cname, c) in &nt.constraints {
@@ -378,6 +382,9 @@ impl<'a> Diff<'a> {
                     // Non-FK constraints of new tables are inline in CREATE TABLE.
                     if (ot.is_none() && fk_pass) || changed {
                         let prov = format!("{}: constraint {cname} on {tname}", nt.source);
+                        if ot.is_some() && self.unique_by_index(&prov, tname, nt, cname, c, &keys) {
+                            continue;
+                        }
                         let at = format!("ALTER TABLE {}", rel(self.s, tname));
                         let def = constraint_def(self.s, c);
                         // On a table that exists (and has rows): added NOT VALID, a brief lock;
@@ -400,15 +407,53 @@ impl<'a> Diff<'a> {
         }
     }
 
+    /// A unique constraint added to a table that exists (and has rows): its index built
+    /// CONCURRENTLY in the non-transactional migration, then attached as the constraint
+    /// (`USING INDEX`) in the one after; false (added in the main migration) when a foreign key
+    /// of the change needs it, on a partitioned table (no CONCURRENTLY there), or on Citus.
+    fn unique_by_index(
+        &mut self,
+        prov: &str,
+        tname: &str,
+        nt: &Table,
+        cname: &str,
+        c: &Constraint,
+        keys: &BTreeSet<(String, Vec<String>)>,
+    ) -> bool {
+        let Constraint::Unique { columns } = c else {
+            return false;
+        };
+        let needed = keys.contains(&(tname.to_string(), columns.clone()));
+        if needed || nt.partitioning.is_some() || self.new.target == Backend::Citus {
+            return false;
+        }
+        let table = rel(self.s, tname);
+        let ix = crate::model::Index {
+            columns: columns.clone(),
+            unique: true,
+        };
+        let build = create_index_concurrently(&table, cname, &ix);
+        self.out.push_in(Part::Index, prov, build);
+        let attach = attach_unique(&table, cname);
+        self.out.push_in(Part::Attach, prov, attach);
+        true
+    }
+
     /// 7. Indexes, led by the tenant column.
     fn indexes(&mut self) {
         for (tname, ot, nt) in self.tables() {
             for (iname, ix) in &nt.indexes {
                 if ot.and_then(|t| t.indexes.get(iname)) != Some(ix) {
-                    self.out.push(
-                        format!("{}: index {iname}", nt.source),
-                        index_def(&rel(self.s, tname), iname, ix),
-                    );
+                    let prov = format!("{}: index {iname}", nt.source);
+                    let table = rel(self.s, tname);
+                    // A table that exists (and has rows): built while writes go on (Postgres
+                    // cannot build a partitioned table's index CONCURRENTLY).
+                    if ot.is_some() && nt.partitioning.is_none() {
+                        let sql = create_index_concurrently(&table, iname, ix);
+                        self.out.push_in(Part::Index, prov, sql);
+                    } else {
+                        self.out.push(prov, index_def(&table, iname, ix));
+                    }
                 }
             }
         }
@@ -646,16 +691,6 @@ fn constraint_def(schema: &str, c: &Constraint) -> String {
     }
 }
 
-fn index_def(table: &str, name: &str, ix: &Index) -> String {
-    let unique = if ix.unique { "UNIQUE " } else { "" };
-    format!(
-        "CREATE {unique}INDEX {} ON {} ({});",
-        q(name),
-        table,
-        qlist(&ix.columns)
-    )
-}
-
 fn create_table(out: &mut Out, schema: &Schema, name: &str, table: &Table) {
     let t = &schema.tenancy;
     let prov = format!("{}: table {name}", table.source);
@@ -712,67 +747,6 @@ pub(super) fn immutability_trigger(t: &Tenancy, name: &str, table: &Table) -> St
         trigger_function(t),
         literal(&table.tenant_column)
     )
-}
-
-/// Equal apart from provenance (moving a policy to another file changes no SQL).
-fn same_policy(a: &Policy, b: &Policy) -> bool {
-    Policy {
-        source: String::new(),
-        ..a.clone()
-    } == Policy {
-        source: String::new(),
-        ..b.clone()
-    }
-}
-
-/// Postgres cannot change a policy's command or kind, nor remove a clause, with ALTER POLICY.
-fn needs_recreate(old: &Policy, new: &Policy) -> bool {
-    old.command != new.command
-        || old.permissive != new.permissive
-        || (old.using.is_some() && new.using.is_none())
-        || (old.with_check.is_some() && new.with_check.is_none())
-}
-
-fn create_policy(table: &str, name: &str, p: &Policy) -> String {
-    let kind = if p.permissive {
-        "PERMISSIVE"
-    } else {
-        "RESTRICTIVE"
-    };
-    let mut s = format!(
-        "CREATE POLICY {} ON {}\n    AS {kind} FOR {}\n    TO {}",
-        q(name),
-        table,
-        p.command.sql(),
-        qlist(&p.roles)
-    );
-    if let Some(u) = &p.using {
-        s.push_str(&format!("\n    USING ({u})"));
-    }
-    if let Some(c) = &p.with_check {
-        s.push_str(&format!("\n    WITH CHECK ({c})"));
-    }
-    s.push(';');
-    s
-}
-
-fn alter_policy(table: &str, name: &str, old: &Policy, new: &Policy) -> String {
-    let mut s = format!("ALTER POLICY {} ON {}", q(name), table);
-    if old.roles != new.roles {
-        s.push_str(&format!("\n    TO {}", qlist(&new.roles)));
-    }
-    if old.using != new.using {
-        if let Some(u) = &new.using {
-            s.push_str(&format!("\n    USING ({u})"));
-        }
-    }
-    if old.with_check != new.with_check {
-        if let Some(c) = &new.with_check {
-            s.push_str(&format!("\n    WITH CHECK ({c})"));
-        }
-    }
-    s.push(';');
-    s
 }
 
 fn grant(out: &mut Out, prov: &str, table: &str, role: &str, old: &Grant, new: &Grant) {

@@ -2,7 +2,9 @@
 //! Postgres rewrite the whole table (and its indexes) under an ACCESS EXCLUSIVE lock, which
 //! `generate` refuses without `--allow-rewrite`.
 
-use crate::model::Schema;
+use std::collections::BTreeSet;
+
+use crate::model::{Constraint, Schema};
 
 /// A column type change of a table both models have, that rewrites the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,28 @@ fn binary_compatible(from: &str, to: &str) -> bool {
         _ => {}
     }
     from.starts_with("numeric") && to == "numeric"
+}
+
+/// The keys, (table, columns), that a foreign key new or changed from `old` to `new` references
+/// (both models with their global tables among the tables). A unique constraint added to an
+/// existing table that one of them needs stays in the main migration, beside the foreign key,
+/// instead of being built CONCURRENTLY and attached in later migrations.
+pub(super) fn referenced_keys(old: &Schema, new: &Schema) -> BTreeSet<(String, Vec<String>)> {
+    let mut keys = BTreeSet::new();
+    for (tname, nt) in &new.tables {
+        let ot = old.tables.get(tname);
+        for (cname, c) in &nt.constraints {
+            if let Constraint::ForeignKey {
+                table, ref_columns, ..
+            } = c
+            {
+                if ot.and_then(|t| t.constraints.get(cname)) != Some(c) {
+                    keys.insert((table.clone(), ref_columns.clone()));
+                }
+            }
+        }
+    }
+    keys
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@ fn text(stmts: &[Statement]) -> String {
     stmts
         .iter()
         .map(|s| {
-            let flag = match (s.destructive, s.later) {
+            let flag = match (s.destructive, s.part) {
                 (true, _) => " [destructive]",
-                (_, true) => " [next migration]",
-                _ => "",
+                (_, Part::Main) => "",
+                (_, Part::Validate) => " [next migration]",
+                (_, Part::Index) => " [non-transactional migration]",
+                (_, Part::Attach) => " [attach migration]",
             };
             format!("-- {}{flag}\n{}\n", s.provenance, s.sql)
         })
@@ -138,8 +140,33 @@ fn cases() -> Vec<Case> {
         ),
     ]
     .into_iter()
-    .chain(model_cases())
+    .chain([model_cases(), live_table_cases()].into_iter().flatten())
     .collect()
+}
+
+/// Indexes and unique keys of tables that already exist: built or dropped CONCURRENTLY in the
+/// non-transactional migration, a key then attached in the one after.
+fn live_table_cases() -> Vec<Case> {
+    vec![
+        case(
+            "index_and_unique_added_to_live_table",
+            base(),
+            edited(
+                "members.toml",
+                "unique = [[\"full_name\"]]",
+                "unique = [[\"full_name\"], [\"id\"]]\nindexes = [{ columns = [\"id\"] }]",
+            ),
+        ),
+        case(
+            "index_dropped_from_live_table",
+            edited(
+                "members.toml",
+                "unique = [[\"full_name\"]]",
+                "unique = [[\"full_name\"]]\nindexes = [{ columns = [\"id\"] }]",
+            ),
+            base(),
+        ),
+    ]
 }
 
 /// The objects beyond tenant tables: global tables, partitions, views, extensions.

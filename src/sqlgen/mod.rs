@@ -6,9 +6,11 @@ use postgres_protocol::escape::escape_identifier;
 
 pub mod bench;
 pub mod citus;
+mod concurrent;
 mod declared;
 mod diff;
 mod diff_live;
+mod diff_policies;
 mod diff_summary;
 mod fixes;
 mod helpers;
@@ -18,6 +20,7 @@ mod probe;
 mod probe_statements;
 pub mod tenants;
 
+pub use concurrent::*;
 pub use declared::*;
 pub use diff::diff;
 pub use diff_live::{rewrites, type_change_rewrites, Rewrite};
@@ -40,10 +43,27 @@ pub struct Statement {
     pub sql: String,
     /// Loses data (DROP TABLE, DROP COLUMN): needs --allow-destructive.
     pub destructive: bool,
-    /// Runs in a migration of its own after the others (`VALIDATE CONSTRAINT` of a constraint
-    /// added `NOT VALID` to a table that already exists): refinery runs each migration in one
-    /// transaction, and the ADD's lock must be released before the validating scan.
-    pub later: bool,
+    /// Which of the change's migrations it goes in.
+    pub part: Part,
+}
+
+/// The migrations one change is written as, in this order (each one only when it has
+/// statements). refinery runs each of the transactional ones in a transaction of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// `V<n>__<name>.sql`.
+    Main,
+    /// `V<n+1>__<name>_validate.sql`: the `VALIDATE CONSTRAINT`s of constraints the main one adds
+    /// `NOT VALID` to tables that already exist (the ADD's lock must be released before the
+    /// validating scan).
+    Validate,
+    /// `V<k>__<name>_index.sql`, non-transactional: indexes built or dropped `CONCURRENTLY` on
+    /// tables that already exist (Postgres refuses CONCURRENTLY in a transaction block; without
+    /// it, the build blocks the table's writes).
+    Index,
+    /// `V<k+1>__<name>_attach.sql`: unique indexes the index migration built, attached as the
+    /// declared constraints (`ADD CONSTRAINT ... UNIQUE USING INDEX`: a brief lock, no scan).
+    Attach,
 }
 
 pub(crate) fn q(name: &str) -> String {

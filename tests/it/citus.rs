@@ -303,6 +303,42 @@ fn citus_target_distributes_the_schema_and_isolates_tenants_on_the_workers() {
         Some("0"),
         "set_config's context on the workers"
     );
+
+    // An index added to a distributed table: built CONCURRENTLY in a non-transactional
+    // migration, which Citus propagates to every shard.
+    let policy = db.dir().join("policies/coaches.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let more = r#"indexes = [{ columns = ["full_name"] }, { columns = ["email", "full_name"] }]"#;
+    std::fs::write(
+        &policy,
+        text.replace(r#"indexes = [{ columns = ["full_name"] }]"#, more),
+    )
+    .unwrap();
+    db.ok(&["generate", "--name", "coach_email"]);
+    let file = db.dir().join("migrations/V2__coach_email_index.sql");
+    let sql = std::fs::read_to_string(file).unwrap();
+    assert!(
+        sql.contains("\nCREATE INDEX CONCURRENTLY IF NOT EXISTS"),
+        "{sql}"
+    );
+    db.ok(&["migrate"]);
+    let valid = query_strings(
+        &db.url,
+        "SELECT i.indisvalid::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE c.relname = 'coaches_gym_id_email_full_name_idx'",
+    );
+    assert_eq!(valid, [[Some("true".to_string())]]);
+    let shards = query_strings(
+        &db.url,
+        "SELECT bool_and(success AND result = 't')::text FROM run_command_on_shards('coaches', \
+         $$SELECT bool_and(indisvalid) FROM pg_index WHERE indrelid = '%s'::regclass \
+         AND indexrelid::regclass::text LIKE 'coaches_gym_id_email_full_name_idx%%'$$)",
+    );
+    assert_eq!(
+        shards,
+        [[Some("true".to_string())]],
+        "every shard has the index"
+    );
 }
 
 #[test]

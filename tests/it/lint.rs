@@ -50,17 +50,30 @@ fn an_index_on_a_live_table_is_reported_for_the_pending_migration_only() {
     let edited = text.replace(r#"indexes = [{ columns = ["full_name"] }]"#, more);
     assert_ne!(text, edited);
     std::fs::write(&policy, edited).unwrap();
-    let (code, _, err) = run(&dir, &["generate", "--name", "hired_index"]);
+    // generate builds the index CONCURRENTLY in a non-transactional migration: nothing to warn.
+    let (code, _, err) = run(&dir, &["generate", "--name", "hired"]);
     assert_eq!(code, 0, "{err}");
-    // generate warns, and still writes (warnings only).
+    assert!(!err.contains("warning:"), "{err}");
+    let sql = std::fs::read_to_string(dir.join("migrations/V2__hired_index.sql")).unwrap();
+    assert!(sql.contains("\n-- tenantctl: no-transaction\n"), "{sql}");
     assert!(
-        err.contains("warning: migrations/V2__hired_index.sql:")
-            && err.contains("require-concurrent-index-creation"),
-        "{err}"
+        sql.contains("CREATE INDEX CONCURRENTLY IF NOT EXISTS"),
+        "{sql}"
     );
+    let (code, out, err) = run(&dir, &["lint"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run(&dir, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
 
-    let file = dir.join("migrations/V2__hired_index.sql");
-    let sql = std::fs::read_to_string(&file).unwrap();
+    // A hand-written plain CREATE INDEX on the same live table is reported.
+    let (code, _, err) = run(&dir, &["new", "hired_index"]);
+    assert_eq!(code, 0, "{err}");
+    let file = dir.join("migrations/V3__hired_index.sql");
+    let mut sql = std::fs::read_to_string(&file).unwrap();
+    sql.push_str(
+        "CREATE INDEX \"coaches_phone_idx\" ON \"public\".\"coaches\" (\"gym_id\", \"phone\");\n",
+    );
+    std::fs::write(&file, &sql).unwrap();
     let line = 1 + sql
         .lines()
         .position(|l| l.starts_with("CREATE INDEX"))
@@ -68,7 +81,7 @@ fn an_index_on_a_live_table_is_reported_for_the_pending_migration_only() {
     let (code, out, err) = run(&dir, &["lint"]);
     assert_eq!(code, 1, "{out}{err}");
     let at = format!(
-        "migrations/V2__hired_index.sql:{line}:1: require-concurrent-index-creation on \"coaches\""
+        "migrations/V3__hired_index.sql:{line}:1: require-concurrent-index-creation on \"coaches\""
     );
     assert!(out.contains(&at), "{out}");
     assert!(
@@ -86,7 +99,7 @@ fn an_index_on_a_live_table_is_reported_for_the_pending_migration_only() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["findings"], 1, "{v}");
     let finding = &v["files"][0]["findings"][0];
-    assert_eq!(v["files"][0]["file"], "migrations/V2__hired_index.sql");
+    assert_eq!(v["files"][0]["file"], "migrations/V3__hired_index.sql");
     assert_eq!(finding["rule"], "require-concurrent-index-creation");
     assert_eq!(finding["line"], line);
     assert_eq!(finding["table"], "coaches");

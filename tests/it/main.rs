@@ -5,6 +5,7 @@ mod bench;
 mod citus;
 mod cli_output;
 mod compile;
+mod concurrent;
 mod corpus;
 mod dev;
 mod dry_run;

@@ -178,3 +178,13 @@ pub fn password_of(url: &str) -> String {
     );
     password.to_string()
 }
+
+/// Run tenantctl in `dir`: exit code, stdout, stderr.
+pub fn output(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = crate::harness::tenantctl(dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
