@@ -187,6 +187,8 @@ pub const CHECKS: &[CheckDef] = &[
     check("citus.probe-own-rows", E, "on Citus, the app role in a tenant's context does not read all of that tenant's rows (the context does not reach the workers)", "set the context with SET LOCAL after SET LOCAL citus.propagate_set_commands = 'local' (set_config is not propagated); docs/citus.md"),
     check("citus.probe-foreign-insert", E, "on Citus, the app role in one tenant's context can insert a row for another tenant", "give the table's policy WITH CHECK (the tenant condition)"),
     check("citus.probe-no-context", E, "on Citus, the app role without a tenant context reads rows", "policies must compare the tenant column with the fail-closed context function"),
+    // Round 3 of the adversarial review (src/verify/catalog/leading.rs, ...).
+    check("world.index-leading", E, "an index on a tenant table that policies/ does not declare is not led by the tenant column: LEAKPROOF comparisons (text, uuid, numbers, dates) may run as its index condition before the policy, and EXPLAIN ANALYZE's \"Rows Removed by Filter\" (or pg_stat_xact_user_tables) then counts other tenants' rows in any range of its leading column: a prefix search reads their values", "CREATE INDEX ... ON <table> (<tenant column>, ...) and drop this one, or declare it in policies/ (indexes = [...]: the generator leads it with the tenant column); allow: object = \"index <schema>.<name>\""),
 ];
 
 pub fn check_def(id: &str) -> &'static CheckDef {

@@ -9,6 +9,7 @@ mod declared;
 mod functions;
 mod grants;
 mod helper;
+mod leading;
 mod normalise;
 mod platform;
 mod policies;

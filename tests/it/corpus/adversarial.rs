@@ -294,4 +294,69 @@ pub const CASES: &[Case] = &[
          SELECT count(*) = 1 FROM ins",
     )
     .undo("REVOKE SET ON PARAMETER session_replication_role FROM {app}"),
+    // Round 3, against the gate of round 2 (each passed it with exit 0).
+    // An index not led by the tenant column: a LEAKPROOF comparison runs as its index condition
+    // before the policy, and EXPLAIN ANALYZE counts the other tenants' rows the policy removed.
+    case(
+        "adv3_phone_index_range_extraction",
+        "UPDATE public.members SET phone = CASE WHEN gym_id = '{gym_a}' THEN '+1 555 0100' ELSE '+1 555 0199' END;
+         CREATE INDEX members_phone_idx ON public.members (phone);
+         ANALYZE public.members",
+        &["world.index-leading"],
+    )
+    .leak(RANGE_EXTRACTION_PHONE),
+    case(
+        "adv3_email_index_range_extraction",
+        "CREATE INDEX members_email_idx ON public.members (email); ANALYZE public.members",
+        &["world.index-leading"],
+    )
+    .leak(RANGE_EXTRACTION_EMAIL),
 ];
+
+/// `pg_temp.others(lo, hi)`: how many rows the policy removed from an index scan of members
+/// on `lo <= column < hi` (EXPLAIN ANALYZE, open to every role; the planner switches are the
+/// app's to set), NULL when the planner scanned another index (a range too wide for the
+/// template's few rows); `pg_temp.enum(prefix)`: other tenants' values, by a prefix search over
+/// that count (descending where it is unknown).
+macro_rules! range_extraction {
+    ($column:literal, $alphabet:literal, $secret:literal) => {
+        concat!(
+            r#"SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+CREATE FUNCTION pg_temp.others(lo text, hi text) RETURNS int LANGUAGE plpgsql AS $f$
+DECLARE l text; used bool := false; BEGIN
+  FOR l IN EXECUTE format('EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT 1 FROM public.members WHERE "#,
+            $column,
+            r#" >= %L AND "#,
+            $column,
+            r#" < %L', lo, hi) LOOP
+    IF l ~ 'Index Cond: \(+"#,
+            $column,
+            r#"' THEN used := true; END IF;
+    IF used AND l ~ 'Rows Removed by Filter' THEN RETURN substring(l from '(\d+)')::int; END IF;
+  END LOOP; RETURN CASE WHEN used THEN 0 END; END $f$;
+CREATE FUNCTION pg_temp.enum(prefix text) RETURNS SETOF text LANGUAGE plpgsql AS $f$
+DECLARE c text; BEGIN
+  IF prefix <> '' AND pg_temp.others(prefix, prefix || chr(1)) > 0 THEN RETURN NEXT prefix; END IF;
+  FOREACH c IN ARRAY string_to_array('"#,
+            $alphabet,
+            r#"', NULL) LOOP
+    IF coalesce(pg_temp.others(prefix || c, prefix || c || chr(127)) > 0, length(prefix) < 16) THEN
+      RETURN QUERY SELECT * FROM pg_temp.enum(prefix || c);
+    END IF;
+  END LOOP; END $f$;
+SELECT EXISTS (SELECT FROM pg_temp.enum('') e WHERE e = '"#,
+            $secret,
+            r#"')
+   AND NOT EXISTS (SELECT FROM public.members WHERE "#,
+            $column,
+            r#" = '"#,
+            $secret,
+            "')"
+        )
+    };
+}
+
+/// Gym B's members' phone (gym A's is another), read from gym A's context.
+const RANGE_EXTRACTION_PHONE: &str = range_extraction!("phone", " +0123456789", "+1 555 0199");
+/// Gym B's member's e-mail, read from gym A's context.
+const RANGE_EXTRACTION_EMAIL: &str = range_extraction!("email", ".@2abemst", "m2@b.test");
