@@ -189,6 +189,7 @@ pub const CHECKS: &[CheckDef] = &[
     check("citus.probe-no-context", E, "on Citus, the app role without a tenant context reads rows", "policies must compare the tenant column with the fail-closed context function"),
     // Round 3 of the adversarial review (src/verify/catalog/leading.rs, ...).
     check("world.index-leading", E, "an index on a tenant table that policies/ does not declare is not led by the tenant column: LEAKPROOF comparisons (text, uuid, numbers, dates) may run as its index condition before the policy, and EXPLAIN ANALYZE's \"Rows Removed by Filter\" (or pg_stat_xact_user_tables) then counts other tenants' rows in any range of its leading column: a prefix search reads their values", "CREATE INDEX ... ON <table> (<tenant column>, ...) and drop this one, or declare it in policies/ (indexes = [...]: the generator leads it with the tenant column); allow: object = \"index <schema>.<name>\""),
+    check("pristine.extension-event-trigger", E, "an enabled event trigger belongs to an extension whose install script does not create it (ALTER EXTENSION ... ADD EVENT TRIGGER makes any event trigger an extension's): it runs its function on every role's DDL, the application's CREATE TEMP TABLE included", "DROP EVENT TRIGGER <name> (after ALTER EXTENSION <extension> DROP EVENT TRIGGER <name>), or ALTER EVENT TRIGGER <name> DISABLE, or allow-list event trigger <name> with a reason"),
 ];
 
 pub fn check_def(id: &str) -> &'static CheckDef {

@@ -67,8 +67,21 @@ FROM pg_catalog.pg_tablespace t WHERE t.spcacl IS NOT NULL"
     };
 }
 
+/// The kinds of object (`o.classid`) whose `pg_init_privs` entries are a fresh cluster's: the
+/// ones initdb's and extensions' own scripts grant on (relations, functions, types, schemas).
+/// `ALTER EXTENSION ... ADD` records any object's ACL of the moment there, so an entry for a
+/// foreign server, wrapper, language, large object, database or tablespace is no baseline: those
+/// are judged against the built-in default (`acldefault`).
+macro_rules! init_privs_trusted {
+    () => {
+        "o.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_proc'::pg_catalog.regclass,
+                       'pg_catalog.pg_type'::pg_catalog.regclass, 'pg_catalog.pg_namespace'::pg_catalog.regclass)"
+    };
+}
+
 /// The privileges ($1: the closure's roles and PUBLIC, 0) that neither `pg_init_privs` (where
-/// the object has an entry: initdb's and extensions' objects) nor the built-in default has.
+/// the object has an entry: initdb's and extensions' objects, of the kinds above) nor the
+/// built-in default has.
 /// initdb grants information_schema to PUBLIC without recording it in `pg_init_privs`: PUBLIC's
 /// SELECT and USAGE on an initdb object (oid below 16384) without an entry there are pristine.
 /// Before PostgreSQL 15, `public` gives PUBLIC CREATE by default.
@@ -82,10 +95,14 @@ FROM objs o, pg_catalog.aclexplode(o.acl) a
 WHERE a.grantee = ANY($1) AND a.grantee <> o.owner
   AND NOT EXISTS (
     SELECT FROM pg_catalog.pg_init_privs ip, pg_catalog.aclexplode(ip.initprivs) i
-    WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid
+    WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid AND ",
+    init_privs_trusted!(),
+    "
       AND i.grantee = a.grantee AND i.privilege_type = a.privilege_type)
   AND (EXISTS (SELECT FROM pg_catalog.pg_init_privs ip
-               WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid)
+               WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid AND ",
+    init_privs_trusted!(),
+    ")
        OR NOT EXISTS (SELECT FROM pg_catalog.aclexplode(pg_catalog.acldefault(o.deftype::\"char\", o.owner)) d
                       WHERE d.grantee = a.grantee AND d.privilege_type = a.privilege_type))
   AND NOT (o.objid < 16384 AND a.grantee = 0 AND a.privilege_type IN ('SELECT', 'USAGE')

@@ -311,6 +311,40 @@ pub const CASES: &[Case] = &[
         &["world.index-leading"],
     )
     .leak(RANGE_EXTRACTION_EMAIL),
+    // Round 1's event trigger, folded into an installed extension: extensions' event triggers
+    // were exempt.
+    case(
+        "adv3_extension_event_trigger",
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+         CREATE FUNCTION public.on_ddl() RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog AS
+           $$BEGIN PERFORM set_config('tenantctl.gym_id', '{gym_b}', true); END$$;
+         CREATE EVENT TRIGGER tc_on_ddl ON ddl_command_end EXECUTE FUNCTION public.on_ddl();
+         ALTER EXTENSION pg_trgm ADD FUNCTION public.on_ddl();
+         ALTER EXTENSION pg_trgm ADD EVENT TRIGGER tc_on_ddl",
+        &["pristine.extension-event-trigger"],
+    )
+    .leak(
+        "CREATE TEMP TABLE scratch (x int);
+         SELECT count(*) > 0 FROM public.members WHERE gym_id = '{gym_b}'",
+    ),
+    // Round 1's dblink reporting server, folded into the dblink extension: ALTER EXTENSION ...
+    // ADD records its ACL (USAGE to PUBLIC) in pg_init_privs, the fresh-cluster baseline.
+    case(
+        "adv3_extension_member_server_init_privs",
+        "CREATE ROLE \"{prefix}adv3_bi\" LOGIN BYPASSRLS PASSWORD 'bi_pw';
+         GRANT pg_read_all_data TO \"{prefix}adv3_bi\";
+         CREATE EXTENSION dblink SCHEMA public;
+         CREATE SERVER reporting FOREIGN DATA WRAPPER dblink_fdw OPTIONS (host '127.0.0.1', port '{port}', dbname '{dbname}');
+         CREATE USER MAPPING FOR PUBLIC SERVER reporting OPTIONS (user '{prefix}adv3_bi', password 'bi_pw');
+         GRANT USAGE ON FOREIGN SERVER reporting TO PUBLIC;
+         ALTER EXTENSION dblink ADD SERVER reporting",
+        &["privilege.undeclared"],
+    )
+    .leak(
+        "SELECT n > 0 FROM public.dblink('reporting',
+           'SELECT count(*) FROM public.members WHERE gym_id = ''{gym_b}''') AS t(n bigint)",
+    )
+    .undo("DROP OWNED BY \"{prefix}adv3_bi\"; DROP ROLE \"{prefix}adv3_bi\""),
 ];
 
 /// `pg_temp.others(lo, hi)`: how many rows the policy removed from an index scan of members
