@@ -345,6 +345,35 @@ pub const CASES: &[Case] = &[
            'SELECT count(*) FROM public.members WHERE gym_id = ''{gym_b}''') AS t(n bigint)",
     )
     .undo("DROP OWNED BY \"{prefix}adv3_bi\"; DROP ROLE \"{prefix}adv3_bi\""),
+    // A reporting copy in the same cluster with RLS off and the app's grants revoked, read "by
+    // analysts" through SELECT to PUBLIC: pg_shdepend records no grant to PUBLIC. (CONNECT goes
+    // to the login here, not to PUBLIC as by default, so that the copy stays out of the other
+    // tests' runs on the shared cluster: a grant on a database leaves no pg_shdepend row in it
+    // either.)
+    case(
+        "adv3_sibling_public_grants",
+        "CREATE ROLE \"{prefix}adv3_app\" LOGIN PASSWORD 'leak' IN ROLE {app};
+         CREATE EXTENSION IF NOT EXISTS dblink SCHEMA public",
+        &["privilege.other-database-public"],
+    )
+    .sibling(
+        "ALTER TABLE public.members DISABLE ROW LEVEL SECURITY;
+         ALTER TABLE public.coaches DISABLE ROW LEVEL SECURITY;
+         ALTER TABLE public.gyms DISABLE ROW LEVEL SECURITY;
+         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}, {admin};
+         REVOKE ALL ON SCHEMA tenantctl FROM {app}, {admin};
+         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenantctl FROM {app}, {admin};
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC;
+         REVOKE CONNECT ON DATABASE \"{dbname}_bi\" FROM PUBLIC;
+         GRANT CONNECT ON DATABASE \"{dbname}_bi\" TO \"{prefix}adv3_app\"",
+    )
+    .leak(
+        "SELECT count(*) > 0 FROM public.dblink('host=127.0.0.1 port={port} dbname={dbname}_bi user={prefix}adv3_app password=leak',
+           'SELECT gym_id::text FROM public.members') AS t(gym_id text)
+         WHERE gym_id = '{gym_b}'",
+    )
+    .login("{prefix}adv3_app")
+    .undo("DROP OWNED BY \"{prefix}adv3_app\"; DROP ROLE \"{prefix}adv3_app\""),
 ];
 
 /// `pg_temp.others(lo, hi)`: how many rows the policy removed from an index scan of members
