@@ -79,6 +79,35 @@ macro_rules! init_privs_trusted {
     };
 }
 
+/// The objects of schema `$nsp` that belong to no extension: neither a member, nor made by one
+/// for a member (an array type, a row type, an index, an owned sequence: an internal or auto
+/// dependency on a member).
+macro_rules! not_an_extensions {
+    ($nsp:literal) => {
+        concat!(
+            "SELECT FROM (
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass AS cls, x.oid FROM pg_catalog.pg_class x WHERE x.relnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_proc x WHERE x.pronamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_type x WHERE x.typnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_operator x WHERE x.oprnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_opclass x WHERE x.opcnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_opfamily x WHERE x.opfnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_collation x WHERE x.collnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_conversion x WHERE x.connamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_config x WHERE x.cfgnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_dict x WHERE x.dictnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_ts_parser'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_parser x WHERE x.prsnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_ts_template'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_template x WHERE x.tmplnamespace = ", $nsp, "
+    UNION ALL SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_statistic_ext x WHERE x.stxnamespace = ", $nsp, "
+  ) m
+  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = m.cls AND e.objid = m.oid AND e.deptype = 'e')
+    AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                    JOIN pg_catalog.pg_depend e ON e.classid = d.refclassid AND e.objid = d.refobjid AND e.deptype = 'e'
+                    WHERE d.classid = m.cls AND d.objid = m.oid AND d.deptype IN ('i', 'a'))"
+        )
+    };
+}
+
 /// The privileges ($1: the closure's roles and PUBLIC, 0) that neither `pg_init_privs` (where
 /// the object has an entry: initdb's and extensions' objects, of the kinds above) nor the
 /// built-in default has.
@@ -117,6 +146,15 @@ WHERE a.grantee = ANY($1) AND a.grantee <> o.owner
            AND EXISTS (SELECT FROM pg_catalog.pg_init_privs ip, pg_catalog.aclexplode(ip.initprivs) i
                        WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid
                          AND i.grantee = 0 AND i.privilege_type = a.privilege_type))
+  -- USAGE on a schema that holds only extensions' objects (an `extensions` schema for pgcrypto
+  -- and citext) and on which no role of the closure, nor PUBLIC, may CREATE: it reaches only
+  -- what the extensions' own privileges say, which are judged object by object
+  AND NOT (o.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND a.privilege_type = 'USAGE'
+           AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(o.acl) c
+                           WHERE c.grantee = ANY($1) AND c.privilege_type = 'CREATE')
+           AND NOT EXISTS (",
+    not_an_extensions!("o.objid"),
+    "))
   AND NOT (o.object = 'schema public' AND a.grantee = 0 AND a.privilege_type IN ('USAGE', 'CREATE')
            AND pg_catalog.current_setting('server_version_num')::int < 150000)
 ORDER BY 1, 3, 2"
