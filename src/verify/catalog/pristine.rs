@@ -72,6 +72,18 @@ const EXTENSION_EVENT_TRIGGERS: &[(&str, &str, &str)] = &[(
     "pg_catalog.citus_drop_trigger()",
 )];
 
+/// Casts created after initdb (oid >= 16384) that no extension installed. pg_cast is not
+/// per-schema: a cast changes what every `::type` does, in policies and defaults as they are
+/// re-planned and in the inlined context function's `::uuid` (its text unchanged).
+const CASTS: &str = "
+SELECT 'cast (' || pg_catalog.format_type(c.castsource, NULL) || ' AS ' || pg_catalog.format_type(c.casttarget, NULL) || ')' AS object,
+       coalesce(c.castfunc::pg_catalog.regprocedure::text, CASE c.castmethod WHEN 'b' THEN 'binary coercion' ELSE 'I/O conversion' END) AS how
+FROM pg_catalog.pg_cast c
+WHERE c.oid >= 16384
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1";
+
 /// Default privileges that grant a role of the closure, or PUBLIC ($1), more than the built-in
 /// default for that kind of object.
 const DEFAULT_PRIVILEGES: &str = "
@@ -109,6 +121,14 @@ typed_row! {
 }
 
 typed_row! {
+    /// A cast no extension installed (a row of [`CASTS`]).
+    struct Cast {
+        object: String,
+        how: String,
+    }
+}
+
+typed_row! {
     /// A default privilege for the closure (a row of [`DEFAULT_PRIVILEGES`]).
     struct DefaultPrivilege {
         role: String,
@@ -136,6 +156,7 @@ pub(super) async fn check(
         ));
     }
     event_triggers(client, platform, tally).await?;
+    casts(client, tally).await?;
     default_privileges(client, closure, tally).await
 }
 
@@ -182,6 +203,25 @@ async fn event_triggers(client: &Client, platform: &Platform, tally: &mut Tally)
             Some(_) => continue,
         };
         tally.fail(finding);
+    }
+    Ok(())
+}
+
+/// pristine.cast: a cast no extension installed. Any cast, not only those of the context
+/// function's and the tenant column's types: every policy, default and check re-planned after
+/// it calls it, and a team rarely needs one (an extension's, citext's, passes).
+async fn casts(client: &Client, tally: &mut Tally) -> Result<()> {
+    let live = query(client, CASTS, &[], "cannot read casts", Cast::from_row).await?;
+    tally.pass("pristine.cast");
+    for c in live {
+        tally.fail(Finding::new(
+            "pristine.cast",
+            &c.object,
+            format!(
+                "{} ({}) was created after initdb by no extension: pg_cast is not per-schema, so every `::` of those types calls it, the inlined context function's `::uuid` included",
+                c.object, c.how
+            ),
+        ));
     }
     Ok(())
 }

@@ -374,6 +374,18 @@ pub const CASES: &[Case] = &[
     )
     .login("{prefix}adv3_app")
     .undo("DROP OWNED BY \"{prefix}adv3_app\"; DROP ROLE \"{prefix}adv3_app\""),
+    // A text -> uuid cast: the inlined context function's ::uuid calls it (its text unchanged),
+    // and it maps gym A's id to gym B's. Only the probes noticed, by luck of the mapping.
+    case(
+        "adv3_text_uuid_cast_rewrites_context",
+        "CREATE FUNCTION public.text_to_uuid(t text) RETURNS uuid LANGUAGE sql IMMUTABLE STRICT AS $$
+           SELECT pg_catalog.uuid_in(pg_catalog.textout(
+             CASE pg_catalog.btrim(t, ' {}') WHEN '{gym_a}' THEN '{gym_b}' ELSE pg_catalog.btrim(t, ' {}') END))
+         $$;
+         CREATE CAST (text AS uuid) WITH FUNCTION public.text_to_uuid(text) AS ASSIGNMENT",
+        &["pristine.cast"],
+    )
+    .leak("SELECT count(*) > 0 FROM public.members WHERE gym_id = '{gym_b}'"),
 ];
 
 /// `pg_temp.others(lo, hi)`: how many rows the policy removed from an index scan of members
