@@ -79,31 +79,19 @@ macro_rules! init_privs_trusted {
     };
 }
 
-/// The objects of schema `$nsp` that belong to no extension: neither a member, nor made by one
-/// for a member (an array type, a row type, an index, an owned sequence: an internal or auto
-/// dependency on a member).
+/// The objects of schema `$nsp` (every one records a dependency on its schema, extensions
+/// aside) that belong to no extension: neither a member, nor made by one for a member (an array
+/// type, a row type, an index, an owned sequence: an internal or auto dependency on a member).
 macro_rules! not_an_extensions {
     ($nsp:literal) => {
         concat!(
-            "SELECT FROM (
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass AS cls, x.oid FROM pg_catalog.pg_class x WHERE x.relnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_proc x WHERE x.pronamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_type x WHERE x.typnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_operator x WHERE x.oprnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_opclass x WHERE x.opcnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_opfamily x WHERE x.opfnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_collation x WHERE x.collnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_conversion x WHERE x.connamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_config x WHERE x.cfgnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_dict x WHERE x.dictnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_ts_parser'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_parser x WHERE x.prsnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_ts_template'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_template x WHERE x.tmplnamespace = ", $nsp, "
-    UNION ALL SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_statistic_ext x WHERE x.stxnamespace = ", $nsp, "
-  ) m
-  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = m.cls AND e.objid = m.oid AND e.deptype = 'e')
+            "SELECT FROM pg_catalog.pg_depend m
+  WHERE m.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND m.refobjid = ", $nsp, "
+    AND m.classid <> 'pg_catalog.pg_extension'::pg_catalog.regclass
+    AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = m.classid AND e.objid = m.objid AND e.deptype = 'e')
     AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
                     JOIN pg_catalog.pg_depend e ON e.classid = d.refclassid AND e.objid = d.refobjid AND e.deptype = 'e'
-                    WHERE d.classid = m.cls AND d.objid = m.oid AND d.deptype IN ('i', 'a'))"
+                    WHERE d.classid = m.classid AND d.objid = m.objid AND d.deptype IN ('i', 'a'))"
         )
     };
 }

@@ -36,31 +36,44 @@ ORDER BY 1";
 /// schemas: a privilege on a relation or column, a SECURITY DEFINER function it may execute
 /// (explicitly or by the default EXECUTE to PUBLIC: it reads as its owner; an invoker function
 /// reaches nothing its caller cannot), a large object, a foreign server (its user mappings log
-/// in elsewhere); and anything one of the closure owns.
+/// in elsewhere), beyond what `pg_init_privs` records for relations and functions; and anything
+/// one of the closure owns.
 const EXPOSED: &str = "
 WITH objs AS (
-    SELECT 'relation ' || n.nspname || '.' || c.relname AS object, c.relacl AS acl, c.relowner AS owner
+    SELECT 'relation ' || n.nspname || '.' || c.relname AS object, c.relacl AS acl, c.relowner AS owner,
+           'pg_catalog.pg_class'::pg_catalog.regclass AS classid, c.oid AS objid, 0 AS subid
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
   UNION ALL
-    SELECT 'column ' || n.nspname || '.' || c.relname || '.' || a.attname, a.attacl, c.relowner
+    SELECT 'column ' || n.nspname || '.' || c.relname || '.' || a.attname, a.attacl, c.relowner,
+           'pg_catalog.pg_class'::pg_catalog.regclass, c.oid, a.attnum
     FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE a.attacl IS NOT NULL AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   UNION ALL
     SELECT 'function ' || n.nspname || '.' || p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')',
-           CASE WHEN p.prosecdef THEN coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner)) END, p.proowner
+           CASE WHEN p.prosecdef THEN coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner)) END, p.proowner,
+           'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, 0
     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
   UNION ALL
-    SELECT 'large object ' || l.oid, l.lomacl, l.lomowner FROM pg_catalog.pg_largeobject_metadata l
+    SELECT 'large object ' || l.oid, l.lomacl, l.lomowner, 'pg_catalog.pg_largeobject'::pg_catalog.regclass, l.oid, 0
+    FROM pg_catalog.pg_largeobject_metadata l
   UNION ALL
-    SELECT 'foreign server ' || s.srvname, s.srvacl, s.srvowner FROM pg_catalog.pg_foreign_server s
+    SELECT 'foreign server ' || s.srvname, s.srvacl, s.srvowner, 'pg_catalog.pg_foreign_server'::pg_catalog.regclass, s.oid, 0
+    FROM pg_catalog.pg_foreign_server s
 )
 SELECT o.object, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END
        || ' holds ' || a.privilege_type AS what
 FROM objs o, pg_catalog.aclexplode(o.acl) a
 WHERE a.grantee = ANY($1) AND a.grantee <> o.owner
+  -- an extension's own grant on its relations and functions, as pg_init_privs records it: the
+  -- fresh-cluster baseline of this database too (Citus's metadata views are PUBLIC's to read,
+  -- and Citus is commonly installed in `postgres` as well)
+  AND NOT (o.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_proc'::pg_catalog.regclass)
+           AND EXISTS (SELECT FROM pg_catalog.pg_init_privs ip, pg_catalog.aclexplode(ip.initprivs) i
+                       WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid
+                         AND i.grantee = a.grantee AND i.privilege_type = a.privilege_type))
 UNION ALL
 SELECT o.object, pg_catalog.pg_get_userbyid(o.owner)::text || ' owns it'
 FROM objs o WHERE o.owner = ANY($1)

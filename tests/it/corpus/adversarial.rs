@@ -20,6 +20,33 @@ macro_rules! login_case {
     };
 }
 
+/// Round 1's dblink reporting server (a BYPASSRLS reporting login, a dblink server with a user
+/// mapping FOR PUBLIC, USAGE on the server to PUBLIC), then `$tail`; gym_app counts gym B's
+/// members through it.
+macro_rules! dblink_reporting_case {
+    ($name:literal, $tail:literal) => {
+        case(
+            $name,
+            concat!(
+                "CREATE ROLE \"{prefix}adv_bi\" LOGIN BYPASSRLS PASSWORD 'bi_pw';
+         GRANT pg_read_all_data TO \"{prefix}adv_bi\";
+         GRANT CONNECT ON DATABASE {db} TO \"{prefix}adv_bi\";
+         CREATE EXTENSION dblink SCHEMA public;
+         CREATE SERVER reporting FOREIGN DATA WRAPPER dblink_fdw OPTIONS (host '127.0.0.1', port '{port}', dbname '{dbname}');
+         CREATE USER MAPPING FOR PUBLIC SERVER reporting OPTIONS (user '{prefix}adv_bi', password 'bi_pw');
+         GRANT USAGE ON FOREIGN SERVER reporting TO PUBLIC",
+                $tail
+            ),
+            &["privilege.undeclared"],
+        )
+        .leak(
+            "SELECT n > 0 FROM public.dblink('reporting',
+           'SELECT count(*) FROM public.members WHERE gym_id = ''{gym_b}''') AS t(n bigint)",
+        )
+        .undo("DROP OWNED BY \"{prefix}adv_bi\"; DROP ROLE \"{prefix}adv_bi\"")
+    };
+}
+
 pub const CASES: &[Case] = &[
     login_case!(
         "adv_login_createrole",
@@ -109,21 +136,7 @@ pub const CASES: &[Case] = &[
     )
     .leak("TRUNCATE public.bookings; RESET ROLE; SELECT count(*) = 0 FROM public.bookings WHERE gym_id = '{gym_b}'")
     .undo("DROP OWNED BY \"{prefix}adv_maint\"; DROP ROLE \"{prefix}adv_maint\""),
-    case(
-        "adv_dblink_reporting_server",
-        "CREATE ROLE \"{prefix}adv_bi\" LOGIN BYPASSRLS PASSWORD 'bi_pw';
-         GRANT pg_read_all_data TO \"{prefix}adv_bi\";
-         CREATE EXTENSION dblink SCHEMA public;
-         CREATE SERVER reporting FOREIGN DATA WRAPPER dblink_fdw OPTIONS (host '127.0.0.1', port '{port}', dbname '{dbname}');
-         CREATE USER MAPPING FOR PUBLIC SERVER reporting OPTIONS (user '{prefix}adv_bi', password 'bi_pw');
-         GRANT USAGE ON FOREIGN SERVER reporting TO PUBLIC",
-        &["privilege.undeclared"],
-    )
-    .leak(
-        "SELECT n > 0 FROM public.dblink('reporting',
-           'SELECT count(*) FROM public.members WHERE gym_id = ''{gym_b}''') AS t(n bigint)",
-    )
-    .undo("DROP OWNED BY \"{prefix}adv_bi\"; DROP ROLE \"{prefix}adv_bi\""),
+    dblink_reporting_case!("adv_dblink_reporting_server", ""),
     case(
         "adv_large_object_export",
         "SELECT lo_from_bytea(424242, convert_to((SELECT string_agg(gym_id || ',' || email, E'\\n') FROM public.members), 'UTF8'));
@@ -329,22 +342,10 @@ pub const CASES: &[Case] = &[
     ),
     // Round 1's dblink reporting server, folded into the dblink extension: ALTER EXTENSION ...
     // ADD records its ACL (USAGE to PUBLIC) in pg_init_privs, the fresh-cluster baseline.
-    case(
+    dblink_reporting_case!(
         "adv3_extension_member_server_init_privs",
-        "CREATE ROLE \"{prefix}adv3_bi\" LOGIN BYPASSRLS PASSWORD 'bi_pw';
-         GRANT pg_read_all_data TO \"{prefix}adv3_bi\";
-         CREATE EXTENSION dblink SCHEMA public;
-         CREATE SERVER reporting FOREIGN DATA WRAPPER dblink_fdw OPTIONS (host '127.0.0.1', port '{port}', dbname '{dbname}');
-         CREATE USER MAPPING FOR PUBLIC SERVER reporting OPTIONS (user '{prefix}adv3_bi', password 'bi_pw');
-         GRANT USAGE ON FOREIGN SERVER reporting TO PUBLIC;
-         ALTER EXTENSION dblink ADD SERVER reporting",
-        &["privilege.undeclared"],
-    )
-    .leak(
-        "SELECT n > 0 FROM public.dblink('reporting',
-           'SELECT count(*) FROM public.members WHERE gym_id = ''{gym_b}''') AS t(n bigint)",
-    )
-    .undo("DROP OWNED BY \"{prefix}adv3_bi\"; DROP ROLE \"{prefix}adv3_bi\""),
+        ";\n         ALTER EXTENSION dblink ADD SERVER reporting"
+    ),
     // A reporting copy in the same cluster with RLS off and the app's grants revoked, read "by
     // analysts" through SELECT to PUBLIC: pg_shdepend records no grant to PUBLIC. (CONNECT goes
     // to the login here, not to PUBLIC as by default, so that the copy stays out of the other

@@ -63,10 +63,6 @@ pub fn least_privilege_template() -> &'static Template {
 pub fn make_template(label: &str) -> Template {
     {
         let db = test_db(label);
-        psql_exec(
-            &cluster().url,
-            &format!("REVOKE CONNECT ON DATABASE \"{}\" FROM PUBLIC", db.name),
-        );
         let dir = write_project(&db, true);
         generate_and_migrate(&dir);
         let mut sql = String::new();
