@@ -46,7 +46,7 @@ pub(super) async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) 
     let started = Instant::now();
     let client = pg::connect(url).await?;
     let mut tally = distribution(&client, schema).await?;
-    tally.merge(catalog(&client, schema, &settings.reach).await?);
+    tally.merge(catalog(&client, url, schema, &settings.reach).await?);
     tally.merge(placements(&client, schema).await?);
     let gyms = if settings.static_only {
         Vec::new()
@@ -81,8 +81,13 @@ pub(super) async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) 
 /// moot: the immutability trigger on distributed tables (Citus refuses a change of the
 /// distribution column itself) and the per-row context call (Citus refuses the subquery that
 /// avoids it). The extension's own views in `public` are the extension's, which verify exempts.
-async fn catalog(client: &Client, schema: &Schema, reach: &super::Reach) -> Result<Tally> {
-    let mut tally = super::catalog::check(client, &sql::adapt(schema), reach).await?;
+async fn catalog(
+    client: &Client,
+    url: &pg::Target,
+    schema: &Schema,
+    reach: &super::Reach,
+) -> Result<Tally> {
+    let mut tally = super::catalog::check(client, url, &sql::adapt(schema), reach).await?;
     let t = &schema.tenancy;
     let tenant_table_trigger = format!("on {}.{}", t.table_schema, t.tenant_table);
     tally.findings.retain(|f| match f.id {

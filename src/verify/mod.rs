@@ -187,6 +187,12 @@ pub const CHECKS: &[CheckDef] = &[
     check("citus.probe-own-rows", E, "on Citus, the app role in a tenant's context does not read all of that tenant's rows (the context does not reach the workers)", "set the context with SET LOCAL after SET LOCAL citus.propagate_set_commands = 'local' (set_config is not propagated); docs/citus.md"),
     check("citus.probe-foreign-insert", E, "on Citus, the app role in one tenant's context can insert a row for another tenant", "give the table's policy WITH CHECK (the tenant condition)"),
     check("citus.probe-no-context", E, "on Citus, the app role without a tenant context reads rows", "policies must compare the tenant column with the fail-closed context function"),
+    // Round 3 of the adversarial review (src/verify/catalog/leading.rs, ...).
+    check("world.index-leading", E, "an index on a tenant table that policies/ does not declare is not led by the tenant column: LEAKPROOF comparisons (text, uuid, numbers, dates) may run as its index condition before the policy, and EXPLAIN ANALYZE's \"Rows Removed by Filter\" (or pg_stat_xact_user_tables) then counts other tenants' rows in any range of its leading column: a prefix search reads their values", "CREATE INDEX ... ON <table> (<tenant column>, ...) and drop this one, or declare it in policies/ (indexes = [...]: the generator leads it with the tenant column); allow: object = \"index <schema>.<name>\""),
+    check("pristine.extension-event-trigger", E, "an enabled event trigger belongs to an extension whose install script does not create it (ALTER EXTENSION ... ADD EVENT TRIGGER makes any event trigger an extension's): it runs its function on every role's DDL, the application's CREATE TEMP TABLE included", "DROP EVENT TRIGGER <name> (after ALTER EXTENSION <extension> DROP EVENT TRIGGER <name>), or ALTER EVENT TRIGGER <name> DISABLE, or allow-list event trigger <name> with a reason"),
+    check("privilege.other-database-public", E, "a login of the closure can connect to another database of the same cluster (CONNECT is PUBLIC's by default) where PUBLIC or a role of the closure may use a relation, column, SECURITY DEFINER function, large object or foreign server, read by connecting to it: pg_shdepend records no grant to PUBLIC, and verify checks one database", "run verify against that database too (and fix it), or REVOKE CONNECT ON DATABASE <db> FROM PUBLIC (and from the application's roles), or revoke PUBLIC's grants there; allow-list database <name> when it holds no tenant data"),
+    check("privilege.other-database-uninspected", E, "a login of the closure can connect to another database of the same cluster that verify could not connect to or read (its role lacks CONNECT there, or pg_hba refuses it): unknown means unsafe", "GRANT CONNECT ON DATABASE <db> TO <the role verify connects as>, or REVOKE CONNECT ON DATABASE <db> FROM PUBLIC and from the application's roles; allow-list database <name> when it holds no tenant data"),
+    check("pristine.cast", E, "a cast created after initdb by no extension: pg_cast is not per-schema, so it changes what every :: of its types does, the inlined context function's NULLIF(...)::uuid included (its text unchanged)", "DROP CAST (<source> AS <target>), or allow-list cast (<source> AS <target>) with a reason"),
 ];
 
 pub fn check_def(id: &str) -> &'static CheckDef {
@@ -545,10 +551,13 @@ pub async fn run(url: &pg::Target, schema: &Schema, settings: &Settings) -> Resu
     // The static checks (a connection of their own) and the probes run at the same time: the
     // checks are many small catalog queries, mostly waiting on round trips.
     let (statics, probes) = if settings.static_only {
-        (catalog::check(&client, schema, &settings.reach).await, None)
+        (
+            catalog::check(&client, url, schema, &settings.reach).await,
+            None,
+        )
     } else {
         let statics =
-            async { catalog::check(&pg::connect(url).await?, schema, &settings.reach).await };
+            async { catalog::check(&pg::connect(url).await?, url, schema, &settings.reach).await };
         let probes = probe::run(url, &client, schema, settings, &mut info);
         let (s, p) = tokio::join!(statics, probes);
         (s, Some(p))

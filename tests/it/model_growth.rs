@@ -74,6 +74,12 @@ fn copy(p: &Project, label: &str) -> String {
         &cluster().url,
         &format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", p.db.name),
     );
+    // The copies are broken on purpose: no login of another test may connect to them (verify
+    // reads every database of the cluster the application's logins can connect to).
+    psql_exec(
+        &cluster().url,
+        &format!("REVOKE CONNECT ON DATABASE \"{name}\" FROM PUBLIC"),
+    );
     cluster().url_for(&name)
 }
 

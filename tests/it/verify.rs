@@ -932,3 +932,60 @@ fn probe_findings_name_the_tenant_by_slug() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("gym-a"));
 }
+
+/// A database of the cluster the application's login can connect to but the role verify
+/// connects as cannot read is an error (what it exposes is unknown), and passes once verify can
+/// read it and finds nothing exposed there.
+#[test]
+fn another_database_verify_cannot_read_is_reported() {
+    let t = &crate::corpus::make_template("verify_uninspected");
+    let p = &t.db.role_prefix;
+    let (login, verifier) = (format!("{p}unread_login"), format!("{p}unread_verifier"));
+    psql_exec(
+        &t.db.url,
+        &fill_for(
+            t,
+            &format!(
+                "CREATE ROLE \"{login}\" LOGIN PASSWORD 'leak' IN ROLE {{app}};
+                 CREATE ROLE \"{verifier}\" LOGIN PASSWORD 'pw' IN ROLE {{app}}, {{admin}}"
+            ),
+            &t.db.name,
+        ),
+    );
+    let other = format!("{}_unread", t.db.name);
+    psql_exec(&cluster().url, &format!("CREATE DATABASE \"{other}\""));
+    psql_exec(
+        &cluster().url,
+        &format!(
+            "REVOKE CONNECT ON DATABASE \"{other}\" FROM PUBLIC;
+             GRANT CONNECT ON DATABASE \"{other}\" TO \"{login}\""
+        ),
+    );
+    let as_verifier = as_user(&t.db.url, &verifier, "pw");
+    let reported = |json: &Value, id: &str| {
+        json["checks"].as_array().unwrap().iter().any(|c| {
+            c["id"] == id && c["status"] == "fail" && c["object"] == format!("database {other}")
+        })
+    };
+    let (code, json, stderr) = verify_in(t, &as_verifier, &[]);
+    assert_eq!(code, 1, "{json:#}\n{stderr}");
+    assert!(
+        reported(&json, "privilege.other-database-uninspected"),
+        "{json:#}"
+    );
+
+    psql_exec(
+        &cluster().url,
+        &format!("GRANT CONNECT ON DATABASE \"{other}\" TO \"{verifier}\""),
+    );
+    let (code, json, stderr) = verify_in(t, &as_verifier, &[]);
+    assert_eq!(code, 0, "read, and empty: {json:#}\n{stderr}");
+
+    psql_exec(&cluster().url, &format!("DROP DATABASE \"{other}\""));
+    psql_exec(
+        &t.db.url,
+        &format!(
+            "DROP OWNED BY \"{login}\", \"{verifier}\"; DROP ROLE \"{login}\", \"{verifier}\""
+        ),
+    );
+}

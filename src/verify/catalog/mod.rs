@@ -9,6 +9,7 @@ mod declared;
 mod functions;
 mod grants;
 mod helper;
+mod leading;
 mod normalise;
 mod platform;
 mod policies;
@@ -32,7 +33,13 @@ use super::{Finding, Reach, Tally};
 use crate::model::Schema;
 use relations::Rel;
 
-pub async fn check(client: &Client, schema: &Schema, reach: &Reach) -> Result<Tally> {
+/// `target`: where `client` is connected (verify reads the cluster's other databases with it).
+pub async fn check(
+    client: &Client,
+    target: &crate::pg::Target,
+    schema: &Schema,
+    reach: &Reach,
+) -> Result<Tally> {
     let mut tally = Tally::default();
     roles::check(client, schema, &mut tally).await?;
     let rels = relations::list(client, schema).await?;
@@ -45,14 +52,14 @@ pub async fn check(client: &Client, schema: &Schema, reach: &Reach) -> Result<Ta
     relations::check_reachable(client, schema, &rels, &tenant, &mut tally).await?;
     world::check(client, schema, (&rels, &tenant), &mut tally).await?;
     helper::check(client, schema, &mut tally).await?;
-    reach_checks(client, schema, reach, &rels, &tenant, &mut tally).await?;
+    reach_checks((client, target), schema, reach, &rels, &tenant, &mut tally).await?;
     Ok(tally)
 }
 
 /// The reachability closure and what its roles hold, the pristine comparison outside the
 /// declared world, and the settings that change semantics.
 async fn reach_checks(
-    client: &Client,
+    (client, target): (&Client, &crate::pg::Target),
     schema: &Schema,
     reach: &Reach,
     rels: &[Rel],
@@ -69,7 +76,7 @@ async fn reach_checks(
         .map(|r| r.oid)
         .collect();
     privileges::check(client, schema, &declared, &closure, tally).await?;
-    siblings::check(client, &closure, tally).await?;
+    siblings::check(client, target, &closure, tally).await?;
     pristine::check(client, &closure, &platform, tally).await?;
     semantics::check(client, schema, &closure, &platform, &tenant.list, tally).await
 }

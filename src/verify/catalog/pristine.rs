@@ -48,12 +48,40 @@ WHERE n.nspname IN ('pg_catalog', 'information_schema') AND x.oid >= 16384
     WHERE e.deptype = 'e')
 ORDER BY 1";
 
-/// Event triggers that no extension installed.
+/// Every event trigger: whether it is enabled, the extension it belongs to (if any) and the
+/// function it runs (schema-qualified, with the extension that function belongs to).
 const EVENT_TRIGGERS: &str = "
-SELECT e.evtname::text AS name, pg_catalog.pg_get_userbyid(e.evtowner)::text AS owner
+SELECT e.evtname::text AS name, pg_catalog.pg_get_userbyid(e.evtowner)::text AS owner,
+       e.evtenabled <> 'D' AS enabled,
+       (SELECT x.extname::text FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension x ON x.oid = d.refobjid
+        WHERE d.classid = 'pg_catalog.pg_event_trigger'::regclass AND d.objid = e.oid AND d.deptype = 'e') AS extension,
+       n.nspname || '.' || p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS function,
+       (SELECT x.extname::text FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension x ON x.oid = d.refobjid
+        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') AS function_extension
 FROM pg_catalog.pg_event_trigger e
-WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
-                  WHERE d.classid = 'pg_catalog.pg_event_trigger'::regclass AND d.objid = e.oid AND d.deptype = 'e')
+JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ORDER BY 1";
+
+/// Event triggers that extensions' own install scripts create, with the function each runs:
+/// (extension, event trigger, function). Citus drops a distributed table's shards and metadata
+/// on `sql_drop` (citus--8.0-1.sql; no later script drops it).
+const EXTENSION_EVENT_TRIGGERS: &[(&str, &str, &str)] = &[(
+    "citus",
+    "citus_cascade_to_partition",
+    "pg_catalog.citus_drop_trigger()",
+)];
+
+/// Casts created after initdb (oid >= 16384) that no extension installed. pg_cast is not
+/// per-schema: a cast changes what every `::type` does, in policies and defaults as they are
+/// re-planned and in the inlined context function's `::uuid` (its text unchanged).
+const CASTS: &str = "
+SELECT 'cast (' || pg_catalog.format_type(c.castsource, NULL) || ' AS ' || pg_catalog.format_type(c.casttarget, NULL) || ')' AS object,
+       coalesce(c.castfunc::pg_catalog.regprocedure::text, CASE c.castmethod WHEN 'b' THEN 'binary coercion' ELSE 'I/O conversion' END) AS how
+FROM pg_catalog.pg_cast c
+WHERE c.oid >= 16384
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1";
 
 /// Default privileges that grant a role of the closure, or PUBLIC ($1), more than the built-in
@@ -85,6 +113,18 @@ typed_row! {
     struct EventTrigger {
         name: String,
         owner: String,
+        enabled: bool,
+        extension: Option<String>,
+        function: String,
+        function_extension: Option<String>,
+    }
+}
+
+typed_row! {
+    /// A cast no extension installed (a row of [`CASTS`]).
+    struct Cast {
+        object: String,
+        how: String,
     }
 }
 
@@ -116,21 +156,70 @@ pub(super) async fn check(
         ));
     }
     event_triggers(client, platform, tally).await?;
+    casts(client, tally).await?;
     default_privileges(client, closure, tally).await
 }
 
-/// pristine.event-trigger: an event trigger runs its function on the DDL of every role.
+impl EventTrigger {
+    /// An event trigger an extension's own install script creates (its function too).
+    fn installed_by_its_extension(&self) -> bool {
+        let ext = self.extension.as_deref();
+        ext.is_some()
+            && self.function_extension.as_deref() == ext
+            && EXTENSION_EVENT_TRIGGERS.iter().any(|(x, name, function)| {
+                ext == Some(*x) && self.name == *name && self.function == *function
+            })
+    }
+}
+
+/// pristine.event-trigger (no extension's) and pristine.extension-event-trigger (an enabled one
+/// an extension holds, but not one its install script creates: `ALTER EXTENSION ... ADD EVENT
+/// TRIGGER` makes any event trigger an extension's): an event trigger runs its function on the
+/// DDL of every role, the application's `CREATE TEMP TABLE` included.
 async fn event_triggers(client: &Client, platform: &Platform, tally: &mut Tally) -> Result<()> {
     let what = "cannot read event triggers";
     let evts = query(client, EVENT_TRIGGERS, &[], what, EventTrigger::from_row).await?;
     tally.pass("pristine.event-trigger");
+    tally.pass("pristine.extension-event-trigger");
     for e in evts.iter().filter(|e| !platform.event_trigger(&e.name)) {
+        let runs = format!(
+            "runs {} on the DDL of every role, the application's included (CREATE TEMP TABLE too)",
+            e.function
+        );
+        let finding = match &e.extension {
+            None => Finding::new(
+                "pristine.event-trigger",
+                format!("event trigger {}", e.name),
+                format!("event trigger {} (owned by {}) {runs}", e.name, e.owner),
+            ),
+            Some(x) if e.enabled && !e.installed_by_its_extension() => Finding::new(
+                "pristine.extension-event-trigger",
+                format!("event trigger {}", e.name),
+                format!(
+                    "event trigger {} (owned by {}) belongs to extension {x}, whose install script does not create it (ALTER EXTENSION ... ADD), and {runs}",
+                    e.name, e.owner
+                ),
+            ),
+            Some(_) => continue,
+        };
+        tally.fail(finding);
+    }
+    Ok(())
+}
+
+/// pristine.cast: a cast no extension installed. Any cast, not only those of the context
+/// function's and the tenant column's types: every policy, default and check re-planned after
+/// it calls it, and a team rarely needs one (an extension's, citext's, passes).
+async fn casts(client: &Client, tally: &mut Tally) -> Result<()> {
+    let live = query(client, CASTS, &[], "cannot read casts", Cast::from_row).await?;
+    tally.pass("pristine.cast");
+    for c in live {
         tally.fail(Finding::new(
-            "pristine.event-trigger",
-            format!("event trigger {}", e.name),
+            "pristine.cast",
+            &c.object,
             format!(
-                "event trigger {} (owned by {}) runs its function on the DDL of every role, the application's included (CREATE TEMP TABLE too)",
-                e.name, e.owner
+                "{} ({}) was created after initdb by no extension: pg_cast is not per-schema, so every `::` of those types calls it, the inlined context function's `::uuid` included",
+                c.object, c.how
             ),
         ));
     }

@@ -67,8 +67,38 @@ FROM pg_catalog.pg_tablespace t WHERE t.spcacl IS NOT NULL"
     };
 }
 
+/// The kinds of object (`o.classid`) whose `pg_init_privs` entries are a fresh cluster's: the
+/// ones initdb's and extensions' own scripts grant on (relations, functions, types, schemas).
+/// `ALTER EXTENSION ... ADD` records any object's ACL of the moment there, so an entry for a
+/// foreign server, wrapper, language, large object, database or tablespace is no baseline: those
+/// are judged against the built-in default (`acldefault`).
+macro_rules! init_privs_trusted {
+    () => {
+        "o.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_proc'::pg_catalog.regclass,
+                       'pg_catalog.pg_type'::pg_catalog.regclass, 'pg_catalog.pg_namespace'::pg_catalog.regclass)"
+    };
+}
+
+/// The objects of schema `$nsp` (every one records a dependency on its schema, extensions
+/// aside) that belong to no extension: neither a member, nor made by one for a member (an array
+/// type, a row type, an index, an owned sequence: an internal or auto dependency on a member).
+macro_rules! not_an_extensions {
+    ($nsp:literal) => {
+        concat!(
+            "SELECT FROM pg_catalog.pg_depend m
+  WHERE m.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND m.refobjid = ", $nsp, "
+    AND m.classid <> 'pg_catalog.pg_extension'::pg_catalog.regclass
+    AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend e WHERE e.classid = m.classid AND e.objid = m.objid AND e.deptype = 'e')
+    AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                    JOIN pg_catalog.pg_depend e ON e.classid = d.refclassid AND e.objid = d.refobjid AND e.deptype = 'e'
+                    WHERE d.classid = m.classid AND d.objid = m.objid AND d.deptype IN ('i', 'a'))"
+        )
+    };
+}
+
 /// The privileges ($1: the closure's roles and PUBLIC, 0) that neither `pg_init_privs` (where
-/// the object has an entry: initdb's and extensions' objects) nor the built-in default has.
+/// the object has an entry: initdb's and extensions' objects, of the kinds above) nor the
+/// built-in default has.
 /// initdb grants information_schema to PUBLIC without recording it in `pg_init_privs`: PUBLIC's
 /// SELECT and USAGE on an initdb object (oid below 16384) without an entry there are pristine.
 /// Before PostgreSQL 15, `public` gives PUBLIC CREATE by default.
@@ -82,10 +112,14 @@ FROM objs o, pg_catalog.aclexplode(o.acl) a
 WHERE a.grantee = ANY($1) AND a.grantee <> o.owner
   AND NOT EXISTS (
     SELECT FROM pg_catalog.pg_init_privs ip, pg_catalog.aclexplode(ip.initprivs) i
-    WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid
+    WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid AND ",
+    init_privs_trusted!(),
+    "
       AND i.grantee = a.grantee AND i.privilege_type = a.privilege_type)
   AND (EXISTS (SELECT FROM pg_catalog.pg_init_privs ip
-               WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid)
+               WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid AND ",
+    init_privs_trusted!(),
+    ")
        OR NOT EXISTS (SELECT FROM pg_catalog.aclexplode(pg_catalog.acldefault(o.deftype::\"char\", o.owner)) d
                       WHERE d.grantee = a.grantee AND d.privilege_type = a.privilege_type))
   AND NOT (o.objid < 16384 AND a.grantee = 0 AND a.privilege_type IN ('SELECT', 'USAGE')
@@ -100,6 +134,15 @@ WHERE a.grantee = ANY($1) AND a.grantee <> o.owner
            AND EXISTS (SELECT FROM pg_catalog.pg_init_privs ip, pg_catalog.aclexplode(ip.initprivs) i
                        WHERE ip.objoid = o.objid AND ip.classoid = o.classid AND ip.objsubid = o.subid
                          AND i.grantee = 0 AND i.privilege_type = a.privilege_type))
+  -- USAGE on a schema that holds only extensions' objects (an `extensions` schema for pgcrypto
+  -- and citext) and on which no role of the closure, nor PUBLIC, may CREATE: it reaches only
+  -- what the extensions' own privileges say, which are judged object by object
+  AND NOT (o.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND a.privilege_type = 'USAGE'
+           AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(o.acl) c
+                           WHERE c.grantee = ANY($1) AND c.privilege_type = 'CREATE')
+           AND NOT EXISTS (",
+    not_an_extensions!("o.objid"),
+    "))
   AND NOT (o.object = 'schema public' AND a.grantee = 0 AND a.privilege_type IN ('USAGE', 'CREATE')
            AND pg_catalog.current_setting('server_version_num')::int < 150000)
 ORDER BY 1, 3, 2"

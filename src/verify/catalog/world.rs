@@ -273,6 +273,7 @@ pub(super) async fn check(
     columns(client, &world, tally).await?;
     constraints(client, &world, tally).await?;
     indexes(client, &world, tally).await?;
+    super::leading::check(client, schema, &world.rels, tally).await?;
     inheritance(client, &world, rels, tally).await?;
     sequences(client, &world, tally).await?;
     publications(client, tenant, tally).await?;
@@ -281,7 +282,7 @@ pub(super) async fn check(
 }
 
 /// Count one run of `id` and fail it with each of `findings`.
-fn report(tally: &mut Tally, id: &'static str, findings: Vec<Finding>) {
+pub(super) fn report(tally: &mut Tally, id: &'static str, findings: Vec<Finding>) {
     if findings.is_empty() {
         tally.pass(id);
     }

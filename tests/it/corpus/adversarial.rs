@@ -20,6 +20,33 @@ macro_rules! login_case {
     };
 }
 
+/// Round 1's dblink reporting server (a BYPASSRLS reporting login, a dblink server with a user
+/// mapping FOR PUBLIC, USAGE on the server to PUBLIC), then `$tail`; gym_app counts gym B's
+/// members through it.
+macro_rules! dblink_reporting_case {
+    ($name:literal, $tail:literal) => {
+        case(
+            $name,
+            concat!(
+                "CREATE ROLE \"{prefix}adv_bi\" LOGIN BYPASSRLS PASSWORD 'bi_pw';
+         GRANT pg_read_all_data TO \"{prefix}adv_bi\";
+         GRANT CONNECT ON DATABASE {db} TO \"{prefix}adv_bi\";
+         CREATE EXTENSION dblink SCHEMA public;
+         CREATE SERVER reporting FOREIGN DATA WRAPPER dblink_fdw OPTIONS (host '127.0.0.1', port '{port}', dbname '{dbname}');
+         CREATE USER MAPPING FOR PUBLIC SERVER reporting OPTIONS (user '{prefix}adv_bi', password 'bi_pw');
+         GRANT USAGE ON FOREIGN SERVER reporting TO PUBLIC",
+                $tail
+            ),
+            &["privilege.undeclared"],
+        )
+        .leak(
+            "SELECT n > 0 FROM public.dblink('reporting',
+           'SELECT count(*) FROM public.members WHERE gym_id = ''{gym_b}''') AS t(n bigint)",
+        )
+        .undo("DROP OWNED BY \"{prefix}adv_bi\"; DROP ROLE \"{prefix}adv_bi\"")
+    };
+}
+
 pub const CASES: &[Case] = &[
     login_case!(
         "adv_login_createrole",
@@ -109,21 +136,7 @@ pub const CASES: &[Case] = &[
     )
     .leak("TRUNCATE public.bookings; RESET ROLE; SELECT count(*) = 0 FROM public.bookings WHERE gym_id = '{gym_b}'")
     .undo("DROP OWNED BY \"{prefix}adv_maint\"; DROP ROLE \"{prefix}adv_maint\""),
-    case(
-        "adv_dblink_reporting_server",
-        "CREATE ROLE \"{prefix}adv_bi\" LOGIN BYPASSRLS PASSWORD 'bi_pw';
-         GRANT pg_read_all_data TO \"{prefix}adv_bi\";
-         CREATE EXTENSION dblink SCHEMA public;
-         CREATE SERVER reporting FOREIGN DATA WRAPPER dblink_fdw OPTIONS (host '127.0.0.1', port '{port}', dbname '{dbname}');
-         CREATE USER MAPPING FOR PUBLIC SERVER reporting OPTIONS (user '{prefix}adv_bi', password 'bi_pw');
-         GRANT USAGE ON FOREIGN SERVER reporting TO PUBLIC",
-        &["privilege.undeclared"],
-    )
-    .leak(
-        "SELECT n > 0 FROM public.dblink('reporting',
-           'SELECT count(*) FROM public.members WHERE gym_id = ''{gym_b}''') AS t(n bigint)",
-    )
-    .undo("DROP OWNED BY \"{prefix}adv_bi\"; DROP ROLE \"{prefix}adv_bi\""),
+    dblink_reporting_case!("adv_dblink_reporting_server", ""),
     case(
         "adv_large_object_export",
         "SELECT lo_from_bytea(424242, convert_to((SELECT string_agg(gym_id || ',' || email, E'\\n') FROM public.members), 'UTF8'));
@@ -294,4 +307,132 @@ pub const CASES: &[Case] = &[
          SELECT count(*) = 1 FROM ins",
     )
     .undo("REVOKE SET ON PARAMETER session_replication_role FROM {app}"),
+    // Round 3, against the gate of round 2 (each passed it with exit 0).
+    // An index not led by the tenant column: a LEAKPROOF comparison runs as its index condition
+    // before the policy, and EXPLAIN ANALYZE counts the other tenants' rows the policy removed.
+    case(
+        "adv3_phone_index_range_extraction",
+        "UPDATE public.members SET phone = CASE WHEN gym_id = '{gym_a}' THEN '+1 555 0100' ELSE '+1 555 0199' END;
+         CREATE INDEX members_phone_idx ON public.members (phone);
+         ANALYZE public.members",
+        &["world.index-leading"],
+    )
+    .leak(RANGE_EXTRACTION_PHONE),
+    case(
+        "adv3_email_index_range_extraction",
+        "CREATE INDEX members_email_idx ON public.members (email); ANALYZE public.members",
+        &["world.index-leading"],
+    )
+    .leak(RANGE_EXTRACTION_EMAIL),
+    // Round 1's event trigger, folded into an installed extension: extensions' event triggers
+    // were exempt.
+    case(
+        "adv3_extension_event_trigger",
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+         CREATE FUNCTION public.on_ddl() RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog AS
+           $$BEGIN PERFORM set_config('tenantctl.gym_id', '{gym_b}', true); END$$;
+         CREATE EVENT TRIGGER tc_on_ddl ON ddl_command_end EXECUTE FUNCTION public.on_ddl();
+         ALTER EXTENSION pg_trgm ADD FUNCTION public.on_ddl();
+         ALTER EXTENSION pg_trgm ADD EVENT TRIGGER tc_on_ddl",
+        &["pristine.extension-event-trigger"],
+    )
+    .leak(
+        "CREATE TEMP TABLE scratch (x int);
+         SELECT count(*) > 0 FROM public.members WHERE gym_id = '{gym_b}'",
+    ),
+    // Round 1's dblink reporting server, folded into the dblink extension: ALTER EXTENSION ...
+    // ADD records its ACL (USAGE to PUBLIC) in pg_init_privs, the fresh-cluster baseline.
+    dblink_reporting_case!(
+        "adv3_extension_member_server_init_privs",
+        ";\n         ALTER EXTENSION dblink ADD SERVER reporting"
+    ),
+    // A reporting copy in the same cluster with RLS off and the app's grants revoked, read "by
+    // analysts" through SELECT to PUBLIC: pg_shdepend records no grant to PUBLIC. (CONNECT goes
+    // to the login here, not to PUBLIC as by default, so that the copy stays out of the other
+    // tests' runs on the shared cluster: a grant on a database leaves no pg_shdepend row in it
+    // either.)
+    case(
+        "adv3_sibling_public_grants",
+        "CREATE ROLE \"{prefix}adv3_app\" LOGIN PASSWORD 'leak' IN ROLE {app};
+         CREATE EXTENSION IF NOT EXISTS dblink SCHEMA public",
+        &["privilege.other-database-public"],
+    )
+    .sibling(
+        "ALTER TABLE public.members DISABLE ROW LEVEL SECURITY;
+         ALTER TABLE public.coaches DISABLE ROW LEVEL SECURITY;
+         ALTER TABLE public.gyms DISABLE ROW LEVEL SECURITY;
+         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}, {admin};
+         REVOKE ALL ON SCHEMA tenantctl FROM {app}, {admin};
+         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenantctl FROM {app}, {admin};
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC;
+         REVOKE CONNECT ON DATABASE \"{dbname}_bi\" FROM PUBLIC;
+         GRANT CONNECT ON DATABASE \"{dbname}_bi\" TO \"{prefix}adv3_app\"",
+    )
+    .leak(
+        "SELECT count(*) > 0 FROM public.dblink('host=127.0.0.1 port={port} dbname={dbname}_bi user={prefix}adv3_app password=leak',
+           'SELECT gym_id::text FROM public.members') AS t(gym_id text)
+         WHERE gym_id = '{gym_b}'",
+    )
+    .login("{prefix}adv3_app")
+    .undo("DROP OWNED BY \"{prefix}adv3_app\"; DROP ROLE \"{prefix}adv3_app\""),
+    // A text -> uuid cast: the inlined context function's ::uuid calls it (its text unchanged),
+    // and it maps gym A's id to gym B's. Only the probes noticed, by luck of the mapping.
+    case(
+        "adv3_text_uuid_cast_rewrites_context",
+        "CREATE FUNCTION public.text_to_uuid(t text) RETURNS uuid LANGUAGE sql IMMUTABLE STRICT AS $$
+           SELECT pg_catalog.uuid_in(pg_catalog.textout(
+             CASE pg_catalog.btrim(t, ' {}') WHEN '{gym_a}' THEN '{gym_b}' ELSE pg_catalog.btrim(t, ' {}') END))
+         $$;
+         CREATE CAST (text AS uuid) WITH FUNCTION public.text_to_uuid(text) AS ASSIGNMENT",
+        &["pristine.cast"],
+    )
+    .leak("SELECT count(*) > 0 FROM public.members WHERE gym_id = '{gym_b}'"),
 ];
+
+/// `pg_temp.others(lo, hi)`: how many rows the policy removed from an index scan of members
+/// on `lo <= column < hi` (EXPLAIN ANALYZE, open to every role; the planner switches are the
+/// app's to set), NULL when the planner scanned another index (a range too wide for the
+/// template's few rows); `pg_temp.enum(prefix)`: other tenants' values, by a prefix search over
+/// that count (descending where it is unknown).
+macro_rules! range_extraction {
+    ($column:literal, $alphabet:literal, $secret:literal) => {
+        concat!(
+            r#"SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+CREATE FUNCTION pg_temp.others(lo text, hi text) RETURNS int LANGUAGE plpgsql AS $f$
+DECLARE l text; used bool := false; BEGIN
+  FOR l IN EXECUTE format('EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT 1 FROM public.members WHERE "#,
+            $column,
+            r#" >= %L AND "#,
+            $column,
+            r#" < %L', lo, hi) LOOP
+    IF l ~ 'Index Cond: \(+"#,
+            $column,
+            r#"' THEN used := true; END IF;
+    IF used AND l ~ 'Rows Removed by Filter' THEN RETURN substring(l from '(\d+)')::int; END IF;
+  END LOOP; RETURN CASE WHEN used THEN 0 END; END $f$;
+CREATE FUNCTION pg_temp.enum(prefix text) RETURNS SETOF text LANGUAGE plpgsql AS $f$
+DECLARE c text; BEGIN
+  IF prefix <> '' AND pg_temp.others(prefix, prefix || chr(1)) > 0 THEN RETURN NEXT prefix; END IF;
+  FOREACH c IN ARRAY string_to_array('"#,
+            $alphabet,
+            r#"', NULL) LOOP
+    IF coalesce(pg_temp.others(prefix || c, prefix || c || chr(127)) > 0, length(prefix) < 16) THEN
+      RETURN QUERY SELECT * FROM pg_temp.enum(prefix || c);
+    END IF;
+  END LOOP; END $f$;
+SELECT EXISTS (SELECT FROM pg_temp.enum('') e WHERE e = '"#,
+            $secret,
+            r#"')
+   AND NOT EXISTS (SELECT FROM public.members WHERE "#,
+            $column,
+            r#" = '"#,
+            $secret,
+            "')"
+        )
+    };
+}
+
+/// Gym B's members' phone (gym A's is another), read from gym A's context.
+const RANGE_EXTRACTION_PHONE: &str = range_extraction!("phone", " +0123456789", "+1 555 0199");
+/// Gym B's member's e-mail, read from gym A's context.
+const RANGE_EXTRACTION_EMAIL: &str = range_extraction!("email", ".@2abemst", "m2@b.test");

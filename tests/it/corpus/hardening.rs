@@ -5,6 +5,21 @@
 use super::{case, Case};
 
 pub const CASES: &[Case] = &[
+    // USAGE on a schema of extensions' objects passes only while nothing else is in it and
+    // nobody of the closure may CREATE there (the realistic database passes with it).
+    case(
+        "extensions_schema_with_a_function_of_its_own",
+        "CREATE SCHEMA extensions; CREATE EXTENSION citext SCHEMA extensions;
+         CREATE FUNCTION extensions.normalize(t text) RETURNS text LANGUAGE sql AS 'SELECT lower(t)';
+         GRANT USAGE ON SCHEMA extensions TO {app}",
+        &["privilege.undeclared"],
+    ),
+    case(
+        "extensions_schema_writable",
+        "CREATE SCHEMA extensions; CREATE EXTENSION citext SCHEMA extensions;
+         GRANT USAGE, CREATE ON SCHEMA extensions TO PUBLIC",
+        &["privilege.undeclared"],
+    ),
     case("rls_not_forced", "ALTER TABLE public.members NO FORCE ROW LEVEL SECURITY", &["rls.not-forced"]),
     case(
         "missing_with_check",

@@ -2,7 +2,8 @@
 //! tables (a monitoring extension in `public`, extensions in a schema of their own, an operations
 //! schema the app cannot reach, several logins granted the app role, a support login granted the
 //! admin role, a deploy login that is an operator, database- and role-level timeouts, comments,
-//! the public schema and the database revoked from PUBLIC and granted to the declared roles).
+//! the public schema and the database revoked from PUBLIC and granted to the declared roles,
+//! USAGE on the extensions' schema granted to the app role, which finds it on its search_path).
 //! verify must pass it: a false alarm is a bug.
 
 use super::{failing_ids, make_template, verify_in, Template};
@@ -15,7 +16,10 @@ CREATE EXTENSION pg_trgm SCHEMA public;
 CREATE SCHEMA extensions;
 CREATE EXTENSION btree_gin SCHEMA extensions;
 CREATE EXTENSION pgcrypto SCHEMA extensions;
-CREATE INDEX members_name_trgm ON public.members USING gin (full_name gin_trgm_ops);
+CREATE EXTENSION citext SCHEMA extensions;
+-- Led by the tenant column (btree_gin's uuid class): a trigram index on full_name alone would let
+-- the planner scan other gyms' names before the policy (world.index-leading).
+CREATE INDEX members_name_trgm ON public.members USING gin (gym_id, full_name gin_trgm_ops);
 COMMENT ON TABLE public.members IS 'People who train at a gym';
 COMMENT ON SCHEMA extensions IS 'Extensions live here, away from the application';
 
@@ -42,6 +46,10 @@ GRANT SELECT ON ops.audit_log, ops.audit_per_gym TO "{p}support";
 -- Hardening: the schema and the database usable by the declared roles, not by PUBLIC.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO {app}, {admin}, {owner};
+-- The app calls pgcrypto's crypt() and compares citext: USAGE on a schema of extensions' objects
+-- only, on which nobody but its owner may CREATE (adversarial review round 3's clean 08).
+GRANT USAGE ON SCHEMA extensions TO {app};
+ALTER DATABASE {db} SET search_path = "$user", public, extensions;
 REVOKE ALL ON DATABASE {db} FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}, {admin}, "{p}monitor";
 
