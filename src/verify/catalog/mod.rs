@@ -19,6 +19,7 @@ mod privileges;
 mod relations;
 mod roles;
 mod semantics;
+mod shared_login;
 mod siblings;
 mod tables;
 mod triggers;
@@ -80,7 +81,8 @@ async fn reach_checks(
     siblings::check(client, target, &closure, tally).await?;
     pristine::check(client, &closure, &platform, tally).await?;
     semantics::check(client, schema, &closure, &platform, &tenant.list, tally).await?;
-    custom::check(client, schema, tally).await
+    custom::check(client, schema, tally).await?;
+    shared_login::check(client, &closure, tally).await
 }
 
 /// Which relations hold tenant data: every declared table, and every other table (or foreign
