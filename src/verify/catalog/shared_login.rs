@@ -1,5 +1,7 @@
-//! What the one application login shares between tenants beyond the policies' reach:
-//! pg_stat_statements' statement texts of the same login (`privilege.stat-statements`).
+//! What the one application login shares between tenants beyond the policies' reach: prepared
+//! transactions (any session of the login may COMMIT or ROLLBACK PREPARED another's,
+//! `setting.two-phase-commit`) and pg_stat_statements' statement texts of the same login
+//! (`privilege.stat-statements`).
 
 use crate::pg::unnamed::typed;
 
@@ -9,6 +11,8 @@ use tokio_postgres::Client;
 use super::closure::Closure;
 use super::{col, query};
 use crate::verify::{Finding, Tally};
+
+const PREPARED: &str = "SELECT pg_catalog.current_setting('max_prepared_transactions') AS value";
 
 /// pg_stat_statements' relations and functions ($1: the closure's roles) a role of the closure
 /// may read or execute (PUBLIC's by default, but for the reset functions), in a schema it may use.
@@ -27,6 +31,12 @@ WHERE e.extname = 'pg_stat_statements'
 ORDER BY 1";
 
 pub(super) async fn check(client: &Client, closure: &Closure, tally: &mut Tally) -> Result<()> {
+    tally.pass("setting.two-phase-commit");
+    let what = "cannot read max_prepared_transactions";
+    let value: Vec<String> = query(client, PREPARED, &[], what, |r| col(r, "value")).await?;
+    if let Some(f) = value.first().and_then(|v| two_phase(v)) {
+        tally.fail(f);
+    }
     tally.pass("privilege.stat-statements");
     let what = "cannot read pg_stat_statements' privileges";
     let oids = closure.grantees();
@@ -42,4 +52,31 @@ pub(super) async fn check(client: &Client, closure: &Closure, tally: &mut Tally)
         ));
     }
     Ok(())
+}
+
+/// setting.two-phase-commit: prepared transactions are possible (max_prepared_transactions
+/// above 0), and any session of a login may commit or roll back another's.
+fn two_phase(value: &str) -> Option<Finding> {
+    let n: i64 = value.trim().parse().unwrap_or(1);
+    (n != 0).then(|| {
+        Finding::new(
+            "setting.two-phase-commit",
+            "setting cluster max_prepared_transactions",
+            format!("max_prepared_transactions = {value}: a session of the application's login can list (pg_prepared_xacts) and COMMIT or ROLLBACK PREPARED another tenant's prepared transaction"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::two_phase;
+
+    #[test]
+    fn prepared_transactions_are_reported_unless_disabled() {
+        assert!(two_phase("0").is_none());
+        let f = two_phase("20").expect("20 prepared transactions are reported");
+        assert_eq!(f.id, "setting.two-phase-commit");
+        assert_eq!(f.object, "setting cluster max_prepared_transactions");
+        assert!(two_phase("garbage").is_some(), "unknown is unsafe");
+    }
 }
