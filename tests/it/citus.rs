@@ -210,13 +210,7 @@ impl CitusDb {
         // failing ids in full.
         let json = self.tenantctl(&["--format", "json", "verify"]);
         let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_default();
-        let ids: Vec<&str> = json["checks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["status"] == "fail")
-            .filter_map(|c| c["id"].as_str())
-            .collect();
+        let ids = crate::corpus::failing_ids(&json);
         let text = format!("{text}\nfailing ids: {}", ids.join(" "));
         (out.status.code().unwrap(), text)
     }

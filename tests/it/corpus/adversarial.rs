@@ -47,6 +47,18 @@ macro_rules! dblink_reporting_case {
     };
 }
 
+/// A sibling's members with RLS off and the app's own grants revoked (it reads them by
+/// PUBLIC's grants only: the role template, PUBLIC-connectable, already holds the app's).
+macro_rules! rls_off_app_revoked {
+    () => {
+        "ALTER TABLE public.members DISABLE ROW LEVEL SECURITY;
+         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}, {admin};
+         REVOKE ALL ON SCHEMA tenantctl FROM {app}, {admin};
+         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenantctl FROM {app}, {admin};
+         "
+    };
+}
+
 pub const CASES: &[Case] = &[
     login_case!(
         "adv_login_createrole",
@@ -358,15 +370,14 @@ pub const CASES: &[Case] = &[
         &["privilege.other-database-public"],
     )
     .sibling(
-        "ALTER TABLE public.members DISABLE ROW LEVEL SECURITY;
-         ALTER TABLE public.coaches DISABLE ROW LEVEL SECURITY;
+        concat!(
+            rls_off_app_revoked!(),
+            "ALTER TABLE public.coaches DISABLE ROW LEVEL SECURITY;
          ALTER TABLE public.gyms DISABLE ROW LEVEL SECURITY;
-         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}, {admin};
-         REVOKE ALL ON SCHEMA tenantctl FROM {app}, {admin};
-         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenantctl FROM {app}, {admin};
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC;
          REVOKE CONNECT ON DATABASE \"{dbname}_bi\" FROM PUBLIC;
-         GRANT CONNECT ON DATABASE \"{dbname}_bi\" TO \"{prefix}adv3_app\"",
+         GRANT CONNECT ON DATABASE \"{dbname}_bi\" TO \"{prefix}adv3_app\""
+        ),
     )
     .leak(
         "SELECT count(*) > 0 FROM public.dblink('host=127.0.0.1 port={port} dbname={dbname}_bi user={prefix}adv3_app password=leak',
@@ -424,14 +435,13 @@ SELECT pg_reload_conf()",
         &["privilege.other-database-public"],
     )
     .sibling(
-        "ALTER TABLE public.members DISABLE ROW LEVEL SECURITY;
-         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}, {admin};
-         REVOKE ALL ON SCHEMA tenantctl FROM {app}, {admin};
-         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenantctl FROM {app}, {admin};
-         GRANT SELECT ON public.members TO PUBLIC;
+        concat!(
+            rls_off_app_revoked!(),
+            "GRANT SELECT ON public.members TO PUBLIC;
          REVOKE CONNECT ON DATABASE \"{dbname}_bi\" FROM PUBLIC;
          GRANT CONNECT ON DATABASE \"{dbname}_bi\" TO \"{prefix}adv4_tpl\";
-         ALTER DATABASE \"{dbname}_bi\" IS_TEMPLATE true",
+         ALTER DATABASE \"{dbname}_bi\" IS_TEMPLATE true"
+        ),
     )
     .leak(
         "SELECT count(*) > 0 FROM public.dblink('host=127.0.0.1 port={port} dbname={dbname}_bi user={prefix}adv4_tpl password=leak',
