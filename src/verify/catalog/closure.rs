@@ -156,9 +156,11 @@ impl Member {
     }
 }
 
-/// Predefined roles that cannot break isolation; every other `pg_*` role can (or is unknown).
+/// Predefined roles that cannot break isolation: none reads settings (`pg_read_all_settings`
+/// reads superuser-only ones such as `primary_conninfo`, a password in it), other sessions'
+/// statistics or query texts (`pg_read_all_stats`, `pg_monitor`) or data. Every other `pg_*`
+/// role can (or is unknown).
 const HARMLESS_PREDEFINED: &[&str] = &[
-    "pg_read_all_settings",
     "pg_stat_scan_tables",
     "pg_checkpoint",
     "pg_use_reserved_connections",

@@ -5,6 +5,7 @@
 mod closure;
 mod columns;
 mod config;
+mod custom;
 mod declared;
 mod functions;
 mod grants;
@@ -18,6 +19,7 @@ mod privileges;
 mod relations;
 mod roles;
 mod semantics;
+mod shared_login;
 mod siblings;
 mod tables;
 mod triggers;
@@ -78,7 +80,9 @@ async fn reach_checks(
     privileges::check(client, schema, &declared, &closure, tally).await?;
     siblings::check(client, target, &closure, tally).await?;
     pristine::check(client, &closure, &platform, tally).await?;
-    semantics::check(client, schema, &closure, &platform, &tenant.list, tally).await
+    semantics::check(client, schema, &closure, &platform, &tenant.list, tally).await?;
+    custom::check(client, schema, tally).await?;
+    shared_login::check(client, &closure, tally).await
 }
 
 /// Which relations hold tenant data: every declared table, and every other table (or foreign

@@ -5,8 +5,9 @@
 //! it records every database's) it is `privilege.other-database`; PUBLIC's grants leave no row
 //! there, so verify connects to each such database (its own credentials, same server) and reads
 //! what PUBLIC, or a role of the closure, may use in it (`privilege.other-database-public`); a
-//! database it cannot read is `privilege.other-database-uninspected`. Templates are left out
-//! (`template1` is every new database's starting point, not data).
+//! database it cannot read is `privilege.other-database-uninspected`. Templates are read too:
+//! `datallowconn` is what lets a login in (`template1` allows connections, `template0` does not),
+//! and a snapshot kept as a template is still data.
 
 use anyhow::Result;
 use tokio_postgres::Client;
@@ -26,7 +27,7 @@ SELECT d.datname::text AS name,
                WHERE s.dbid = d.oid AND s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
                  AND s.refobjid = ANY($1) AND s.deptype IN ('a', 'o')) AS holds
 FROM pg_catalog.pg_database d
-WHERE d.datname <> pg_catalog.current_database() AND d.datallowconn AND NOT d.datistemplate
+WHERE d.datname <> pg_catalog.current_database() AND d.datallowconn
   AND EXISTS (SELECT FROM pg_catalog.pg_roles r
               WHERE r.oid = ANY($1) AND r.rolcanlogin
                 AND pg_catalog.has_database_privilege(r.oid, d.oid, 'CONNECT'))

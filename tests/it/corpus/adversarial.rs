@@ -47,6 +47,18 @@ macro_rules! dblink_reporting_case {
     };
 }
 
+/// A sibling's members with RLS off and the app's own grants revoked (it reads them by
+/// PUBLIC's grants only: the role template, PUBLIC-connectable, already holds the app's).
+macro_rules! rls_off_app_revoked {
+    () => {
+        "ALTER TABLE public.members DISABLE ROW LEVEL SECURITY;
+         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}, {admin};
+         REVOKE ALL ON SCHEMA tenantctl FROM {app}, {admin};
+         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenantctl FROM {app}, {admin};
+         "
+    };
+}
+
 pub const CASES: &[Case] = &[
     login_case!(
         "adv_login_createrole",
@@ -358,15 +370,14 @@ pub const CASES: &[Case] = &[
         &["privilege.other-database-public"],
     )
     .sibling(
-        "ALTER TABLE public.members DISABLE ROW LEVEL SECURITY;
-         ALTER TABLE public.coaches DISABLE ROW LEVEL SECURITY;
+        concat!(
+            rls_off_app_revoked!(),
+            "ALTER TABLE public.coaches DISABLE ROW LEVEL SECURITY;
          ALTER TABLE public.gyms DISABLE ROW LEVEL SECURITY;
-         REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}, {admin};
-         REVOKE ALL ON SCHEMA tenantctl FROM {app}, {admin};
-         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenantctl FROM {app}, {admin};
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC;
          REVOKE CONNECT ON DATABASE \"{dbname}_bi\" FROM PUBLIC;
-         GRANT CONNECT ON DATABASE \"{dbname}_bi\" TO \"{prefix}adv3_app\"",
+         GRANT CONNECT ON DATABASE \"{dbname}_bi\" TO \"{prefix}adv3_app\""
+        ),
     )
     .leak(
         "SELECT count(*) > 0 FROM public.dblink('host=127.0.0.1 port={port} dbname={dbname}_bi user={prefix}adv3_app password=leak',
@@ -387,6 +398,58 @@ pub const CASES: &[Case] = &[
         &["pristine.cast"],
     )
     .leak("SELECT count(*) > 0 FROM public.members WHERE gym_id = '{gym_b}'"),
+    // Round 4. The app's login holds pg_read_all_settings (for a /health page): it reads the
+    // superuser-only primary_conninfo a promoted standby kept, a superuser's password in it.
+    case(
+        "adv4_read_all_settings_primary_conninfo",
+        "CREATE EXTENSION IF NOT EXISTS dblink SCHEMA public;
+         CREATE ROLE \"{prefix}adv4_app\" LOGIN PASSWORD 'leak' IN ROLE {app};
+         GRANT pg_read_all_settings TO \"{prefix}adv4_app\";
+         CREATE ROLE \"{prefix}adv4_repl\" LOGIN SUPERUSER PASSWORD 'repl_pw'
+--;
+ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user={prefix}adv4_repl password=repl_pw'
+--;
+SELECT pg_reload_conf(), pg_sleep(0.5)",
+        &["role.closure-membership"],
+    )
+    .leak(
+        "SELECT count(*) > 0 FROM public.dblink(current_setting('primary_conninfo') || ' dbname={dbname}',
+           'SELECT 1 FROM public.members WHERE gym_id = ''{gym_b}''') AS t(x int)",
+    )
+    .login("{prefix}adv4_app")
+    .undo(
+        "DROP OWNED BY \"{prefix}adv4_app\"; DROP ROLE \"{prefix}adv4_app\"; DROP ROLE \"{prefix}adv4_repl\"
+--;
+ALTER SYSTEM RESET primary_conninfo
+--;
+SELECT pg_reload_conf()",
+    ),
+    // A nightly snapshot with RLS off, kept as a template (IS_TEMPLATE) for fast clones and read
+    // by support through SELECT to PUBLIC: it still accepts connections (datallowconn), and the
+    // app's login reads it through dblink. (As in adv3_sibling_public_grants, the app's own
+    // grants are revoked there: the role template, PUBLIC-connectable, already holds them.)
+    case(
+        "adv4_template_snapshot_sibling",
+        "CREATE ROLE \"{prefix}adv4_tpl\" LOGIN PASSWORD 'leak' IN ROLE {app};
+         CREATE EXTENSION IF NOT EXISTS dblink SCHEMA public",
+        &["privilege.other-database-public"],
+    )
+    .sibling(
+        concat!(
+            rls_off_app_revoked!(),
+            "GRANT SELECT ON public.members TO PUBLIC;
+         REVOKE CONNECT ON DATABASE \"{dbname}_bi\" FROM PUBLIC;
+         GRANT CONNECT ON DATABASE \"{dbname}_bi\" TO \"{prefix}adv4_tpl\";
+         ALTER DATABASE \"{dbname}_bi\" IS_TEMPLATE true"
+        ),
+    )
+    .leak(
+        "SELECT count(*) > 0 FROM public.dblink('host=127.0.0.1 port={port} dbname={dbname}_bi user={prefix}adv4_tpl password=leak',
+           'SELECT gym_id::text FROM public.members') AS t(gym_id text)
+         WHERE gym_id = '{gym_b}'",
+    )
+    .login("{prefix}adv4_tpl")
+    .undo("DROP OWNED BY \"{prefix}adv4_tpl\"; DROP ROLE \"{prefix}adv4_tpl\""),
 ];
 
 /// `pg_temp.others(lo, hi)`: how many rows the policy removed from an index scan of members

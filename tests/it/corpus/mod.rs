@@ -311,7 +311,7 @@ fn run_case(c: &Case) -> Option<String> {
         role_template()
     };
     let (url, name) = clone_of(t, c.name);
-    psql_exec(&url, &fill_for(t, c.sql, &name));
+    exec_parts(&url, &fill_for(t, c.sql, &name));
     let sibling = format!("{name}_bi");
     if !c.sibling.is_empty() {
         copy_of(t, &sibling);
@@ -328,13 +328,16 @@ fn run_case(c: &Case) -> Option<String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, json, stderr) = verify_in(t, &url, &args);
     if !c.sibling.is_empty() {
+        // A sibling kept as a template (IS_TEMPLATE) cannot be dropped until it is not one.
+        let admin = &cluster().url;
         psql_exec(
-            &cluster().url,
-            &format!("DROP DATABASE \"{sibling}\" WITH (FORCE)"),
+            admin,
+            &format!("ALTER DATABASE \"{sibling}\" IS_TEMPLATE false"),
         );
+        psql_exec(admin, &format!("DROP DATABASE \"{sibling}\" WITH (FORCE)"));
     }
     if !c.undo.is_empty() {
-        psql_exec(&url, &fill_for(t, c.undo, &name));
+        exec_parts(&url, &fill_for(t, c.undo, &name));
     }
     if let Some(Err(e)) = leaked {
         return Some(format!("{}: the demonstration did not leak: {e}", c.name));
@@ -351,6 +354,14 @@ fn run_case(c: &Case) -> Option<String> {
             c.name
         )
     })
+}
+
+/// Run `sql` in parts split at lines `--;`, each its own implicit transaction: `ALTER SYSTEM`
+/// cannot run in a transaction block, which a multi-statement batch is.
+fn exec_parts(url: &str, sql: &str) {
+    for part in sql.split("\n--;\n") {
+        psql_exec(url, part);
+    }
 }
 
 /// The URL of the case's login (password `leak`) on the database at `url`.

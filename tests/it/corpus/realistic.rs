@@ -1,5 +1,5 @@
 //! The realistic clean database: what a real team's correct database holds besides the declared
-//! tables (a monitoring extension in `public`, extensions in a schema of their own, an operations
+//! tables (pg_trgm and pg_stat_statements, revoked from PUBLIC, in `public`, extensions in a schema of their own, an operations
 //! schema the app cannot reach, several logins granted the app role, a support login granted the
 //! admin role, a deploy login that is an operator, database- and role-level timeouts, comments,
 //! the public schema and the database revoked from PUBLIC and granted to the declared roles,
@@ -71,6 +71,12 @@ fn realistic() -> (Template, String) {
         .replace("{owner}", &format!("\"{}\"", r.owner))
         .replace("{db}", &format!("\"{}\"", t.db.name));
     psql_exec(&t.db.url, &sql);
+    // Statement statistics for the monitoring login, not for the application's (its fix).
+    psql_exec(
+        &t.db.url,
+        "CREATE EXTENSION pg_stat_statements SCHEMA public",
+    );
+    psql_exec(&t.db.url, super::world::STAT_STATEMENTS_REVOKED);
     let url = t.db.url.clone();
     (t, url)
 }
