@@ -137,17 +137,11 @@ fn may_lock(sql: &str) -> bool {
     let mut words = sql
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|w| !w.is_empty());
-    let is = |w: Option<&str>, any: &[&str]| {
-        w.is_some_and(|w| any.iter().any(|k| w.eq_ignore_ascii_case(k)))
-    };
-    match words.next() {
-        Some(w) if is(Some(w), &["ALTER", "DROP"]) => true,
-        Some(w) if is(Some(w), &["CREATE"]) => is(
-            words.next(),
-            &["TABLE", "UNLOGGED", "TEMP", "UNIQUE", "INDEX"],
-        ),
-        _ => false,
-    }
+    let is = |w: &str, any: &[&str]| any.iter().any(|k| w.eq_ignore_ascii_case(k));
+    let first = words.next().unwrap_or_default();
+    let second = words.next().unwrap_or_default();
+    is(first, &["ALTER", "DROP"])
+        || (is(first, &["CREATE"]) && is(second, &["TABLE", "UNLOGGED", "TEMP", "UNIQUE", "INDEX"]))
 }
 
 /// What earlier statements of the file did: tables it created, indexes it created, checks of the
